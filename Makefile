@@ -1,0 +1,48 @@
+# ambit: every target that needs system packages or npm modules goes through `setup`, so a fresh Debian machine
+# (as root) needs nothing but `make demo` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+APT_PACKAGES := nftables libnftables1 iproute2 procps openssl tcpdump prometheus iperf3 wrk nginx-light
+NODE_BIN := node_modules/.bin
+
+.PHONY: setup build lint fmt test test-unit demo bench clean
+
+setup: node_modules/.installed
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends $$missing >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
+
+node_modules/.installed: package.json package-lock.json
+	@echo "setup: installing npm dependencies"
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+build: node_modules/.installed
+	@$(NODE_BIN)/tsc -p .
+
+lint: node_modules/.installed
+	@$(NODE_BIN)/biome check .
+
+fmt: node_modules/.installed
+	@$(NODE_BIN)/biome check --write .
+
+test: setup build lint
+	@$(NODE_BIN)/ava
+
+# Tests that need neither root nor the kernel: rule building, policy, identity parsing.
+test-unit: build
+	@$(NODE_BIN)/ava 'dist/test/unit/**/*.test.js'
+
+demo: setup build
+	@node dist/agent/demo/main.js
+
+bench: setup build
+	@node dist/test/bench/run.js $(BENCH)
+
+clean:
+	rm -rf dist

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+import { agentCommand } from "./cli/agent-command.js";
+import { caCommand } from "./cli/ca-command.js";
+/**
+ * ambit's command line: `ambit agent` (the node agent), `ambit ca` (the mesh CA server), and the operator
+ * commands that read a running agent's admin server.
+ */
+import { AmbitError } from "./errors.js";
+
+const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
+  agent: { run: agentCommand, help: "run the node agent (redirection, HBONE proxy, identities)" },
+  ca: { run: caCommand, help: "run the mesh CA server" },
+};
+
+function usage(): string {
+  return [
+    "usage: ambit <command> [flags]",
+    "",
+    ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(12)}${c.help}`),
+  ].join("\n");
+}
+
+const [name, ...argv] = process.argv.slice(2);
+const command = name ? commands[name] : undefined;
+if (!command) {
+  process.stderr.write(`${usage()}\n`);
+  process.exit(name === "help" || name === "--help" ? 0 : 2);
+}
+command.run(argv).catch((err: unknown) => {
+  const code = err instanceof AmbitError ? ` [${err.code}]` : "";
+  process.stderr.write(`ambit ${name}: ${err instanceof Error ? err.message : String(err)}${code}\n`);
+  if (err instanceof Error && err.cause)
+    process.stderr.write(`  cause: ${String((err.cause as Error).message ?? err.cause)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,16 @@
+import { createLogger } from "../log.js";
+import { parseAgentConfig } from "../node/config.js";
+import { startAgent } from "../node/run-agent.js";
+
+/** `ambit agent`: run the node agent until SIGINT/SIGTERM. */
+export async function agentCommand(argv: string[]): Promise<void> {
+  const config = parseAgentConfig(argv);
+  const log = createLogger({ level: config.logLevel });
+  const running = await startAgent(config, log);
+  const stop = (signal: string) => {
+    log.info({ signal }, "stopping: listeners close, pods' rules stay (their traffic is refused until restart)");
+    void running.stop().then(() => process.exit(0));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}

@@ -1,0 +1,81 @@
+import { parseArgs } from "node:util";
+import { loadCaFromFiles, loadOrCreateCa } from "../identity/ca-files.js";
+import { startCaServer } from "../identity/ca-server.js";
+import { KubeTokenReviewer } from "../identity/kube-token-reviewer.js";
+import { DEFAULT_TRUST_DOMAIN } from "../identity/spiffe.js";
+import { FileTokenReviewer } from "../identity/token-reviewer.js";
+import { findPod } from "../kube/cluster-lookup.js";
+import { PodFileSource } from "../kube/pod-file-source.js";
+import { createLogger } from "../log.js";
+import { ConfigError, parseHostPort } from "../node/config.js";
+
+/**
+ * `ambit ca`: the mesh CA as its own HTTPS server. Root from --ca-cert/--ca-key (a Secret) or --ca-dir (created on
+ * first start); callers authenticated by --token-file (local) or Kubernetes TokenReview (--kube-allowed-user).
+ */
+export async function caCommand(argv: string[]): Promise<void> {
+  const env = process.env;
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      listen: { type: "string", default: env.AMBIT_CA_LISTEN ?? "0.0.0.0:15012" },
+      "trust-domain": { type: "string", default: env.AMBIT_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN },
+      "ca-dir": { type: "string", default: env.AMBIT_CA_DIR },
+      "ca-cert": { type: "string", default: env.AMBIT_CA_CERT },
+      "ca-key": { type: "string", default: env.AMBIT_CA_KEY },
+      "pod-file": { type: "string", default: env.AMBIT_POD_FILE },
+      "token-file": { type: "string", default: env.AMBIT_CA_TOKENS },
+      "kube-allowed-user": { type: "string", multiple: true, default: [] },
+      "serving-name": { type: "string", multiple: true, default: [] },
+      "serving-ip": { type: "string", multiple: true, default: [] },
+      "cert-lifetime": { type: "string", default: env.AMBIT_CERT_LIFETIME ?? String(24 * 3600) },
+      "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
+    },
+  });
+  const log = createLogger({ level: values["log-level"] as string, name: "ambit-ca" });
+  const trustDomain = values["trust-domain"] as string;
+  const leafLifetimeSec = Number(values["cert-lifetime"]);
+  if (!values["pod-file"]) throw new ConfigError("--pod-file is required (the CA authorizes against the pod list)");
+  const ca =
+    values["ca-cert"] && values["ca-key"]
+      ? await loadCaFromFiles(
+          { certFile: values["ca-cert"], keyFile: values["ca-key"] },
+          { trustDomain, leafLifetimeSec },
+        )
+      : values["ca-dir"]
+        ? await loadOrCreateCa(values["ca-dir"], { trustDomain, leafLifetimeSec, logger: log })
+        : undefined;
+  if (!ca) throw new ConfigError("--ca-cert and --ca-key, or --ca-dir, are required");
+  const allowed = values["kube-allowed-user"] as string[];
+  const reviewer = values["token-file"]
+    ? new FileTokenReviewer(values["token-file"])
+    : allowed.length > 0
+      ? new KubeTokenReviewer({ allowedUsers: allowed })
+      : undefined;
+  if (!reviewer) throw new ConfigError("--token-file or --kube-allowed-user is required");
+
+  const pods = new PodFileSource({ path: values["pod-file"], logger: log });
+  await pods.start();
+  const { host, port } = parseHostPort(values.listen as string, "listen");
+  const server = await startCaServer({
+    ca,
+    reviewer,
+    lookupPod: (namespace, name) => findPod(pods.current(), namespace, name),
+    host,
+    port,
+    servingNames: {
+      dnsNames: ["localhost", ...(values["serving-name"] as string[])],
+      ips: ["127.0.0.1", ...(values["serving-ip"] as string[])],
+    },
+    logger: log,
+  });
+  log.info({ url: server.url }, "mesh CA serving");
+  const stop = () =>
+    void server.close().then(() => {
+      pods.close();
+      process.exit(0);
+    });
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}

@@ -1,0 +1,34 @@
+import type { PodSpec } from "../kube/pod.js";
+import type { PodRef } from "./certificate-source.js";
+import { formatSpiffeId, identityOfPod, type SpiffeId, sameSpiffeId } from "./spiffe.js";
+
+export type SignDecision =
+  | { ok: true }
+  | { ok: false; reason: "pod_not_found" | "other_node" | "identity_mismatch"; message: string };
+
+/**
+ * A node may only obtain the identities of pods scheduled on it: the named pod must exist, run on the caller's
+ * node, and have exactly the requested identity. Pure; the CA server supplies the pod it looked up.
+ */
+export function authorizeSign(input: {
+  callerNode: string;
+  podRef: PodRef;
+  pod: PodSpec | undefined;
+  identity: SpiffeId;
+}): SignDecision {
+  const { callerNode, podRef, pod, identity } = input;
+  const name = `${podRef.namespace}/${podRef.name}`;
+  if (!pod) return { ok: false, reason: "pod_not_found", message: `pod ${name} is not known to the CA` };
+  if (pod.nodeName !== callerNode) {
+    return { ok: false, reason: "other_node", message: `pod ${name} is not scheduled on node ${callerNode}` };
+  }
+  const expected = identityOfPod(pod, identity.trustDomain);
+  if (!sameSpiffeId(expected, identity)) {
+    return {
+      ok: false,
+      reason: "identity_mismatch",
+      message: `pod ${name} runs as ${formatSpiffeId(expected)}, not ${formatSpiffeId(identity)}`,
+    };
+  }
+  return { ok: true };
+}

@@ -1,0 +1,211 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { AmbitError } from "../errors.js";
+import type { PodSpec } from "../kube/pod.js";
+import { type Logger, silentLogger } from "../log.js";
+import { authorizeSign } from "./authorize.js";
+import type { MeshCa } from "./ca.js";
+import { IdentityError } from "./errors.js";
+import { BodyTooLargeError, readBody, sendJson } from "./https-json.js";
+import { generateRsaKeyPair } from "./keys.js";
+import { refreshDelayMs } from "./refresh-policy.js";
+import { formatSpiffeId, type SpiffeId } from "./spiffe.js";
+import type { TokenReviewer } from "./token-reviewer.js";
+
+export type PodLookup = (namespace: string, name: string) => PodSpec | undefined;
+
+export interface CaServerOptions {
+  ca: MeshCa;
+  reviewer: TokenReviewer;
+  lookupPod: PodLookup;
+  host?: string;
+  /** 0 picks a free port (tests). */
+  port?: number;
+  /** Names agents reach the CA by; they go into its serving certificate. */
+  servingNames?: { dnsNames: string[]; ips: string[] };
+  logger?: Logger;
+}
+
+export interface CaServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** An error answer: `code` is stable (metrics, clients), `message` is for people, `reason` refines a 403. */
+class Refusal extends AmbitError {
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+    readonly reason?: string,
+  ) {
+    super(code, message);
+  }
+}
+
+const CSR_CODES = new Set(["bad_csr", "csr_signature", "csr_mismatch", "bad_san"]);
+
+interface SignBody {
+  csr: string;
+  identity: { namespace: string; serviceAccount: string };
+  pod: { namespace: string; name: string };
+}
+
+function isSignBody(b: unknown): b is SignBody {
+  const o = b as Partial<SignBody> | null;
+  const str = (v: unknown) => typeof v === "string" && v.length > 0 && v.length < 64 * 1024;
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    str(o.csr) &&
+    str(o.identity?.namespace) &&
+    str(o.identity?.serviceAccount) &&
+    str(o.pod?.namespace) &&
+    str(o.pod?.name)
+  );
+}
+
+function bearerToken(req: IncomingMessage): string | undefined {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
+  return m?.[1];
+}
+
+/**
+ * `ambit ca`: signs workload CSRs for authenticated node agents, over HTTPS with a serving certificate from the
+ * same CA (renewed at half life). POST /v1/sign {csr, identity:{namespace, serviceAccount}, pod:{namespace, name}}
+ * -> {certChain, trustBundle, expiresAt}; GET /v1/bundle -> {trustBundle}.
+ */
+export async function startCaServer(options: CaServerOptions): Promise<CaServer> {
+  const { ca, reviewer, lookupPod } = options;
+  const log = options.logger ?? silentLogger;
+  const names = options.servingNames ?? { dnsNames: ["localhost"], ips: ["127.0.0.1"] };
+
+  async function servingCredentials() {
+    const keys = await generateRsaKeyPair();
+    const issued = ca.issueServingCertificate(keys, names);
+    return { key: keys.privateKeyPem, cert: issued.certChainPem, notAfter: issued.notAfter };
+  }
+
+  async function sign(req: IncomingMessage, res: ServerResponse, ctx: Record<string, unknown>): Promise<void> {
+    const token = bearerToken(req);
+    if (!token) throw new Refusal(401, "unauthenticated", "missing bearer token");
+    let caller: Awaited<ReturnType<TokenReviewer["review"]>>;
+    try {
+      caller = await reviewer.review(token);
+    } catch (err) {
+      const code = err instanceof IdentityError ? err.code : "token_review_failed";
+      log.error({ err }, "token review failed; refusing the request, the agent will retry");
+      throw new Refusal(503, code, "cannot review the token right now");
+    }
+    if (!caller) throw new Refusal(401, "unauthenticated", "token is not valid for the CA");
+    ctx.node = caller.nodeName;
+
+    let body: unknown;
+    try {
+      body = JSON.parse(await readBody(req));
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) throw new Refusal(413, "body_too_large", err.message);
+      throw new Refusal(400, "bad_request", "body is not JSON");
+    }
+    if (!isSignBody(body)) {
+      throw new Refusal(
+        400,
+        "bad_request",
+        "expected {csr, identity:{namespace, serviceAccount}, pod:{namespace, name}}",
+      );
+    }
+    ctx.pod = `${body.pod.namespace}/${body.pod.name}`;
+    const identity: SpiffeId = { trustDomain: ca.trustDomain, ...body.identity };
+    try {
+      ctx.identity = formatSpiffeId(identity);
+    } catch (err) {
+      throw new Refusal(400, "bad_san", (err as Error).message);
+    }
+    const decision = authorizeSign({
+      callerNode: caller.nodeName,
+      podRef: body.pod,
+      pod: lookupPod(body.pod.namespace, body.pod.name),
+      identity,
+    });
+    if (!decision.ok) throw new Refusal(403, "forbidden", decision.message, decision.reason);
+    let issued: ReturnType<MeshCa["signCsr"]>;
+    try {
+      issued = ca.signCsr(body.csr, identity);
+    } catch (err) {
+      if (err instanceof IdentityError && CSR_CODES.has(err.code)) throw new Refusal(400, err.code, err.message);
+      throw err;
+    }
+    log.info({ ...ctx, notAfter: issued.notAfter }, "issued workload certificate");
+    sendJson(res, 200, {
+      certChain: issued.certChainPem,
+      trustBundle: issued.trustBundlePem,
+      expiresAt: issued.notAfter.toISOString(),
+    });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ctx: Record<string, unknown> = { method: req.method, path: req.url };
+    try {
+      const path = (req.url ?? "").split("?")[0];
+      if (path === "/v1/sign" && req.method === "POST") return await sign(req, res, ctx);
+      if (path === "/v1/bundle" && req.method === "GET") {
+        return sendJson(res, 200, { trustBundle: ca.trustBundlePem() });
+      }
+      throw new Refusal(path === "/v1/sign" || path === "/v1/bundle" ? 405 : 404, "not_found", "no such endpoint");
+    } catch (err) {
+      if (err instanceof Refusal) {
+        log.warn(
+          { ...ctx, status: err.status, code: err.code, reason: err.reason ?? err.message },
+          "CA request refused",
+        );
+        if (!res.headersSent) sendJson(res, err.status, { code: err.code, message: err.message });
+        return;
+      }
+      log.error({ ...ctx, err }, "CA request failed");
+      if (!res.headersSent) sendJson(res, 500, { code: "internal", message: "internal error" });
+    }
+  }
+
+  let creds = await servingCredentials();
+  const server: Server = createServer({ key: creds.key, cert: creds.cert }, (req, res) => void handle(req, res));
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+
+  let renewTimer: NodeJS.Timeout | undefined;
+  const scheduleRenewal = () => {
+    renewTimer = setTimeout(
+      async () => {
+        try {
+          creds = await servingCredentials();
+          server.setSecureContext({ key: creds.key, cert: creds.cert });
+          log.info({ notAfter: creds.notAfter }, "CA serving certificate renewed");
+        } catch (err) {
+          log.error({ err }, "CA serving certificate renewal failed; retrying at the next half-life");
+        }
+        scheduleRenewal();
+      },
+      refreshDelayMs(Date.now(), creds.notAfter.getTime()),
+    ).unref();
+  };
+  scheduleRenewal();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, options.host ?? "0.0.0.0", () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = options.host && options.host !== "0.0.0.0" ? options.host : "127.0.0.1";
+  log.info({ port, trustDomain: ca.trustDomain }, "mesh CA server listening");
+  return {
+    url: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        clearTimeout(renewTimer);
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,39 @@
+import { AmbitError } from "../errors.js";
+
+/**
+ * Stable reasons an identity operation fails. They are metric labels and the `code` of the CA's JSON error
+ * responses, so they never change meaning once shipped.
+ */
+export type IdentityErrorCode =
+  | "bad_san" // a SPIFFE ID (or a certificate's SAN) is malformed
+  | "bad_csr" // a CSR cannot be parsed or uses an unsupported key/algorithm
+  | "csr_signature" // the CSR's signature does not verify with its own key: no proof of key possession
+  | "csr_mismatch" // the CSR asks for a subject, SAN or extension other than the single expected SPIFFE URI
+  | "unauthenticated" // missing or unknown bearer token
+  | "forbidden" // the caller's node may not obtain this identity
+  | "bad_request" // a request body that is not the expected JSON
+  | "body_too_large"
+  | "token_review_failed" // the token reviewer itself could not answer (API server down, bad response)
+  | "ca_unavailable" // the CA could not be reached or answered with something unusable
+  | "ca_refused" // the CA answered with a refusal
+  | "ca_files" // the CA's key/certificate files are missing, unreadable or inconsistent
+  | "keygen" // native key generation failed
+  | "closed"; // the certificate manager was closed while the operation was pending
+
+export class IdentityError extends AmbitError {
+  declare readonly code: IdentityErrorCode;
+
+  constructor(code: IdentityErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived). */
+export class CaRequestError extends IdentityError {
+  readonly status: number;
+
+  constructor(code: IdentityErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.status = status;
+  }
+}

@@ -1,0 +1,80 @@
+import { readFile } from "node:fs/promises";
+import { IdentityError } from "./errors.js";
+import { requestJson } from "./https-json.js";
+import type { ReviewedCaller, TokenReviewer } from "./token-reviewer.js";
+
+export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
+const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+export interface KubeTokenReviewerOptions {
+  /** API server base URL; in a pod https://kubernetes.default.svc. */
+  apiServer?: string;
+  /** CA bundle of the API server; defaults to the pod's service-account ca.crt. */
+  caFile?: string;
+  /** The CA's own service-account token (projected, so re-read each review); defaults to the pod's. */
+  tokenFile?: string;
+  /**
+   * Users allowed to ask for certificates, e.g. `system:serviceaccount:ambit-system:ambit`. Required: every pod's
+   * bound service-account token carries its node name, so without this any pod could act as its node's agent.
+   */
+  allowedUsers: string[];
+  /** Audiences the agent's token must be bound to (TokenReview spec.audiences). */
+  audiences?: string[];
+  timeoutMs?: number;
+}
+
+interface TokenReviewStatus {
+  authenticated?: boolean;
+  error?: string;
+  audiences?: string[];
+  user?: { username?: string; extra?: Record<string, string[]> };
+}
+
+/**
+ * Cluster mode: asks the API server (POST /apis/authentication.k8s.io/v1/tokenreviews) whether the agent's token
+ * is valid and reads the node it was issued for from the token's `extra` claims, which the API server fills for
+ * tokens bound to a pod (Kubernetes >= 1.30, or projected tokens with node binding).
+ */
+export class KubeTokenReviewer implements TokenReviewer {
+  private readonly apiServer: string;
+  private readonly caFile: string;
+  private readonly tokenFile: string;
+  private readonly allowed: Set<string>;
+
+  constructor(private readonly options: KubeTokenReviewerOptions) {
+    this.apiServer = (options.apiServer ?? "https://kubernetes.default.svc").replace(/\/+$/, "");
+    this.caFile = options.caFile ?? `${SERVICE_ACCOUNT_DIR}/ca.crt`;
+    this.tokenFile = options.tokenFile ?? `${SERVICE_ACCOUNT_DIR}/token`;
+    this.allowed = new Set(options.allowedUsers);
+  }
+
+  async review(token: string): Promise<ReviewedCaller | undefined> {
+    const url = `${this.apiServer}/apis/authentication.k8s.io/v1/tokenreviews`;
+    let status: number;
+    let body: unknown;
+    try {
+      const [ca, ownToken] = await Promise.all([readFile(this.caFile, "utf8"), readFile(this.tokenFile, "utf8")]);
+      const spec = this.options.audiences ? { token, audiences: this.options.audiences } : { token };
+      ({ status, body } = await requestJson(url, {
+        method: "POST",
+        ca,
+        headers: { authorization: `Bearer ${ownToken.trim()}` },
+        body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec },
+        timeoutMs: this.options.timeoutMs ?? 5000,
+      }));
+    } catch (cause) {
+      throw new IdentityError("token_review_failed", `TokenReview request to ${url} failed`, { cause });
+    }
+    if (status !== 200 && status !== 201) {
+      throw new IdentityError("token_review_failed", `TokenReview answered HTTP ${status}`, { cause: body });
+    }
+    const review = (body as { status?: TokenReviewStatus } | undefined)?.status;
+    if (!review?.authenticated) return undefined;
+    const user = review.user?.username ?? "";
+    if (!this.allowed.has(user)) return undefined;
+    const wanted = this.options.audiences;
+    if (wanted && !wanted.some((a) => review.audiences?.includes(a))) return undefined;
+    const nodeName = review.user?.extra?.[NODE_NAME_EXTRA]?.[0];
+    return nodeName ? { nodeName, user } : undefined;
+  }
+}

@@ -1,0 +1,86 @@
+/** The agent's settings, from command-line flags with AMBIT_* environment variables as defaults. Pure. */
+import { parseArgs } from "node:util";
+import { AmbitError } from "../errors.js";
+import { DEFAULT_TRUST_DOMAIN } from "../identity/spiffe.js";
+
+export interface AgentConfig {
+  nodeName: string;
+  podFile: string;
+  trustDomain: string;
+  /** Embedded CA: keep (or create) the root in this directory. */
+  caDir?: string;
+  /** Remote `ambit ca`. */
+  caUrl?: string;
+  caBundleFile?: string;
+  caTokenFile?: string;
+  /** Lifetime of certificates the embedded CA issues, seconds. */
+  certLifetimeSec: number;
+  /** Manage the node's kubelet-probe SNAT table in the agent's own namespace. */
+  hostRules: boolean;
+  metricsAddress: string;
+  adminAddress: string;
+  readyAddress: string;
+  logLevel: string;
+}
+
+export class ConfigError extends AmbitError {
+  constructor(message: string) {
+    super("bad_config", message);
+  }
+}
+
+const env = process.env;
+
+export function parseAgentConfig(argv: string[]): AgentConfig {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      node: { type: "string", default: env.AMBIT_NODE_NAME ?? env.NODE_NAME },
+      "pod-file": { type: "string", default: env.AMBIT_POD_FILE },
+      "trust-domain": { type: "string", default: env.AMBIT_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN },
+      "ca-dir": { type: "string", default: env.AMBIT_CA_DIR },
+      "ca-url": { type: "string", default: env.AMBIT_CA_URL },
+      "ca-bundle": { type: "string", default: env.AMBIT_CA_BUNDLE },
+      "ca-token-file": { type: "string", default: env.AMBIT_CA_TOKEN_FILE },
+      "cert-lifetime": { type: "string", default: env.AMBIT_CERT_LIFETIME ?? String(24 * 3600) },
+      "host-rules": { type: "boolean", default: env.AMBIT_HOST_RULES === "1" },
+      metrics: { type: "string", default: env.AMBIT_METRICS_ADDRESS ?? "0.0.0.0:15020" },
+      admin: { type: "string", default: env.AMBIT_ADMIN_ADDRESS ?? "127.0.0.1:15000" },
+      ready: { type: "string", default: env.AMBIT_READY_ADDRESS ?? "0.0.0.0:15021" },
+      "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
+    },
+  });
+  const need = (v: string | undefined, flag: string) => {
+    if (!v) throw new ConfigError(`--${flag} is required`);
+    return v;
+  };
+  const lifetime = Number(values["cert-lifetime"]);
+  if (!Number.isInteger(lifetime) || lifetime < 2) throw new ConfigError("--cert-lifetime must be whole seconds >= 2");
+  const remote = values["ca-url"];
+  if (!remote && !values["ca-dir"]) throw new ConfigError("one of --ca-dir (embedded CA) or --ca-url is required");
+  if (remote && (!values["ca-bundle"] || !values["ca-token-file"])) {
+    throw new ConfigError("--ca-url needs --ca-bundle and --ca-token-file");
+  }
+  for (const flag of ["metrics", "admin", "ready"] as const) parseHostPort(values[flag] as string, flag);
+  return {
+    nodeName: need(values.node, "node"),
+    podFile: need(values["pod-file"], "pod-file"),
+    trustDomain: values["trust-domain"] as string,
+    ...(values["ca-dir"] ? { caDir: values["ca-dir"] } : {}),
+    ...(remote ? { caUrl: remote, caBundleFile: values["ca-bundle"], caTokenFile: values["ca-token-file"] } : {}),
+    certLifetimeSec: lifetime,
+    hostRules: values["host-rules"] as boolean,
+    metricsAddress: values.metrics as string,
+    adminAddress: values.admin as string,
+    readyAddress: values.ready as string,
+    logLevel: values["log-level"] as string,
+  };
+}
+
+export function parseHostPort(text: string, what = "address"): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new ConfigError(`--${what}: expected host:port, got ${JSON.stringify(text)}`);
+  return { host: m[1] || "0.0.0.0", port };
+}

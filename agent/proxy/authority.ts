@@ -1,0 +1,43 @@
+import { isIP } from "node:net";
+
+/** `:authority` of an HBONE CONNECT: the original destination, `ip:port` or `[ipv6]:port`. No host names. */
+export function formatAuthority(ip: string, port: number): string {
+  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+export function parseAuthority(authority: string | undefined): { ip: string; port: number } | undefined {
+  if (!authority) return undefined;
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(authority) ?? /^([^:[\]]+):(\d{1,5})$/.exec(authority);
+  if (!m?.[1] || !m[2]) return undefined;
+  const port = Number(m[2]);
+  if (!isIP(m[1]) || port < 1 || port > 65535) return undefined;
+  return { ip: m[1], port };
+}
+
+/**
+ * W3C baggage telling the destination who the source workload is, for its metrics labels only. Authorization
+ * never reads it: the peer certificate is the identity.
+ */
+export function formatBaggage(fields: { namespace: string; workload: string; pod: string }): string {
+  return [
+    `k8s.namespace.name=${encodeURIComponent(fields.namespace)}`,
+    `k8s.workload.name=${encodeURIComponent(fields.workload)}`,
+    `k8s.pod.name=${encodeURIComponent(fields.pod)}`,
+  ].join(",");
+}
+
+export function parseBaggage(header: string | string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  const text = Array.isArray(header) ? header.join(",") : (header ?? "");
+  for (const member of text.split(",")) {
+    const [kv = ""] = member.split(";");
+    const eq = kv.indexOf("=");
+    if (eq <= 0) continue;
+    try {
+      out[kv.slice(0, eq).trim()] = decodeURIComponent(kv.slice(eq + 1).trim());
+    } catch {
+      // A malformed member is skipped; baggage is advisory.
+    }
+  }
+  return out;
+}

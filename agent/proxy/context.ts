@@ -1,0 +1,24 @@
+import type { X509Certificate } from "node:crypto";
+import type { SecureContext } from "node:tls";
+import type { SpiffeId } from "../identity/spiffe.js";
+import type { PeerAuthenticationMode } from "../kube/pod.js";
+import type { Logger } from "../log.js";
+import type { HbonePool } from "./hbone-pool.js";
+import type { ProxyObserver } from "./observer.js";
+import type { HboneTuning } from "./tuning.js";
+import type { Workload, WorkloadIndex } from "./workload-index.js";
+
+/** What every connection handler shares; built once by the Proxy. */
+export interface ProxyContext {
+  log: Logger;
+  trustDomain: string;
+  mark: number;
+  tuning: HboneTuning;
+  observer: ProxyObserver;
+  pool: HbonePool;
+  certs: { secureContext(id: SpiffeId): SecureContext | undefined };
+  trustBundle(): X509Certificate[];
+  index(): WorkloadIndex;
+  peerAuthentication(self: Workload): PeerAuthenticationMode;
+  nextId(): number;
+}

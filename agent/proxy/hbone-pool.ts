@@ -1,0 +1,166 @@
+/**
+ * Client side of HBONE: one mutual-TLS HTTP/2 connection per (source pod, destination pod IP), reused by every
+ * CONNECT stream between them, so a new application connection costs one stream, not a handshake.
+ *
+ * The TCP connection is made from inside the source pod's namespace (the destination sees the pod's IP), with the
+ * proxy mark so the pod's own rules do not capture it again. The peer must present exactly the identity the
+ * workload index expects for the destination IP; anything else is dropped before a byte of the app is sent.
+ */
+
+import type { X509Certificate } from "node:crypto";
+import http2, { type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import tls, { type SecureContext } from "node:tls";
+import { connectInNetns } from "../../native-bindings/sockets.js";
+import { sameSpiffeId } from "../identity/spiffe.js";
+import { validateTlsPeer } from "../identity/validate.js";
+import { HBONE_PORT, PROXY_MARK } from "../redirect/ports.js";
+import { formatAuthority } from "./authority.js";
+import { ProxyError } from "./errors.js";
+import type { ProxyObserver } from "./observer.js";
+import { DEFAULT_TUNING, type HboneTuning, h2Settings } from "./tuning.js";
+import type { Workload } from "./workload-index.js";
+
+export interface HboneSource {
+  workload: Workload;
+  context: SecureContext;
+}
+
+interface PooledSession {
+  session: ClientHttp2Session;
+  context: SecureContext;
+}
+
+export interface HbonePoolOptions {
+  trustDomain: string;
+  trustBundle: () => X509Certificate[];
+  observer: ProxyObserver;
+  tuning?: HboneTuning;
+  mark?: number;
+  /** Port of the HBONE listener on destination pods. */
+  port?: number;
+}
+
+export class HbonePool {
+  readonly #sessions = new Map<string, Promise<PooledSession>>();
+  readonly #opts: HbonePoolOptions;
+  readonly #tuning: HboneTuning;
+
+  constructor(opts: HbonePoolOptions) {
+    this.#opts = opts;
+    this.#tuning = opts.tuning ?? DEFAULT_TUNING;
+  }
+
+  /** Open a CONNECT stream to `ip:port` at the destination workload, over a pooled session. */
+  async open(src: HboneSource, dst: Workload, ip: string, port: number, headers: Record<string, string>) {
+    const session = await this.#session(src, dst, ip);
+    const stream: ClientHttp2Stream = session.request(
+      { ":method": "CONNECT", ":authority": formatAuthority(ip, port), ...headers },
+      { endStream: false },
+    );
+    return stream;
+  }
+
+  /** Sessions currently pooled (for the admin server and tests). */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  closeAll(): void {
+    for (const p of this.#sessions.values()) p.then((s) => s.session.close()).catch(() => {});
+    this.#sessions.clear();
+  }
+
+  async #session(src: HboneSource, dst: Workload, ip: string): Promise<ClientHttp2Session> {
+    const key = `${src.workload.key}|${ip}`;
+    const pending = this.#sessions.get(key);
+    if (pending) {
+      const pooled = await pending.catch(() => undefined);
+      // A rotated certificate gets a fresh session; the old one drains its streams and closes.
+      if (pooled && !pooled.session.closed && !pooled.session.destroyed && pooled.context === src.context) {
+        return pooled.session;
+      }
+      if (pooled && this.#sessions.get(key) === pending) {
+        this.#sessions.delete(key);
+        pooled.session.close();
+      }
+    }
+    const existing = this.#sessions.get(key);
+    if (existing) return (await existing).session;
+    const created = this.#connect(src, dst, ip);
+    this.#sessions.set(key, created);
+    created.then(
+      ({ session }) => {
+        const forget = () => {
+          if (this.#sessions.get(key) === created) this.#sessions.delete(key);
+        };
+        session.once("close", forget);
+        session.once("goaway", forget);
+        session.once("error", forget);
+      },
+      () => {
+        if (this.#sessions.get(key) === created) this.#sessions.delete(key);
+      },
+    );
+    return (await created).session;
+  }
+
+  async #connect(src: HboneSource, dst: Workload, ip: string): Promise<PooledSession> {
+    const t = this.#tuning;
+    const raw = await connectInNetns(src.workload.pod.netns, {
+      address: ip,
+      port: this.#opts.port ?? HBONE_PORT,
+      mark: this.#opts.mark ?? PROXY_MARK,
+      ...(t.socketBuffer ? { sendBuffer: t.socketBuffer, receiveBuffer: t.socketBuffer } : {}),
+    }).catch((cause) => {
+      throw new ProxyError("hbone_connect_failed", `cannot reach ${ip}:${HBONE_PORT}`, { cause });
+    });
+    raw.setNoDelay(true);
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const socket = tls.connect({
+      socket: raw,
+      secureContext: src.context,
+      ALPNProtocols: ["h2"],
+      // Identity is checked below against the workload index (SPIFFE URI SAN), never by host name.
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+      servername: "hbone",
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => fail("timeout", "TLS handshake timed out"), t.handshakeTimeoutMs);
+      const fail = (reason: string, detail: string, cause?: unknown) => {
+        clearTimeout(timer);
+        this.#opts.observer.handshake("client", reason, seconds());
+        socket.destroy();
+        reject(new ProxyError(`hbone_${reason}`, `HBONE to ${dst.key} (${ip}): ${detail}`, { cause }));
+      };
+      socket.once("error", (err) => fail("tls_error", err.message, err));
+      socket.once("secureConnect", () => {
+        const peer = validateTlsPeer(socket, {
+          trustDomain: this.#opts.trustDomain,
+          trustBundle: this.#opts.trustBundle(),
+          peerRole: "server",
+        });
+        if (!peer.ok) return fail(peer.reason, peer.detail);
+        if (!sameSpiffeId(peer.id, dst.id)) {
+          return fail("identity_mismatch", `peer is not ${dst.spiffe}`);
+        }
+        if (socket.alpnProtocol !== "h2") return fail("bad_alpn", `ALPN ${String(socket.alpnProtocol)}`);
+        clearTimeout(timer);
+        socket.removeAllListeners("error");
+        this.#opts.observer.handshake("client", "ok", seconds());
+        resolve();
+      });
+    });
+    const session = http2.connect(`https://${formatAuthority(ip, HBONE_PORT)}`, {
+      createConnection: () => socket,
+      settings: h2Settings(t),
+      maxSessionMemory: t.maxSessionMemoryMiB,
+    });
+    session.on("error", () => {
+      // Streams see their own errors; the pool forgets the session on close.
+    });
+    session.once("connect", () => session.setLocalWindowSize(t.sessionWindow));
+    return { session, context: src.context };
+  }
+}

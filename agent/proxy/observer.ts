@@ -1,0 +1,78 @@
+/**
+ * What the proxy reports as it works. Metrics, logs and the admin server's connection table all implement this;
+ * the proxy itself knows none of them.
+ */
+export interface Peer {
+  workload: string;
+  namespace: string;
+  /** SPIFFE ID; empty when the peer is not authenticated (plaintext or passthrough). */
+  principal: string;
+  ip: string;
+}
+
+export interface ConnectionInfo {
+  id: number;
+  /** "source": the client-side agent (outbound); "destination": the server-side agent (inbound). */
+  reporter: "source" | "destination";
+  source: Peer;
+  destination: Peer & { port: number };
+  /** Mutual TLS (HBONE) protected this connection on the wire. */
+  tls: boolean;
+  /** The enrolled pod this agent served the connection for. */
+  pod: string;
+  startedAt: number;
+}
+
+export interface ConnectionEnd {
+  /** Bytes from the source towards the destination, and back. */
+  sent: number;
+  received: number;
+  durationMs: number;
+  error?: string;
+}
+
+export type HandshakeRole = "client" | "server";
+
+export interface ProxyObserver {
+  handshake(role: HandshakeRole, result: string, seconds: number): void;
+  connectionOpened(info: ConnectionInfo): void;
+  connectionClosed(info: ConnectionInfo, end: ConnectionEnd): void;
+  /** A connection refused before it was relayed (policy, no identity, upstream down...). */
+  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void;
+}
+
+/** The relay's completion callback that reports `info`'s end to `observer`. */
+export function reportClose(observer: ProxyObserver, info: ConnectionInfo) {
+  return (r: { aToB: number; bToA: number; error?: Error }) =>
+    observer.connectionClosed(info, {
+      sent: r.aToB,
+      received: r.bToA,
+      durationMs: Date.now() - info.startedAt,
+      ...(r.error ? { error: r.error.message } : {}),
+    });
+}
+
+/** Fan one event out to several observers. */
+export function observers(...list: ProxyObserver[]): ProxyObserver {
+  return {
+    handshake: (...a) => {
+      for (const o of list) o.handshake(...a);
+    },
+    connectionOpened: (...a) => {
+      for (const o of list) o.connectionOpened(...a);
+    },
+    connectionClosed: (...a) => {
+      for (const o of list) o.connectionClosed(...a);
+    },
+    connectionRefused: (...a) => {
+      for (const o of list) o.connectionRefused(...a);
+    },
+  };
+}
+
+export const nullObserver: ProxyObserver = {
+  handshake: () => {},
+  connectionOpened: () => {},
+  connectionClosed: () => {},
+  connectionRefused: () => {},
+};

@@ -1,0 +1,102 @@
+/**
+ * A pod's outbound listener (15001): every TCP connection the pod opens arrives here after REDIRECT. Meshed
+ * destinations go over HBONE with the pod's own certificate; others pass through unchanged from the pod's
+ * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
+ */
+import type { Socket } from "node:net";
+import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
+import type { Logger } from "../log.js";
+import { formatBaggage } from "./authority.js";
+import type { ProxyContext } from "./context.js";
+import { connectApp } from "./hbone-server.js";
+import { type ConnectionInfo, reportClose } from "./observer.js";
+import { relay } from "./relay.js";
+import { resetDuplex } from "./reset.js";
+import type { Workload } from "./workload-index.js";
+
+export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6, client: Socket, log: Logger): void {
+  client.setNoDelay(true);
+  client.on("error", () => {});
+  const fd = socketFd(client);
+  let dst: { address: string; port: number };
+  try {
+    if (fd === undefined) throw new Error("accepted socket has no descriptor");
+    dst = originalDestination(fd, family);
+  } catch (err) {
+    log.warn({ err }, "outbound connection without an original destination; reset");
+    ctx.observer.connectionRefused(self.key, "outbound", "no_original_dst");
+    resetDuplex(client);
+    return;
+  }
+  const target = ctx.index().lookup(dst.address);
+  const info: ConnectionInfo = {
+    id: ctx.nextId(),
+    reporter: "source",
+    source: {
+      workload: self.workload,
+      namespace: self.pod.namespace,
+      principal: target ? self.spiffe : "",
+      ip: client.remoteAddress ?? "",
+    },
+    destination: {
+      workload: target?.workload ?? "unknown",
+      namespace: target?.pod.namespace ?? "unknown",
+      principal: target?.spiffe ?? "",
+      ip: dst.address,
+      port: dst.port,
+    },
+    tls: target !== undefined,
+    pod: self.key,
+    startedAt: Date.now(),
+  };
+  const done = reportClose(ctx.observer, info);
+
+  if (!target) {
+    connectApp(ctx, self.pod, dst.address, dst.port).then(
+      (upstream) => {
+        ctx.observer.connectionOpened(info);
+        relay(client, upstream, done, resetDuplex);
+      },
+      (err: NodeJS.ErrnoException) => {
+        ctx.observer.connectionRefused(
+          self.key,
+          "outbound",
+          err.code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error",
+        );
+        resetDuplex(client);
+      },
+    );
+    return;
+  }
+
+  const context = ctx.certs.secureContext(self.id);
+  if (!context) {
+    log.warn({ destination: target.key }, "no valid certificate for this pod; meshed connection reset (fail closed)");
+    ctx.observer.connectionRefused(self.key, "outbound", "no_identity");
+    resetDuplex(client);
+    return;
+  }
+  const headers = {
+    baggage: formatBaggage({ namespace: self.pod.namespace, workload: self.workload, pod: self.pod.name }),
+  };
+  ctx.pool.open({ workload: self, context }, target, dst.address, dst.port, headers).then(
+    (stream) => {
+      stream.on("error", () => {});
+      stream.once("response", (h) => {
+        const status = Number(h[":status"]);
+        if (status !== 200) {
+          ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
+          log.debug({ destination: target.key, status }, "HBONE CONNECT refused by the destination; reset");
+          resetDuplex(client);
+        }
+      });
+      ctx.observer.connectionOpened(info);
+      relay(client, stream, done, resetDuplex);
+    },
+    (err: { code?: string }) => {
+      log.warn({ err, destination: target.key }, "HBONE connection failed; app connection reset");
+      ctx.observer.connectionRefused(self.key, "outbound", err.code ?? "hbone_error");
+      resetDuplex(client);
+    },
+  );
+}

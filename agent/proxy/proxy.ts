@@ -1,0 +1,102 @@
+/**
+ * The node's one shared proxy. The redirector asks it for a server per in-pod listener (ServerFactory); every
+ * connection any enrolled pod makes or receives then lands in one of the three handlers:
+ *   outbound.ts      pod -> anywhere (HBONE for meshed destinations, passthrough otherwise)
+ *   hbone-server.ts  mesh peer -> pod (mutual TLS, HTTP/2 CONNECT)
+ *   inbound-plain.ts non-mesh client -> pod (PeerAuthentication decides)
+ */
+import type { X509Certificate } from "node:crypto";
+import net from "node:net";
+import type { SecureContext } from "node:tls";
+import type { SpiffeId } from "../identity/spiffe.js";
+import { parseTrustBundle } from "../identity/validate.js";
+import { findNamespace } from "../kube/cluster-lookup.js";
+import { peerAuthenticationMode } from "../kube/mesh-selection.js";
+import type { ClusterState, PodSpec } from "../kube/pod.js";
+import { type Logger, silentLogger } from "../log.js";
+import type { ListenerKind } from "../redirect/enroller.js";
+import { PROXY_MARK } from "../redirect/ports.js";
+import type { ProxyContext } from "./context.js";
+import { HbonePool } from "./hbone-pool.js";
+import { createHboneServer } from "./hbone-server.js";
+import { handleInboundPlaintext } from "./inbound-plain.js";
+import { nullObserver, type ProxyObserver } from "./observer.js";
+import { handleOutbound } from "./outbound.js";
+import { DEFAULT_TUNING, type HboneTuning } from "./tuning.js";
+import { WorkloadIndex, workloadOf } from "./workload-index.js";
+
+export interface ProxyOptions {
+  trustDomain: string;
+  certs: { secureContext(id: SpiffeId): SecureContext | undefined };
+  observer?: ProxyObserver;
+  logger?: Logger;
+  tuning?: Partial<HboneTuning>;
+  mark?: number;
+}
+
+export class MeshProxy {
+  readonly #ctx: ProxyContext;
+  #state: ClusterState = { namespaces: [], pods: [] };
+  #index: WorkloadIndex;
+  #bundle: X509Certificate[] = [];
+  #ids = 0;
+
+  constructor(opts: ProxyOptions) {
+    const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    const observer = opts.observer ?? nullObserver;
+    this.#index = new WorkloadIndex(this.#state, opts.trustDomain);
+    this.#ctx = {
+      log: opts.logger ?? silentLogger,
+      trustDomain: opts.trustDomain,
+      mark: opts.mark ?? PROXY_MARK,
+      tuning,
+      observer,
+      certs: opts.certs,
+      pool: new HbonePool({
+        trustDomain: opts.trustDomain,
+        trustBundle: () => this.#bundle,
+        observer,
+        tuning,
+        mark: opts.mark ?? PROXY_MARK,
+      }),
+      trustBundle: () => this.#bundle,
+      index: () => this.#index,
+      peerAuthentication: (self) => {
+        const current = this.#state.pods.find((p) => p.namespace === self.pod.namespace && p.name === self.pod.name);
+        return peerAuthenticationMode(current ?? self.pod, findNamespace(this.#state, self.pod.namespace));
+      },
+      nextId: () => ++this.#ids,
+    };
+  }
+
+  /** The cluster as the pod source sees it now: which IPs are meshed, and with which identity and policy. */
+  setState(state: ClusterState): void {
+    this.#state = state;
+    this.#index = new WorkloadIndex(state, this.#ctx.trustDomain);
+  }
+
+  /** Roots that peers' certificates must chain to (parsed once, used by every handshake). */
+  setTrustBundle(pem: string): void {
+    this.#bundle = parseTrustBundle(pem);
+  }
+
+  get pooledSessions(): number {
+    return this.#ctx.pool.size;
+  }
+
+  /** For the redirector: the server behind one in-pod listener of `pod`. */
+  readonly serverFactory = (kind: ListenerKind, family: 4 | 6, pod: PodSpec): net.Server => {
+    const self = workloadOf(pod, this.#ctx.trustDomain);
+    const log = this.#ctx.log.child({ pod: self.key, listener: kind });
+    const server = kind === "hbone" ? createHboneServer(this.#ctx, self) : net.createServer({ allowHalfOpen: true });
+    server.on("error", (err) => log.error({ err }, "in-pod listener failed; the pod's traffic on it is refused"));
+    if (kind === "outbound") server.on("connection", (s) => handleOutbound(this.#ctx, self, family, s, log));
+    else if (kind === "inbound")
+      server.on("connection", (s) => handleInboundPlaintext(this.#ctx, self, family, s, log));
+    return server;
+  };
+
+  close(): void {
+    this.#ctx.pool.closeAll();
+  }
+}

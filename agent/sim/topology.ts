@@ -1,0 +1,203 @@
+import type { PeerAuthenticationMode } from "../kube/pod.js";
+import { SimSpecError } from "./errors.js";
+
+/**
+ * Pure planning of a simulated cluster: names and addresses only, no effects. Everything lives inside network
+ * namespaces the cluster owns, so addresses never meet the host's and concurrent clusters cannot collide; the
+ * `<k>` octet only makes addresses of different clusters tell apart in logs.
+ *
+ *   node i (1-based): pod CIDR 10.k.i.0/24 (gateway .1 on br0, pods .2, .3, ...), fd00:k:i::/64 (gateway ::1)
+ *   fabric:           10.k.0.0/24 and fd00:k::/64, node i's uplink is 10.k.0.i / fd00:k::i
+ */
+
+export interface SimPodSpec {
+  name: string;
+  /** Kubernetes namespace; default "default". */
+  namespace?: string;
+  /** Default "default", as in Kubernetes. */
+  serviceAccount?: string;
+  labels?: Record<string, string>;
+  workload?: string;
+  peerAuthentication?: PeerAuthenticationMode;
+}
+
+export interface SimNodeSpec {
+  name: string;
+  pods: SimPodSpec[];
+}
+
+export interface SimClusterSpec {
+  nodes: SimNodeSpec[];
+  /** Dual stack (IPv4 + IPv6) when true; IPv4 only otherwise. */
+  ipv6?: boolean;
+  /** Netns name prefix, lowercase letters and digits, 2-10 chars; default "am" + 4 random hex digits. */
+  prefix?: string;
+  /** Second IPv4 octet (and IPv6 group) of every address, 1-254; default derived from the prefix. */
+  octet?: number;
+  /** Called before each creation step (for progress output); throwing from it aborts creation and cleans up. */
+  onStep?: (step: string) => void | Promise<void>;
+}
+
+export interface SimPod {
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  workload?: string;
+  peerAuthentication?: PeerAuthenticationMode;
+  nodeName: string;
+  netnsName: string;
+  netnsPath: string;
+  ipv4: string;
+  ipv6?: string;
+  /** The pod's end of its veth pair (inside the pod namespace). */
+  interface: string;
+  /** The node's end of the pod's veth pair (inside the node namespace, a port of br0). */
+  hostInterface: string;
+}
+
+export interface SimNode {
+  name: string;
+  /** 1-based position in the spec; the third IPv4 octet of its pod CIDR. */
+  index: number;
+  netnsName: string;
+  netnsPath: string;
+  podCidr4: string;
+  podCidr6?: string;
+  gateway4: string;
+  gateway6?: string;
+  /** The node's addresses on the fabric (on its uplink veth `up0`). */
+  uplink4: string;
+  uplink6?: string;
+  pods: SimPod[];
+}
+
+export interface SimPlan {
+  prefix: string;
+  octet: number;
+  ipv6: boolean;
+  fabricNetnsName: string;
+  fabricCidr4: string;
+  fabricCidr6?: string;
+  nodes: SimNode[];
+  pods: SimPod[];
+}
+
+export const NETNS_DIR = "/var/run/netns";
+export const BRIDGE = "br0";
+export const UPLINK = "up0";
+export const POD_INTERFACE = "eth0";
+
+const PREFIX_RE = /^[a-z][a-z0-9]{1,9}$/;
+// DNS-1123 label (node and namespace names) and subdomain (pod names), as Kubernetes validates them.
+const LABEL_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const PA_MODES: readonly string[] = ["PERMISSIVE", "STRICT", "DISABLE"];
+
+/** Validates the spec and computes every name and address. Throws SimSpecError; has no effects. */
+export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new SimSpecError(`prefix "${prefix}" must be 2-10 lowercase letters/digits starting with a letter`);
+  }
+  if (!Array.isArray(spec.nodes) || spec.nodes.length === 0)
+    throw new SimSpecError("a cluster needs at least one node");
+  if (spec.nodes.length > 254) throw new SimSpecError(`at most 254 nodes, got ${spec.nodes.length}`);
+  const octet = spec.octet ?? defaultOctet(prefix);
+  if (!Number.isInteger(octet) || octet < 1 || octet > 254) {
+    throw new SimSpecError(`octet must be an integer in 1..254, got ${octet}`);
+  }
+  const ipv6 = spec.ipv6 === true;
+  const k6 = octet.toString(16);
+  const nodeNames = new Set<string>();
+  const podKeys = new Set<string>();
+  const nodes: SimNode[] = [];
+  const pods: SimPod[] = [];
+
+  spec.nodes.forEach((nodeSpec, n) => {
+    const index = n + 1;
+    if (typeof nodeSpec?.name !== "string" || !LABEL_RE.test(nodeSpec.name)) {
+      throw new SimSpecError(`node #${index}: name ${JSON.stringify(nodeSpec?.name)} is not a valid DNS label`);
+    }
+    if (nodeNames.has(nodeSpec.name)) throw new SimSpecError(`node name "${nodeSpec.name}" is used twice`);
+    nodeNames.add(nodeSpec.name);
+    if (!Array.isArray(nodeSpec.pods)) throw new SimSpecError(`node "${nodeSpec.name}": pods must be an array`);
+    if (nodeSpec.pods.length > 253) {
+      throw new SimSpecError(`node "${nodeSpec.name}": at most 253 pods, got ${nodeSpec.pods.length}`);
+    }
+    const netnsName = `${prefix}-n${index}`;
+    const node: SimNode = {
+      name: nodeSpec.name,
+      index,
+      netnsName,
+      netnsPath: `${NETNS_DIR}/${netnsName}`,
+      podCidr4: `10.${octet}.${index}.0/24`,
+      gateway4: `10.${octet}.${index}.1`,
+      uplink4: `10.${octet}.0.${index}`,
+      pods: [],
+    };
+    if (ipv6) {
+      node.podCidr6 = `fd00:${k6}:${index.toString(16)}::/64`;
+      node.gateway6 = `fd00:${k6}:${index.toString(16)}::1`;
+      node.uplink6 = `fd00:${k6}::${index.toString(16)}`;
+    }
+    nodeSpec.pods.forEach((podSpec, p) => {
+      const where = `node "${nodeSpec.name}" pod #${p + 1}`;
+      if (typeof podSpec?.name !== "string" || !SUBDOMAIN_RE.test(podSpec.name)) {
+        throw new SimSpecError(`${where}: name ${JSON.stringify(podSpec?.name)} is not a valid DNS subdomain`);
+      }
+      const namespace = podSpec.namespace ?? "default";
+      if (typeof namespace !== "string" || !LABEL_RE.test(namespace)) {
+        throw new SimSpecError(`${where}: namespace ${JSON.stringify(namespace)} is not a valid DNS label`);
+      }
+      const key = `${namespace}/${podSpec.name}`;
+      if (podKeys.has(key)) throw new SimSpecError(`pod ${key} is defined twice`);
+      podKeys.add(key);
+      if (podSpec.peerAuthentication !== undefined && !PA_MODES.includes(podSpec.peerAuthentication)) {
+        throw new SimSpecError(`pod ${key}: unknown peerAuthentication ${JSON.stringify(podSpec.peerAuthentication)}`);
+      }
+      const labels = podSpec.labels ?? {};
+      for (const [k, v] of Object.entries(labels)) {
+        if (typeof v !== "string") throw new SimSpecError(`pod ${key}: label "${k}" must be a string`);
+      }
+      const host = p + 2;
+      const podNetns = `${prefix}-n${index}-p${p + 1}`;
+      const pod: SimPod = {
+        name: podSpec.name,
+        namespace,
+        serviceAccount: podSpec.serviceAccount ?? "default",
+        labels: { ...labels },
+        nodeName: nodeSpec.name,
+        netnsName: podNetns,
+        netnsPath: `${NETNS_DIR}/${podNetns}`,
+        ipv4: `10.${octet}.${index}.${host}`,
+        interface: POD_INTERFACE,
+        hostInterface: `veth${p + 1}`,
+      };
+      if (podSpec.workload !== undefined) pod.workload = podSpec.workload;
+      if (podSpec.peerAuthentication !== undefined) pod.peerAuthentication = podSpec.peerAuthentication;
+      if (ipv6) pod.ipv6 = `fd00:${k6}:${index.toString(16)}::${host.toString(16)}`;
+      node.pods.push(pod);
+      pods.push(pod);
+    });
+    nodes.push(node);
+  });
+
+  const plan: SimPlan = {
+    prefix,
+    octet,
+    ipv6,
+    fabricNetnsName: `${prefix}-fab`,
+    fabricCidr4: `10.${octet}.0.0/24`,
+    nodes,
+    pods,
+  };
+  if (ipv6) plan.fabricCidr6 = `fd00:${k6}::/64`;
+  return plan;
+}
+
+/** A stable octet in 1..254 from the prefix, so two clusters' addresses usually differ (they never collide anyway). */
+export function defaultOctet(prefix: string): number {
+  let h = 0;
+  for (const ch of prefix) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return 1 + (h % 254);
+}

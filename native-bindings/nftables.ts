@@ -1,0 +1,42 @@
+import koffi from "koffi";
+import { NftablesError } from "./errors.js";
+
+const lib = koffi.load("libnftables.so.1");
+const NftCtx = koffi.opaque("nft_ctx");
+const NftCtxPtr = koffi.pointer(NftCtx);
+
+const nft = {
+  ctxNew: lib.func("nft_ctx_new", NftCtxPtr, ["uint32_t"]),
+  ctxFree: lib.func("nft_ctx_free", "void", [NftCtxPtr]),
+  setOutputFlags: lib.func("nft_ctx_output_set_flags", "void", [NftCtxPtr, "uint32_t"]),
+  bufferOutput: lib.func("nft_ctx_buffer_output", "int", [NftCtxPtr]),
+  bufferError: lib.func("nft_ctx_buffer_error", "int", [NftCtxPtr]),
+  outputBuffer: lib.func("nft_ctx_get_output_buffer", "const char *", [NftCtxPtr]),
+  errorBuffer: lib.func("nft_ctx_get_error_buffer", "const char *", [NftCtxPtr]),
+  run: lib.func("nft_run_cmd_from_buffer", "int", [NftCtxPtr, "const char *"]),
+};
+
+const NFT_CTX_DEFAULT = 0;
+/** Without the JSON output flag this libnftables parses input as nft syntax, even when it is JSON. */
+const NFT_CTX_OUTPUT_JSON = 1 << 4;
+
+/**
+ * Run one nftables JSON document ({"nftables": [...]}) in the calling thread's current network namespace.
+ * libnftables sends the whole document as one netlink batch, so it applies atomically or not at all.
+ * Returns the parsed JSON output (for list commands), or undefined when there is none.
+ */
+export function runNftJson(document: unknown): unknown {
+  const ctx = nft.ctxNew(NFT_CTX_DEFAULT);
+  if (!ctx) throw new NftablesError("nft_ctx_new returned NULL");
+  try {
+    nft.setOutputFlags(ctx, NFT_CTX_OUTPUT_JSON);
+    nft.bufferOutput(ctx);
+    nft.bufferError(ctx);
+    const rc = nft.run(ctx, JSON.stringify(document));
+    if (rc !== 0) throw new NftablesError((nft.errorBuffer(ctx) as string | null)?.trim() || `nftables failed (${rc})`);
+    const out = (nft.outputBuffer(ctx) as string | null)?.trim();
+    return out ? JSON.parse(out) : undefined;
+  } finally {
+    nft.ctxFree(ctx);
+  }
+}

@@ -1,0 +1,139 @@
+import net from "node:net";
+import {
+  AF_INET,
+  AF_INET6,
+  bind,
+  close,
+  getsockoptBuffer,
+  IP_TRANSPARENT,
+  IPV6_TRANSPARENT,
+  IPV6_V6ONLY,
+  listen,
+  SO_MARK,
+  SO_ORIGINAL_DST,
+  SO_RCVBUF,
+  SO_REUSEADDR,
+  SO_SNDBUF,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_IP,
+  SOL_IPV6,
+  SOL_SOCKET,
+  setsockoptInt,
+  socket,
+} from "./libc.js";
+import { inNetns } from "./netns.js";
+import { decodeSockaddr, type Endpoint, encodeSockaddr, familyOf } from "./sockaddr.js";
+
+export type { Endpoint };
+
+function tcpSocket(family: 4 | 6): number {
+  return socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+/** Close an fd we own after a failure, without hiding the original error. */
+export function closeFdQuietly(fd: number): void {
+  try {
+    close(fd);
+  } catch {
+    // The fd is gone either way; the first error is the one worth reporting.
+  }
+}
+
+export interface ListenerOptions {
+  address: string;
+  port: number;
+  backlog?: number;
+  /** IP_TRANSPARENT: accept connections to addresses that are not local (TPROXY). */
+  transparent?: boolean;
+}
+
+/**
+ * A listening TCP socket, created in the calling thread's current network namespace.
+ * Hand the fd to Node with `server.listen({ fd })`.
+ */
+export function openListenerFd(options: ListenerOptions): number {
+  const family = familyOf(options.address);
+  const fd = tcpSocket(family);
+  const where = `${options.address}:${options.port}`;
+  try {
+    setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, where);
+    if (family === 6) setsockoptInt(fd, SOL_IPV6, IPV6_V6ONLY, 1, where);
+    if (options.transparent) {
+      setsockoptInt(fd, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1, where);
+    }
+    bind(fd, encodeSockaddr(options.address, options.port), where);
+    listen(fd, options.backlog ?? 4096);
+    return fd;
+  } catch (err) {
+    closeFdQuietly(fd);
+    throw err;
+  }
+}
+
+/** openListenerFd inside the namespace at `netnsPath`. */
+export function openListenerFdInNetns(netnsPath: string, options: ListenerOptions): number {
+  return inNetns(netnsPath, () => openListenerFd(options));
+}
+
+export interface MarkedConnectOptions {
+  address: string;
+  port: number;
+  /** SO_MARK, so the namespace's own redirect rules let this connection through. */
+  mark: number;
+  /** Kernel socket buffer sizes; left to the kernel's autotuning when absent. */
+  sendBuffer?: number;
+  receiveBuffer?: number;
+}
+
+/**
+ * A marked TCP connection from inside `netnsPath`, so it leaves with the pod's source IP. The socket is created in
+ * the namespace (a socket keeps the namespace it was created in) and connected by Node itself, so a refused or
+ * unreachable connection rejects with Node's usual error (code ECONNREFUSED, EHOSTUNREACH, ...). Half-open: a proxy
+ * must forward one side's FIN without closing the other direction.
+ */
+export function connectInNetns(netnsPath: string, options: MarkedConnectOptions): Promise<net.Socket> {
+  const where = `${options.address}:${options.port}`;
+  const fd = inNetns(netnsPath, () => {
+    const s = tcpSocket(familyOf(options.address));
+    try {
+      setsockoptInt(s, SOL_SOCKET, SO_MARK, options.mark, where);
+      if (options.sendBuffer) setsockoptInt(s, SOL_SOCKET, SO_SNDBUF, options.sendBuffer, where);
+      if (options.receiveBuffer) setsockoptInt(s, SOL_SOCKET, SO_RCVBUF, options.receiveBuffer, where);
+      return s;
+    } catch (err) {
+      closeFdQuietly(s);
+      throw err;
+    }
+  });
+  // manualStart (Node's own option for sockets it connects later) keeps it from reading an unconnected socket;
+  // connect() then reuses this handle and starts reading once connected.
+  const socket = new net.Socket({ fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts);
+  return new Promise((resolve, reject) => {
+    const failed = (err: Error) => reject(err);
+    socket.once("error", failed);
+    socket.connect({ host: options.address, port: options.port }, () => {
+      socket.off("error", failed);
+      resolve(socket);
+    });
+  });
+}
+
+/**
+ * The destination a connection had before REDIRECT rewrote it (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST).
+ * `fd` is an accepted socket's descriptor; `family` the family of the listener that accepted it.
+ */
+export function originalDestination(fd: number, family: 4 | 6): Endpoint {
+  const buf =
+    family === 4
+      ? getsockoptBuffer(fd, SOL_IP, SO_ORIGINAL_DST, 16)
+      : getsockoptBuffer(fd, SOL_IPV6, SO_ORIGINAL_DST, 28);
+  return decodeSockaddr(buf);
+}
+
+/** The fd behind a net.Socket (only for TCP sockets libuv owns; undefined once closed). */
+export function socketFd(sock: net.Socket): number | undefined {
+  const handle = (sock as unknown as { _handle?: { fd?: number } })._handle;
+  return handle?.fd !== undefined && handle.fd >= 0 ? handle.fd : undefined;
+}

@@ -1,0 +1,143 @@
+import net from "node:net";
+import test from "ava";
+import type { PodSpec } from "../../agent/kube/pod.js";
+import { type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
+import { EnrollmentError } from "../../agent/redirect/errors.js";
+import { TABLE } from "../../agent/redirect/rules.js";
+import { inNetns } from "../../native-bindings/netns.js";
+import { runNftJson } from "../../native-bindings/nftables.js";
+import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
+import { clusterFor } from "./support/cluster.js";
+import { answerIn, closeServer, request } from "./support/sockets.js";
+
+const meshed = { "ambit.dev/mesh": "enabled" };
+
+/** Listeners that answer with what they are and where the connection was going. */
+function reportingFactory(kind: ListenerKind, family: 4 | 6, pod: PodSpec): net.Server {
+  return net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on("error", () => {});
+    const dst = originalDestination(socketFd(s) as number, family);
+    s.end(JSON.stringify({ kind, pod: pod.name, dst: `${dst.address}:${dst.port}`, src: s.remoteAddress }));
+  });
+}
+
+function specOf(cluster: Awaited<ReturnType<typeof clusterFor>>, name: string): PodSpec {
+  const spec = cluster.podSpecs().find((p) => p.name === name);
+  if (!spec) throw new Error(`no pod ${name}`);
+  return spec;
+}
+
+function ruleCount(netns: string): number {
+  const out = inNetns(netns, () =>
+    runNftJson({ nftables: [{ list: { table: { family: "inet", name: TABLE } } }] }),
+  ) as {
+    nftables: Array<Record<string, unknown>>;
+  };
+  return out.nftables.filter((o) => "rule" in o).length;
+}
+
+function tableExists(netns: string): boolean {
+  const out = inNetns(netns, () => runNftJson({ nftables: [{ list: { tables: {} } }] })) as {
+    nftables: Array<{ table?: { name: string } }>;
+  };
+  return out.nftables.some((o) => o.table?.name === TABLE);
+}
+
+test("outbound TCP from an enrolled pod reaches the agent's listener with its original destination (IPv4, IPv6)", async (t) => {
+  const cluster = await clusterFor(t, {
+    ipv6: true,
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const a = cluster.pod("a");
+  const b = cluster.pod("b");
+  const redirector = new Redirector();
+  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  t.teardown(() => redirector.closeListenersOnly());
+
+  const v4 = JSON.parse(await request(a.netnsPath, b.ipv4, 8080));
+  t.like(v4, { kind: "outbound", pod: "a", dst: `${b.ipv4}:8080` });
+  const v6 = JSON.parse(await request(a.netnsPath, b.ipv6 as string, 9090));
+  t.like(v6, { kind: "outbound", dst: `${b.ipv6}:9090` });
+
+  // Inbound to the enrolled pod from a non-enrolled one lands on the plaintext inbound listener.
+  const inbound = JSON.parse(await request(b.netnsPath, a.ipv4, 7070));
+  t.like(inbound, { kind: "inbound", dst: `${a.ipv4}:7070`, src: b.ipv4 });
+});
+
+test("a non-enrolled pod's traffic is untouched, and unenroll restores direct traffic", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const a = cluster.pod("a");
+  const b = cluster.pod("b");
+  const app = answerIn(b.netnsPath, b.ipv4, 8080, () => "direct");
+  t.teardown(() => closeServer(app));
+  const appA = answerIn(a.netnsPath, a.ipv4, 8081, () => "a-direct");
+  t.teardown(() => closeServer(appA));
+
+  const redirector = new Redirector();
+  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  t.is(await request(b.netnsPath, b.ipv4, 8080), "direct", "b talks to itself directly");
+  t.like(JSON.parse(await request(a.netnsPath, b.ipv4, 8080)), { kind: "outbound" });
+
+  redirector.unenroll("default/a");
+  t.false(tableExists(a.netnsPath));
+  t.is(await request(a.netnsPath, b.ipv4, 8080), "direct");
+  t.is(await request(b.netnsPath, a.ipv4, 8081), "a-direct");
+});
+
+test("re-enrolling replaces the table atomically: same rules, no duplicates, traffic still captured", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const a = cluster.pod("a");
+  const first = new Redirector();
+  first.enroll(specOf(cluster, "a"), reportingFactory);
+  const rules = ruleCount(a.netnsPath);
+  // An agent that stops leaves the rules: the pod's traffic is refused, never direct.
+  first.closeListenersOnly();
+  await t.throwsAsync(request(a.netnsPath, cluster.pod("b").ipv4, 8080), { code: "ECONNREFUSED" });
+
+  const second = new Redirector();
+  second.enroll(specOf(cluster, "a"), reportingFactory);
+  second.enroll(specOf(cluster, "a"), reportingFactory);
+  t.teardown(() => second.closeListenersOnly());
+  t.is(ruleCount(a.netnsPath), rules);
+  t.like(JSON.parse(await request(a.netnsPath, cluster.pod("b").ipv4, 8080)), { kind: "outbound" });
+});
+
+test("bad input: a missing netns or a pod without IPs is a typed error and other pods are unaffected", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const redirector = new Redirector();
+  t.teardown(() => redirector.closeListenersOnly());
+  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  const ghost = { ...specOf(cluster, "b"), name: "ghost", netns: "/var/run/netns/ambit-does-not-exist" };
+  t.throws(() => redirector.enroll(ghost, reportingFactory), {
+    instanceOf: EnrollmentError,
+    message: /does not exist/,
+  });
+  const noIps = { ...specOf(cluster, "b"), ips: [] };
+  const err = t.throws(() => redirector.enroll(noIps, reportingFactory), { instanceOf: EnrollmentError });
+  t.is(err?.code, "no_ips");
+  t.false(tableExists(cluster.pod("b").netnsPath), "a failed enrollment leaves nothing behind");
+  t.like(JSON.parse(await request(cluster.pod("a").netnsPath, cluster.pod("b").ipv4, 80)), { kind: "outbound" });
+});
+
+test("kubelet probes from the node reach an enrolled pod's app directly, not its inbound listener", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const a = cluster.pod("a");
+  const node = cluster.node("n1");
+  const app = answerIn(a.netnsPath, a.ipv4, 8080, (s) => `app saw ${s.remoteAddress}`);
+  t.teardown(() => closeServer(app));
+  const redirector = new Redirector({ hostRules: node.netnsPath });
+  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  t.teardown(() => {
+    redirector.unenroll("default/a");
+  });
+  t.is(await request(node.netnsPath, a.ipv4, 8080), "app saw 169.254.7.127");
+  t.like(JSON.parse(await request(cluster.pod("b").netnsPath, a.ipv4, 8080)), { kind: "inbound" });
+});

@@ -1,0 +1,196 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { request } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import test from "ava";
+import forge from "node-forge";
+import pino from "pino";
+import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
+import { startCaServer } from "../../../agent/identity/ca-server.js";
+import { CertManager } from "../../../agent/identity/cert-manager.js";
+import { createCsrPem } from "../../../agent/identity/csr.js";
+import { CaRequestError } from "../../../agent/identity/errors.js";
+import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
+import { FileTokenReviewer } from "../../../agent/identity/token-reviewer.js";
+import type { PodSpec } from "../../../agent/kube/pod.js";
+import { newCa, sid } from "./helpers.js";
+
+const pods: PodSpec[] = [
+  { name: "cart-1", namespace: "shop", serviceAccount: "cart", nodeName: "node-a", labels: {}, netns: "", ips: [] },
+  { name: "db-1", namespace: "shop", serviceAccount: "db", nodeName: "node-b", labels: {}, netns: "", ips: [] },
+];
+const lookupPod = (ns: string, name: string) => pods.find((p) => p.namespace === ns && p.name === name);
+
+async function setup(t: import("ava").ExecutionContext) {
+  const dir = await mkdtemp(join(tmpdir(), "ambit-ca-srv-"));
+  const ca = await newCa(3600);
+  const files = { tokens: join(dir, "tokens.json"), token: join(dir, "token"), bundle: join(dir, "bundle.pem") };
+  await writeFile(files.tokens, JSON.stringify({ "tok-a": "node-a", "tok-b": "node-b" }));
+  await writeFile(files.token, "tok-a\n");
+  await writeFile(files.bundle, ca.trustBundlePem());
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(JSON.parse(String(chunk)));
+      cb();
+    },
+  });
+  const server = await startCaServer({
+    ca,
+    reviewer: new FileTokenReviewer(files.tokens),
+    lookupPod,
+    host: "127.0.0.1",
+    port: 0,
+    logger: pino({ level: "info" }, sink),
+  });
+  t.teardown(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const client = new RemoteCertificateSource({ url: server.url, caBundleFile: files.bundle, tokenFile: files.token });
+  return { ca, server, client, files, lines };
+}
+
+async function refusal(p: Promise<unknown>): Promise<{ status: number; code: string }> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof CaRequestError) return { status: err.status, code: err.code };
+    throw err;
+  }
+  throw new Error("expected a refusal");
+}
+
+async function csrFor(spiffe: string) {
+  return createCsrPem(await generateRsaKeyPair(), spiffe);
+}
+
+const CART = "spiffe://cluster.local/ns/shop/sa/cart";
+const cartReq = async (csrPem?: string) => ({
+  csrPem: csrPem ?? (await csrFor(CART)),
+  identity: sid("shop", "cart"),
+  pod: { namespace: "shop", name: "cart-1" },
+});
+
+test("an agent gets the identity of a pod on its node, end to end through the certificate manager", async (t) => {
+  const { client, ca } = await setup(t);
+  const mgr = new CertManager({ source: client });
+  t.teardown(() => mgr.close());
+  await mgr.acquire(sid("shop", "cart"), { namespace: "shop", name: "cart-1" });
+  t.truthy(mgr.secureContext(sid("shop", "cart")));
+  t.is(await client.trustBundle(), ca.trustBundlePem());
+});
+
+test("node authorization: another node's pod, a mismatched identity, an unknown pod -> 403", async (t) => {
+  const { client, lines } = await setup(t);
+  const dbReq = {
+    csrPem: await csrFor("spiffe://cluster.local/ns/shop/sa/db"),
+    identity: sid("shop", "db"),
+    pod: { namespace: "shop", name: "db-1" },
+  };
+  t.deepEqual(await refusal(client.sign(dbReq)), { status: 403, code: "forbidden" });
+  const log = lines.find((l) => l.reason === "other_node");
+  t.like(log, { node: "node-a", pod: "shop/db-1", identity: "spiffe://cluster.local/ns/shop/sa/db", status: 403 });
+  const mismatch = { ...dbReq, pod: { namespace: "shop", name: "cart-1" } };
+  t.deepEqual(await refusal(client.sign(mismatch)), { status: 403, code: "forbidden" });
+  t.truthy(lines.find((l) => l.reason === "identity_mismatch"));
+  const ghost = { ...(await cartReq()), pod: { namespace: "shop", name: "ghost" } };
+  t.deepEqual(await refusal(client.sign(ghost)), { status: 403, code: "forbidden" });
+});
+
+test("authentication: a bad token -> 401; the token file is re-read on every request", async (t) => {
+  const { client, files } = await setup(t);
+  await writeFile(files.token, "not-a-token");
+  t.deepEqual(await refusal(client.sign(await cartReq())), { status: 401, code: "unauthenticated" });
+  await writeFile(files.token, "tok-b");
+  const dbReq = {
+    csrPem: await csrFor("spiffe://cluster.local/ns/shop/sa/db"),
+    identity: sid("shop", "db"),
+    pod: { namespace: "shop", name: "db-1" },
+  };
+  t.regex((await client.sign(dbReq)).certChainPem, /BEGIN CERTIFICATE/, "node-b's rotated-in token works");
+});
+
+test("CSR refusals carry their code: malformed, key not matching its signature, extra SANs", async (t) => {
+  const { client } = await setup(t);
+  t.deepEqual(await refusal(client.sign(await cartReq("garbage"))), { status: 400, code: "bad_csr" });
+  const [a, b] = await Promise.all([generateRsaKeyPair(), generateRsaKeyPair()]);
+  const forged = forge.pki.createCertificationRequest();
+  forged.publicKey = forge.pki.publicKeyFromPem(b.publicKeyPem);
+  forged.setAttributes([
+    { name: "extensionRequest", extensions: [{ name: "subjectAltName", altNames: [{ type: 6, value: CART }] }] },
+  ]);
+  forged.sign(nativeSigner(a.privateKeyPem), forge.md.sha256.create());
+  const tampered = forge.pki.certificationRequestToPem(forged);
+  t.deepEqual(await refusal(client.sign(await cartReq(tampered))), { status: 400, code: "csr_signature" });
+  const extra = forge.pki.createCertificationRequest();
+  extra.publicKey = forge.pki.publicKeyFromPem(a.publicKeyPem);
+  extra.setAttributes([
+    {
+      name: "extensionRequest",
+      extensions: [
+        {
+          name: "subjectAltName",
+          altNames: [
+            { type: 6, value: CART },
+            { type: 2, value: "admin.local" },
+          ],
+        },
+      ],
+    },
+  ]);
+  extra.sign(nativeSigner(a.privateKeyPem), forge.md.sha256.create());
+  const extraPem = forge.pki.certificationRequestToPem(extra);
+  t.deepEqual(await refusal(client.sign(await cartReq(extraPem))), { status: 400, code: "csr_mismatch" });
+});
+
+function rawPost(url: string, ca: string, body: string, token = "tok-a"): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${url}/v1/sign`,
+      { method: "POST", ca, headers: { authorization: `Bearer ${token}` } },
+      (res) => {
+        let text = "";
+        res.on("data", (d) => {
+          text += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test("bad JSON -> 400, wrong shape -> 400, oversized body -> 413, no token -> 401, unknown path -> 404", async (t) => {
+  const { server, ca } = await setup(t);
+  const bundle = ca.trustBundlePem();
+  t.like(await rawPost(server.url, bundle, "{nope"), { status: 400, body: { code: "bad_request" } });
+  t.like(await rawPost(server.url, bundle, JSON.stringify({ csr: 1 })), { status: 400, body: { code: "bad_request" } });
+  t.like(await rawPost(server.url, bundle, "x".repeat(200_000)), { status: 413, body: { code: "body_too_large" } });
+  t.like(await rawPost(server.url, bundle, "{}", ""), { status: 401, body: { code: "unauthenticated" } });
+  const badId = JSON.stringify({
+    csr: "x",
+    identity: { namespace: "shop", serviceAccount: "a/b" },
+    pod: { namespace: "shop", name: "cart-1" },
+  });
+  t.like(await rawPost(server.url, bundle, badId), { status: 400, body: { code: "bad_san" } });
+  const notFound = await new Promise<number>((resolve) => {
+    request(`${server.url}/v2/x`, { ca: bundle }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    }).end();
+  });
+  t.is(notFound, 404);
+});
+
+test("a CA that cannot be reached is reported as ca_unavailable (status 0)", async (t) => {
+  const { files } = await setup(t);
+  const client = new RemoteCertificateSource({
+    url: "https://127.0.0.1:1",
+    caBundleFile: files.bundle,
+    tokenFile: files.token,
+  });
+  t.deepEqual(await refusal(client.trustBundle()), { status: 0, code: "ca_unavailable" });
+});

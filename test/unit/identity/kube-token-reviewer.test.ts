@@ -1,0 +1,131 @@
+import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import test from "ava";
+import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
+import { startCaServer } from "../../../agent/identity/ca-server.js";
+import { createCsrPem } from "../../../agent/identity/csr.js";
+import { IdentityError } from "../../../agent/identity/errors.js";
+import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
+import { KubeTokenReviewer, NODE_NAME_EXTRA } from "../../../agent/identity/kube-token-reviewer.js";
+import { newCa, sid } from "./helpers.js";
+
+const AGENT = "system:serviceaccount:ambit-system:ambit";
+
+/** A stand-in API server speaking just TokenReview, on loopback HTTPS with a certificate from a test CA. */
+async function fakeApiServer(t: import("ava").ExecutionContext) {
+  const ca = await newCa(3600);
+  const keys = await generateRsaKeyPair();
+  const serving = ca.issueServingCertificate(keys, { dnsNames: ["localhost"], ips: ["127.0.0.1"] });
+  const seen: Array<{ path?: string; auth?: string; body: Record<string, unknown> }> = [];
+  const users: Record<string, object> = {
+    "agent-token": { username: AGENT, extra: { [NODE_NAME_EXTRA]: ["node-a"] } },
+    "pod-token": { username: "system:serviceaccount:shop:cart", extra: { [NODE_NAME_EXTRA]: ["node-a"] } },
+    "no-node": { username: AGENT },
+  };
+  const server = createServer({ key: keys.privateKeyPem, cert: serving.certChainPem }, (req, res) => {
+    let text = "";
+    req.on("data", (d) => {
+      text += d;
+    });
+    req.on("end", () => {
+      const body = JSON.parse(text) as { spec: { token: string; audiences?: string[] } };
+      seen.push({ path: req.url, auth: req.headers.authorization, body });
+      if (req.headers.authorization !== "Bearer ca-own-token" || body.spec.token === "boom") {
+        res.writeHead(500, { "content-type": "application/json" }).end('{"kind":"Status","code":500}');
+        return;
+      }
+      const user = users[body.spec.token];
+      const status = user ? { authenticated: true, user, audiences: ["ambit-ca"] } : { authenticated: false };
+      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ ...body, status }));
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const dir = await mkdtemp(join(tmpdir(), "ambit-kube-"));
+  const files = { ca: join(dir, "ca.crt"), token: join(dir, "token") };
+  await writeFile(files.ca, ca.trustBundlePem());
+  await writeFile(files.token, "ca-own-token\n");
+  t.teardown(async () => {
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const apiServer = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const reviewer = new KubeTokenReviewer({
+    apiServer,
+    caFile: files.ca,
+    tokenFile: files.token,
+    allowedUsers: [AGENT],
+  });
+  return { reviewer, seen, apiServer, files, dir };
+}
+
+test("TokenReview: the agent's token yields its node; the request is a proper TokenReview", async (t) => {
+  const { reviewer, seen } = await fakeApiServer(t);
+  t.deepEqual(await reviewer.review("agent-token"), { nodeName: "node-a", user: AGENT });
+  t.like(seen[0], {
+    path: "/apis/authentication.k8s.io/v1/tokenreviews",
+    auth: "Bearer ca-own-token",
+    body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token: "agent-token" } },
+  });
+});
+
+test("TokenReview: unauthenticated, another service account, or no node claim -> not a node", async (t) => {
+  const { reviewer } = await fakeApiServer(t);
+  t.is(await reviewer.review("unknown"), undefined);
+  t.is(await reviewer.review("pod-token"), undefined, "a workload's token must not act as its node's agent");
+  t.is(await reviewer.review("no-node"), undefined);
+});
+
+test("TokenReview: audiences are sent and enforced", async (t) => {
+  const { apiServer, files, seen } = await fakeApiServer(t);
+  const opts = { apiServer, caFile: files.ca, tokenFile: files.token, allowedUsers: [AGENT] };
+  const ok = new KubeTokenReviewer({ ...opts, audiences: ["ambit-ca"] });
+  t.like(await ok.review("agent-token"), { nodeName: "node-a" });
+  t.deepEqual((seen.at(-1)?.body.spec as { audiences?: string[] } | undefined)?.audiences, ["ambit-ca"]);
+  t.is(await new KubeTokenReviewer({ ...opts, audiences: ["other"] }).review("agent-token"), undefined);
+});
+
+test("TokenReview: API errors and an unreachable API server throw token_review_failed", async (t) => {
+  const { reviewer, files } = await fakeApiServer(t);
+  const err = await t.throwsAsync(reviewer.review("boom"), { instanceOf: IdentityError });
+  t.is((err as IdentityError).code, "token_review_failed");
+  const down = new KubeTokenReviewer({
+    apiServer: "https://127.0.0.1:1",
+    caFile: files.ca,
+    tokenFile: files.token,
+    allowedUsers: [AGENT],
+  });
+  t.is(((await t.throwsAsync(down.review("agent-token"))) as IdentityError).code, "token_review_failed");
+});
+
+test("the CA server with the Kubernetes reviewer: node from TokenReview, API failure -> 503", async (t) => {
+  const { reviewer, dir } = await fakeApiServer(t);
+  const ca = await newCa(3600);
+  const pod = {
+    name: "cart-1",
+    namespace: "shop",
+    serviceAccount: "cart",
+    nodeName: "node-a",
+    labels: {},
+    netns: "",
+    ips: [],
+  };
+  const server = await startCaServer({ ca, reviewer, lookupPod: () => pod, host: "127.0.0.1", port: 0 });
+  t.teardown(() => server.close());
+  await writeFile(join(dir, "bundle.pem"), ca.trustBundlePem());
+  await writeFile(join(dir, "agent-token"), "agent-token");
+  const client = new RemoteCertificateSource({
+    url: server.url,
+    caBundleFile: join(dir, "bundle.pem"),
+    tokenFile: join(dir, "agent-token"),
+  });
+  const csrPem = createCsrPem(await generateRsaKeyPair(), "spiffe://cluster.local/ns/shop/sa/cart");
+  const req = { csrPem, identity: sid("shop", "cart"), pod: { namespace: "shop", name: "cart-1" } };
+  t.regex((await client.sign(req)).certChainPem, /BEGIN CERTIFICATE/);
+  await writeFile(join(dir, "agent-token"), "boom");
+  const err = await t.throwsAsync(client.sign(req));
+  t.like(err, { status: 503, code: "token_review_failed" });
+});
