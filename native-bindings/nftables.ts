@@ -1,5 +1,6 @@
 import koffi from "koffi";
 import { NftablesError } from "./errors.js";
+import { close, O_CLOEXEC, O_RDONLY, open } from "./libc.js";
 
 const lib = koffi.load("libnftables.so.1");
 const NftCtx = koffi.opaque("nft_ctx");
@@ -21,18 +22,55 @@ const NFT_CTX_DEFAULT = 0;
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
 
 /**
+ * libnftables waits on its netlink socket with select(), which aborts the process (glibc: "bit out of range 0 -
+ * FD_SETSIZE") when that socket's descriptor is 1024 or more, as it is once the proxy holds a thousand
+ * connections. So a few low descriptors are held from start-up and released just before each libnftables call: the
+ * kernel hands out the lowest free number, so the netlink socket gets one of them.
+ */
+const FD_SETSIZE = 1024;
+const RESERVED_FDS = 16;
+let reserved = reserveLowFds();
+
+function reserveLowFds(): number[] {
+  const fds: number[] = [];
+  for (let i = 0; i < RESERVED_FDS; i++) {
+    const fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= FD_SETSIZE) {
+      close(fd);
+      break;
+    }
+    fds.push(fd);
+  }
+  return fds;
+}
+
+function withLowFds<T>(fn: () => T): T {
+  for (const fd of reserved) close(fd);
+  reserved = [];
+  try {
+    return fn();
+  } finally {
+    reserved = reserveLowFds();
+  }
+}
+
+/**
  * Run one nftables JSON document ({"nftables": [...]}) in the calling thread's current network namespace.
  * libnftables sends the whole document as one netlink batch, so it applies atomically or not at all.
  * Returns the parsed JSON output (for list commands), or undefined when there is none.
  */
 export function runNftJson(document: unknown): unknown {
+  return withLowFds(() => runWithContext(JSON.stringify(document)));
+}
+
+function runWithContext(text: string): unknown {
   const ctx = nft.ctxNew(NFT_CTX_DEFAULT);
   if (!ctx) throw new NftablesError("nft_ctx_new returned NULL");
   try {
     nft.setOutputFlags(ctx, NFT_CTX_OUTPUT_JSON);
     nft.bufferOutput(ctx);
     nft.bufferError(ctx);
-    const rc = nft.run(ctx, JSON.stringify(document));
+    const rc = nft.run(ctx, text);
     if (rc !== 0) throw new NftablesError((nft.errorBuffer(ctx) as string | null)?.trim() || `nftables failed (${rc})`);
     const out = (nft.outputBuffer(ctx) as string | null)?.trim();
     return out ? JSON.parse(out) : undefined;

@@ -1,12 +1,16 @@
 /** Builds a node agent from its configuration and runs it until stopped. */
 
+import { ConnectionTracker } from "../admin/connection-tracker.js";
+import { type AgentServers, startAgentServers } from "../admin/servers.js";
 import { RemoteCertificateSource } from "../identity/ca-client.js";
 import { loadOrCreateCa } from "../identity/ca-files.js";
 import { CertManager } from "../identity/cert-manager.js";
 import { type CertificateSource, EmbeddedCertificateSource } from "../identity/certificate-source.js";
 import { PodFileSource } from "../kube/pod-file-source.js";
 import type { Logger } from "../log.js";
-import { nullObserver, type ProxyObserver } from "../proxy/observer.js";
+import { accessLog } from "../metrics/access-log.js";
+import { AgentMetrics, type AgentMetricsOptions } from "../metrics/agent-metrics.js";
+import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { MeshProxy } from "../proxy/proxy.js";
 import { Redirector } from "../redirect/enroller.js";
 import type { AgentConfig } from "./config.js";
@@ -19,6 +23,10 @@ export interface RunningAgent {
   proxy: MeshProxy;
   redirector: Redirector;
   source: PodFileSource;
+  metrics: AgentMetrics;
+  connections: ConnectionTracker;
+  /** Bound addresses (host:port) of the metrics, admin and readiness servers. */
+  endpoints: { metrics: string; admin: string; ready: string };
   /** Stop serving (pods' rules stay: their traffic is refused until an agent returns). */
   stop(): Promise<void>;
 }
@@ -26,6 +34,9 @@ export interface RunningAgent {
 export interface AgentHooks {
   observer?: ProxyObserver;
   enrollment?: EnrollmentObserver;
+  metrics?: AgentMetricsOptions;
+  /** Called once the HTTP servers listen, before the pod source starts (readiness is 503 until it has). */
+  serving?: (endpoints: RunningAgent["endpoints"]) => void | Promise<void>;
 }
 
 async function certificateSource(config: AgentConfig, log: Logger): Promise<CertificateSource> {
@@ -47,19 +58,42 @@ async function certificateSource(config: AgentConfig, log: Logger): Promise<Cert
 export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentHooks = {}): Promise<RunningAgent> {
   const source = await certificateSource(config, log);
   const certs = new CertManager({ source, logger: log.child({ component: "certs" }) });
+  const metrics = new AgentMetrics(hooks.metrics);
+  metrics.watchCerts(certs);
+  const connections = new ConnectionTracker();
+  const observed: ProxyObserver[] = [metrics, connections, accessLog(log.child({ component: "access" }))];
+  if (hooks.observer) observed.push(hooks.observer);
   const proxy = new MeshProxy({
     trustDomain: config.trustDomain,
     certs,
-    observer: hooks.observer ?? nullObserver,
+    observer: observers(...observed),
     logger: log.child({ component: "proxy" }),
   });
-  // The bundle is needed before the first handshake; certificates also carry it, and rotations refresh it.
-  proxy.setTrustBundle(await source.trustBundle());
-  const refreshBundle = () => void certs.trustBundlePem().then((pem) => proxy.setTrustBundle(pem));
+  const refreshBundle = () =>
+    void certs.trustBundlePem().then(
+      (pem) => proxy.setTrustBundle(pem),
+      (err) => log.warn({ err }, "trust bundle refresh failed; peers are checked against the previous bundle"),
+    );
   certs.on("issued", refreshBundle);
   certs.on("rotated", refreshBundle);
 
   const redirector = new Redirector({ logger: log.child({ component: "redirect" }), hostRules: config.hostRules });
+  const enrollment: EnrollmentObserver = hooks.enrollment
+    ? {
+        enrolled: (...a) => {
+          metrics.enrolled(...a);
+          hooks.enrollment?.enrolled(...a);
+        },
+        unenrolled: (...a) => {
+          metrics.unenrolled(...a);
+          hooks.enrollment?.unenrolled(...a);
+        },
+        failed: (...a) => {
+          metrics.failed(...a);
+          hooks.enrollment?.failed(...a);
+        },
+      }
+    : metrics;
   const agent = new NodeAgent({
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
@@ -67,24 +101,66 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     redirector,
     proxy,
     logger: log.child({ component: "agent" }),
-    ...(hooks.enrollment ? { enrollment: hooks.enrollment } : {}),
+    enrollment,
   });
+  let sourceStarted = false;
+  let servers: AgentServers | undefined;
   const pods = new PodFileSource({ path: config.podFile, logger: log });
-  pods.on("change", (state) => void agent.apply(state));
-  pods.on("error", (err) => log.error({ err }, "pod file unusable; keeping the last good state"));
-  await agent.apply(await pods.start());
-  log.info({ node: config.nodeName, enrolled: redirector.enrolled().length }, "agent started");
+  try {
+    // Servers first: while the CA or the pod source is slow, probes get a 503 with reasons, not "connection refused".
+    servers = await startAgentServers({
+      metricsAddress: config.metricsAddress,
+      adminAddress: config.adminAddress,
+      readyAddress: config.readyAddress,
+      registry: metrics.registry,
+      tracker: connections,
+      parts: {
+        nodeName: config.nodeName,
+        trustDomain: config.trustDomain,
+        agent,
+        certs,
+        redirector,
+        sourceStarted: () => sourceStarted,
+      },
+    });
+    const endpoints = { metrics: servers.metrics, admin: servers.admin, ready: servers.ready };
+    log.info(endpoints, "serving metrics, admin and readiness");
+    await hooks.serving?.(endpoints);
+    // The bundle is needed before the first handshake; certificates also carry it, so a CA that is down now only
+    // delays it (handshakes fail closed meanwhile) instead of keeping the agent, and its readiness probe, down.
+    try {
+      proxy.setTrustBundle(await source.trustBundle());
+    } catch (err) {
+      log.warn({ err }, "trust bundle unavailable; it will come with the first certificate (mTLS refused until then)");
+    }
+    pods.on("change", (state) => void agent.apply(state));
+    pods.on("error", (err) => log.error({ err }, "pod file unusable; keeping the last good state"));
+    await agent.apply(await pods.start());
+    sourceStarted = true;
+    log.info({ node: config.nodeName, enrolled: redirector.enrolled().length }, "agent started");
 
-  return {
-    config,
-    agent,
-    certs,
-    proxy,
-    redirector,
-    source: pods,
-    stop: async () => {
-      pods.close();
-      agent.stop();
-    },
-  };
+    return {
+      config,
+      agent,
+      certs,
+      proxy,
+      redirector,
+      source: pods,
+      metrics,
+      connections,
+      endpoints,
+      stop: async () => {
+        pods.close();
+        agent.stop();
+        metrics.close();
+        await servers?.close();
+      },
+    };
+  } catch (err) {
+    pods.close();
+    agent.stop();
+    metrics.close();
+    await servers?.close();
+    throw err;
+  }
 }

@@ -1,3 +1,4 @@
+import { closeSync, openSync } from "node:fs";
 import net from "node:net";
 import test from "ava";
 import type { PodSpec } from "../../agent/kube/pod.js";
@@ -140,4 +141,18 @@ test("kubelet probes from the node reach an enrolled pod's app directly, not its
   });
   t.is(await request(node.netnsPath, a.ipv4, 8080), "app saw 169.254.7.127");
   t.like(JSON.parse(await request(cluster.pod("b").netnsPath, a.ipv4, 8080)), { kind: "inbound" });
+});
+
+test("enrollment works while the agent holds more than 1024 descriptors (libnftables uses select())", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const hog = Array.from({ length: 1500 }, () => openSync("/dev/null", "r"));
+  t.teardown(() => {
+    for (const fd of hog) closeSync(fd);
+  });
+  const redirector = new Redirector();
+  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  t.teardown(() => redirector.unenroll("default/a"));
+  t.like(JSON.parse(await request(cluster.pod("a").netnsPath, cluster.pod("b").ipv4, 80)), { kind: "outbound" });
 });

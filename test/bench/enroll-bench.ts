@@ -1,0 +1,3 @@
+export async function runEnrollBench(): Promise<string> {
+  return "todo";
+}

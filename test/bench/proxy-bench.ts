@@ -1,0 +1,324 @@
+/**
+ * Data-path cost of ambit against no mesh and against the leads' baseline (an nginx stream mTLS tunnel), measured
+ * side by side in one simulated 2-node cluster:
+ *
+ *   n1: client (meshed), dclient (not meshed)        n2: server (meshed), dserver (not meshed)
+ *   direct: dclient -> dserver                      nginx: dclient nginx 127.0.0.1 -> TLS -> dserver nginx -> lo
+ *   ambit:  client -> server (captured in both pods, HBONE between the two agents, one process per node)
+ *
+ * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
+ */
+import type { ChildProcess } from "node:child_process";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
+import { captureOutput, fixed, pad, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
+import { iperf3, makeTestPki, type WrkResult, wrk } from "./tools.js";
+
+const SECONDS = 5;
+const WARMUP_SECONDS = 1;
+const PROBES = 1000;
+const PROBE_WARMUP = 50;
+const IPERF_PORT = 5201;
+const HTTP_PORT = 8080;
+const TUNNEL = { iperf: { local: 7002, remote: 7444 }, http: { local: 7003, remote: 7445 } };
+const MESHED = { "ambit.dev/mesh": "enabled" };
+
+const CLI = fileURLToPath(new URL("../../agent/cli.js", import.meta.url));
+const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
+const STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+type Mode = "direct" | "nginx" | "ambit";
+const MODES: Mode[] = ["direct", "nginx", "ambit"];
+
+interface Target {
+  netns: string;
+  iperf: { host: string; port: number };
+  http: { host: string; port: number };
+}
+
+interface ModeResult {
+  gbps: number;
+  keepAlive: WrkResult;
+  close: WrkResult;
+  connect: { median: number; p99: number };
+  cpu: Record<string, Record<string, number>>;
+}
+
+class Procs {
+  readonly #tail = new Map<string, { child: ChildProcess; output: () => string }>();
+
+  constructor(readonly cluster: SimCluster) {}
+
+  start(name: string, netns: string, cmd: string, args: string[]): ChildProcess {
+    const child = this.cluster.spawnIn(netns, cmd, args);
+    this.#tail.set(name, { child, output: captureOutput(child) });
+    return child;
+  }
+
+  pid(name: string): number | undefined {
+    return this.#tail.get(name)?.child.pid;
+  }
+
+  /** Throws if any process this bench started has exited (a crashed agent or server makes numbers meaningless). */
+  checkAlive(): void {
+    for (const [name, { child, output }] of this.#tail) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}); its output:\n${output()}`);
+      }
+    }
+  }
+}
+
+function httpConfig(dir: string, www: string): string {
+  return `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  server {
+    listen ${HTTP_PORT} backlog=4096; root ${www};
+    location = /whoami { default_type text/plain; return 200 "$remote_addr"; }
+  }
+}
+`;
+}
+
+function tunnelConfig(dir: string, side: "client" | "server", pki: string, serverIp: string): string {
+  const servers = Object.values(TUNNEL).map(({ local, remote }, i) => {
+    const app = i === 0 ? IPERF_PORT : HTTP_PORT;
+    return side === "client"
+      ? `server { listen 127.0.0.1:${local} backlog=4096; proxy_pass ${serverIp}:${remote}; proxy_ssl on;
+    proxy_ssl_certificate ${pki}/client.crt; proxy_ssl_certificate_key ${pki}/client.key;
+    proxy_ssl_trusted_certificate ${pki}/ca.crt; proxy_ssl_verify on; proxy_ssl_name server;
+    proxy_ssl_session_reuse on; }`
+      : `server { listen ${serverIp}:${remote} ssl backlog=4096; proxy_pass 127.0.0.1:${app};
+    ssl_certificate ${pki}/server.crt; ssl_certificate_key ${pki}/server.key;
+    ssl_client_certificate ${pki}/ca.crt; ssl_verify_client on; }`;
+  });
+  return `load_module ${STREAM_MODULE};
+daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
+events { worker_connections 4096; }
+stream {
+  ${servers.join("\n  ")}
+}
+`;
+}
+
+function writeConf(dir: string, text: string): string {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, "nginx.conf");
+  writeFileSync(path, text);
+  return path;
+}
+
+async function probeGet(cluster: SimCluster, netns: string, host: string, port: number, path: string) {
+  const { stdout } = await cluster.exec(netns, process.execPath, [PROBE, "get", host, String(port), path], {
+    timeoutMs: 10_000,
+  });
+  return stdout;
+}
+
+async function tableInstalled(cluster: SimCluster, netns: string): Promise<boolean> {
+  await cluster.exec(netns, "nft", ["list", "table", "inet", "ambit"], { timeoutMs: 5000 });
+  return true;
+}
+
+async function measure(
+  cluster: SimCluster,
+  procs: Procs,
+  target: Target,
+  cpuOf: Record<string, number | undefined>,
+): Promise<ModeResult> {
+  const url = `http://${target.http.host}:${target.http.port}/index.html`;
+  const cpu: Record<string, Record<string, number>> = {};
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const r = await withCpu(cpuOf, fn);
+    cpu[name] = r.cpu;
+    procs.checkAlive();
+    return r.result;
+  };
+  await wrk(cluster, target.netns, url, { seconds: WARMUP_SECONDS });
+  const gbps = await step("iperf3", () => iperf3(cluster, target.netns, target.iperf.host, target.iperf.port, SECONDS));
+  const keepAlive = await step("keep-alive", () => wrk(cluster, target.netns, url, { seconds: SECONDS }));
+  const close = await step("new conns", () => wrk(cluster, target.netns, url, { seconds: SECONDS, close: true }));
+  const connect = await step("connect", async () => {
+    const { stdout } = await cluster.exec(
+      target.netns,
+      process.execPath,
+      [PROBE, "latency", target.http.host, String(target.http.port), String(PROBES), String(PROBE_WARMUP)],
+      { timeoutMs: 120_000 },
+    );
+    return stats((JSON.parse(stdout) as { samples: number[] }).samples);
+  });
+  return { gbps, keepAlive, close, connect, cpu };
+}
+
+function report(results: Record<Mode, ModeResult>, notes: string[]): string {
+  const d = results.direct;
+  const n = results.nginx;
+  const a = results.ambit;
+  const w = 12;
+  const row = (label: string, get: (r: ModeResult) => number, digits: number, showRatio = true) =>
+    `${label.padEnd(30)}${MODES.map((m) => pad(fixed(get(results[m]), digits), w)).join("")}` +
+    (showRatio ? `${pad(ratio(get(n), get(d)), w)}${pad(ratio(get(a), get(d)), w)}` : "");
+  const met = (ok: boolean) => (ok ? "met" : "MISSED");
+  const lines = [
+    `proxy bench: client pod on n1 -> server pod on n2 (veth + bridges + fabric), node ${process.version}, ${cpus().length} cores`,
+    `  iperf3 1 stream ${SECONDS}s; wrk -c16 -t2 -d${SECONDS}s; ${PROBES} sequential connect+first-byte probes`,
+    "",
+    `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${pad("nginx/dir", w)}${pad("ambit/dir", w)}`,
+    row("throughput Gbit/s", (r) => r.gbps, 2),
+    row("keep-alive req/s", (r) => r.keepAlive.rps, 0),
+    row("keep-alive p50 ms", (r) => r.keepAlive.p50Ms, 3),
+    row("keep-alive p99 ms", (r) => r.keepAlive.p99Ms, 3),
+    row("new connections/s", (r) => r.close.rps, 0),
+    row("new connection p50 ms", (r) => r.close.p50Ms, 3),
+    row("new connection p99 ms", (r) => r.close.p99Ms, 3),
+    row("connect+first byte p50 ms", (r) => r.connect.median, 3),
+    row("connect+first byte p99 ms", (r) => r.connect.p99, 3),
+    "",
+    "targets (ambit)                         measured                    target",
+    `  throughput vs direct                  ${pad(ratio(a.gbps, d.gbps), 8)} (nginx ${ratio(n.gbps, d.gbps)})      >= nginx (leads: ~0.36x)   ${met(a.gbps >= n.gbps)}`,
+    `  keep-alive req/s vs direct            ${pad(ratio(a.keepAlive.rps, d.keepAlive.rps), 8)} (nginx ${ratio(n.keepAlive.rps, d.keepAlive.rps)})      >= nginx (leads: ~0.25x)   ${met(a.keepAlive.rps >= n.keepAlive.rps)}`,
+    `  new connections/s vs nginx            ${pad(ratio(a.close.rps, n.close.rps), 8)}                     >= 3x nginx                ${met(a.close.rps >= 3 * n.close.rps)}`,
+    `  p99 added connect latency (vs direct) ${pad(`${fixed(a.connect.p99 - d.connect.p99, 3)} ms`, 8)} (nginx ${fixed(n.connect.p99 - d.connect.p99, 3)} ms)  < 1 ms                     ${met(a.connect.p99 - d.connect.p99 < 1)}`,
+    "",
+    "CPU, % of one core, while each test ran (tunnel/agent processes only)",
+    ...(["nginx", "ambit"] as const).flatMap((m) =>
+      Object.entries(results[m].cpu).map(
+        ([test, byProc]) =>
+          `  ${m.padEnd(6)} ${test.padEnd(11)} ${Object.entries(byProc)
+            .map(([p, v]) => `${p} ${fixed(v, 0)}%`)
+            .join("   ")}`,
+      ),
+    ),
+  ];
+  const errs = MODES.flatMap((m) =>
+    (["keepAlive", "close"] as const)
+      .filter((k) => results[m][k].errors)
+      .map((k) => `  ${m} ${k === "close" ? "new conns" : "keep-alive"}: ${results[m][k].errors}`),
+  );
+  if (errs.length) lines.push("", "wrk reported errors:", ...errs);
+  if (notes.length) lines.push("", ...notes);
+  return lines.join("\n");
+}
+
+export async function runProxyBench(): Promise<string> {
+  const tmp = tempDir("proxy");
+  let cluster: SimCluster | undefined;
+  try {
+    cluster = await createSimCluster({
+      nodes: [
+        { name: "n1", pods: [{ name: "client", labels: MESHED, serviceAccount: "client" }, { name: "dclient" }] },
+        { name: "n2", pods: [{ name: "server", labels: MESHED, serviceAccount: "server" }, { name: "dserver" }] },
+      ],
+    });
+    const c = cluster;
+    const procs = new Procs(c);
+    const [client, dclient, server, dserver] = ["client", "dclient", "server", "dserver"].map((p) => c.pod(p));
+    if (!client || !dclient || !server || !dserver) throw new Error("simulated pods missing");
+
+    // Apps in both server pods; tunnel ends in the non-meshed pair.
+    // nginx workers run as nobody: they must be able to read the static file.
+    chmodSync(tmp.dir, 0o755);
+    const www = join(tmp.dir, "www");
+    mkdirSync(www);
+    writeFileSync(join(www, "index.html"), "ambit bench\n");
+    const pki = join(tmp.dir, "pki");
+    mkdirSync(pki);
+    await makeTestPki(pki);
+    for (const pod of [dserver, server]) {
+      const dir = join(tmp.dir, `http-${pod.name}`);
+      const conf = writeConf(dir, httpConfig(dir, www));
+      procs.start(`nginx http (${pod.name})`, pod.netnsName, "nginx", ["-e", "stderr", "-p", dir, "-c", conf]);
+      procs.start(`iperf3 -s (${pod.name})`, pod.netnsName, "iperf3", ["-s", "-p", String(IPERF_PORT)]);
+    }
+    for (const [side, pod] of [
+      ["server", dserver],
+      ["client", dclient],
+    ] as const) {
+      const dir = join(tmp.dir, `tunnel-${side}`);
+      const conf = writeConf(dir, tunnelConfig(dir, side, pki, dserver.ipv4));
+      procs.start(`nginx tunnel ${side}`, pod.netnsName, "nginx", ["-e", "stderr", "-p", dir, "-c", conf]);
+    }
+    await waitFor("the apps and the nginx tunnel", async () => {
+      procs.checkAlive();
+      return (
+        (await probeGet(c, dclient.netnsName, dserver.ipv4, HTTP_PORT, "/index.html")) === "ambit bench\n" &&
+        (await probeGet(c, dclient.netnsName, "127.0.0.1", TUNNEL.http.local, "/index.html")) === "ambit bench\n"
+      );
+    });
+
+    // One agent process per node, in the node's namespace, as a DaemonSet would run them. The first creates the CA.
+    const podFile = join(tmp.dir, "pods.json");
+    await c.writePodFile(podFile);
+    const agentArgs = (node: string) => [
+      CLI,
+      "agent",
+      "--node",
+      node,
+      "--pod-file",
+      podFile,
+      "--ca-dir",
+      join(tmp.dir, "ca"),
+      "--metrics",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--ready",
+      "127.0.0.1:0",
+      "--log-level",
+      "warn",
+    ];
+    const t0 = Date.now();
+    procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));
+    await waitFor("agent n1 to enroll the client pod", async () => {
+      procs.checkAlive();
+      return tableInstalled(c, client.netnsName);
+    });
+    procs.start("agent n2", c.node("n2").netnsName, process.execPath, agentArgs("n2"));
+    // Meshed inbound is delivered from inside the destination pod: the app sees its own IP only via the mesh.
+    await waitFor("client -> server over the mesh", async () => {
+      procs.checkAlive();
+      return (await probeGet(c, client.netnsName, server.ipv4, HTTP_PORT, "/whoami")) === server.ipv4;
+    });
+    const notes = [`agents up and both pods meshed in ${Date.now() - t0} ms (from first agent start)`];
+
+    const targets: Record<Mode, Target> = {
+      direct: {
+        netns: dclient.netnsName,
+        iperf: { host: dserver.ipv4, port: IPERF_PORT },
+        http: { host: dserver.ipv4, port: HTTP_PORT },
+      },
+      nginx: {
+        netns: dclient.netnsName,
+        iperf: { host: "127.0.0.1", port: TUNNEL.iperf.local },
+        http: { host: "127.0.0.1", port: TUNNEL.http.local },
+      },
+      ambit: {
+        netns: client.netnsName,
+        iperf: { host: server.ipv4, port: IPERF_PORT },
+        http: { host: server.ipv4, port: HTTP_PORT },
+      },
+    };
+    const cpuOf: Record<Mode, Record<string, number | undefined>> = {
+      direct: {},
+      nginx: { "client-side": procs.pid("nginx tunnel client"), "server-side": procs.pid("nginx tunnel server") },
+      ambit: { "agent n1": procs.pid("agent n1"), "agent n2": procs.pid("agent n2") },
+    };
+    const results = {} as Record<Mode, ModeResult>;
+    for (const mode of MODES) results[mode] = await measure(c, procs, targets[mode], cpuOf[mode]);
+    return report(results, notes);
+  } finally {
+    await cluster?.destroy();
+    tmp.remove();
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(await runProxyBench());
+}

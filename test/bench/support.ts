@@ -1,0 +1,101 @@
+/** Small helpers shared by the benches: statistics, formatting, process CPU accounting, temp dirs. */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface Stats {
+  median: number;
+  p99: number;
+}
+
+export function stats(samples: readonly number[]): Stats {
+  if (samples.length === 0) return { median: Number.NaN, p99: Number.NaN };
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] as number;
+  return { median: at(0.5), p99: at(0.99) };
+}
+
+export const pad = (v: string, n: number) => v.padStart(n);
+export const ratio = (v: number, base: number) => (base > 0 && Number.isFinite(v) ? `${(v / base).toFixed(2)}x` : "-");
+export const fixed = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : "-");
+
+/** A fresh temp dir, removed by the returned function (idempotent, never throws). */
+export function tempDir(tag: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `ambit-bench-${tag}-`));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+const CLOCK_TICKS = 100; // USER_HZ on Linux.
+
+/** CPU seconds (user + system) a process has used so far, or NaN if it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Sum of CPU seconds over a process and its direct children (nginx master + workers). */
+export function treeCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  let total = cpuSeconds(pid);
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    for (const c of children) total += cpuSeconds(Number(c));
+  } catch {
+    // No children file: count the process alone.
+  }
+  return total;
+}
+
+/** Measures the CPU share (percent of one core) each process used while `fn` ran. */
+export async function withCpu<T>(
+  pids: Record<string, number | undefined>,
+  fn: () => Promise<T>,
+): Promise<{ result: T; cpu: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, treeCpuSeconds(p)]));
+  const t0 = performance.now();
+  const result = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = Object.fromEntries(
+    Object.entries(pids).map(([k, p]) => [k, ((treeCpuSeconds(p) - (before[k] as number)) / wall) * 100]),
+  );
+  return { result, cpu };
+}
+
+/** Keeps the last `limit` characters a child wrote to stdout/stderr, for error messages. */
+export function captureOutput(child: ChildProcess, limit = 4000): () => string {
+  let text = "";
+  const add = (chunk: Buffer) => {
+    text = (text + chunk.toString("utf8")).slice(-limit);
+  };
+  child.stdout?.on("data", add);
+  child.stderr?.on("data", add);
+  return () => text;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns true or `timeoutMs` passes; throws with `what` on timeout. */
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    const ok = await check().catch((err: unknown) => {
+      last = err;
+      return false;
+    });
+    if (ok) return;
+    last ??= new Error("the check never passed");
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, last ? { cause: last } : undefined);
+    }
+    await sleep(100);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * A node agent assembled from its parts, for tests that need what the command line does not offer: a per-node view
+ * of the cluster (to make one agent expect a different identity), proxy tuning (short handshake timeouts), or an
+ * observer on the proxy. Unenrolled and stopped when the test ends.
+ */
+import type { ExecutionContext } from "ava";
+import type { MeshCa } from "../../../agent/identity/ca.js";
+import { CertManager } from "../../../agent/identity/cert-manager.js";
+import { EmbeddedCertificateSource } from "../../../agent/identity/certificate-source.js";
+import { type ClusterState, podKey } from "../../../agent/kube/pod.js";
+import { silentLogger } from "../../../agent/log.js";
+import { NodeAgent } from "../../../agent/node/node-agent.js";
+import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
+import { MeshProxy } from "../../../agent/proxy/proxy.js";
+import type { HboneTuning } from "../../../agent/proxy/tuning.js";
+import { Redirector } from "../../../agent/redirect/enroller.js";
+
+export interface TestNode {
+  agent: NodeAgent;
+  proxy: MeshProxy;
+  certs: CertManager;
+  redirector: Redirector;
+}
+
+export async function nodeFor(
+  t: ExecutionContext,
+  options: {
+    nodeName: string;
+    ca: MeshCa;
+    state: ClusterState;
+    tuning?: Partial<HboneTuning>;
+    observer?: ProxyObserver;
+  },
+): Promise<TestNode> {
+  const certs = new CertManager({ source: new EmbeddedCertificateSource(options.ca) });
+  const proxy = new MeshProxy({
+    trustDomain: options.ca.trustDomain,
+    certs,
+    observer: options.observer ?? nullObserver,
+    ...(options.tuning ? { tuning: options.tuning } : {}),
+  });
+  proxy.setTrustBundle(options.ca.trustBundlePem());
+  const redirector = new Redirector();
+  const agent = new NodeAgent({
+    nodeName: options.nodeName,
+    trustDomain: options.ca.trustDomain,
+    certs,
+    redirector,
+    proxy,
+    logger: silentLogger,
+  });
+  t.teardown(() => {
+    for (const e of redirector.enrolled()) redirector.unenroll(podKey(e.pod));
+    agent.stop();
+  });
+  await agent.apply(options.state);
+  return { agent, proxy, certs, redirector };
+}
+
+/** An observer that records everything, for assertions. */
+export function recorder() {
+  const events = {
+    handshakes: [] as Array<{ role: string; result: string }>,
+    opened: [] as Parameters<ProxyObserver["connectionOpened"]>[0][],
+    closed: [] as Array<Parameters<ProxyObserver["connectionClosed"]>>,
+    refused: [] as Array<{ pod: string; direction: string; reason: string }>,
+  };
+  const observer: ProxyObserver = {
+    handshake: (role, result) => events.handshakes.push({ role, result }),
+    connectionOpened: (info) => events.opened.push(info),
+    connectionClosed: (info, end) => events.closed.push([info, end]),
+    connectionRefused: (pod, direction, reason) => events.refused.push({ pod, direction, reason }),
+  };
+  return { events, observer };
+}
