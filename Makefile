@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-APT_PACKAGES := nftables libnftables1 iproute2 procps openssl tcpdump prometheus iperf3 wrk nginx-light
+APT_PACKAGES := nftables libnftables1 iproute2 procps openssl tcpdump prometheus iperf3 wrk nginx-light libnginx-mod-stream
 NODE_BIN := node_modules/.bin
 
 .PHONY: setup build lint fmt test test-unit demo bench clean
@@ -31,8 +31,9 @@ lint: node_modules/.installed
 fmt: node_modules/.installed
 	@$(NODE_BIN)/biome check --write .
 
+# The proxy tests hold thousands of sockets; raise the descriptor limit where the machine allows it.
 test: setup build lint
-	@$(NODE_BIN)/ava
+	@ulimit -n 65536 2>/dev/null || true; $(NODE_BIN)/ava
 
 # Tests that need neither root nor the kernel: rule building, policy, identity parsing.
 test-unit: build

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { agentCommand } from "./cli/agent-command.js";
 import { caCommand } from "./cli/ca-command.js";
+import { certsCommand } from "./cli/certs-command.js";
+import { tapCommand } from "./cli/tap-command.js";
 /**
  * ambit's command line: `ambit agent` (the node agent), `ambit ca` (the mesh CA server), and the operator
  * commands that read a running agent's admin server.
@@ -10,6 +12,9 @@ import { AmbitError } from "./errors.js";
 const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   agent: { run: agentCommand, help: "run the node agent (redirection, HBONE proxy, identities)" },
   ca: { run: caCommand, help: "run the mesh CA server" },
+  tap: { run: tapCommand, help: "show a running agent's live and recent connections (--follow, --admin)" },
+  connections: { run: tapCommand, help: "alias of tap" },
+  certs: { run: certsCommand, help: "list a running agent's identities and certificate expiry (--admin)" },
 };
 
 function usage(): string {

@@ -48,7 +48,7 @@ export function readinessFacts(parts: AgentParts): ReadinessFacts {
       }
       return {
         pod: key,
-        redirected: e !== undefined && e.listeners.every((l) => l.server.listening),
+        redirected: e?.listeners.every((l) => l.server.listening) === true,
         certificate,
         identity,
       };
@@ -69,7 +69,11 @@ export interface ConfigDump {
     peerAuthentication: PeerAuthenticationMode;
   }>;
   namespaces: Array<{ name: string; labels: Record<string, string>; peerAuthentication?: PeerAuthenticationMode }>;
-  enrolled: Array<{ pod: string; identity: string; listeners: Array<{ kind: string; family: number; address: string }> }>;
+  enrolled: Array<{
+    pod: string;
+    identity: string;
+    listeners: Array<{ kind: string; family: number; address: string }>;
+  }>;
   identities: IdentitySnapshot[];
   failedPods: string[];
 }

@@ -30,7 +30,11 @@ export const json = (status: number, value: unknown): Reply => ({
 });
 
 /** Serve `routes` (exact paths, query ignored) on `address`; resolves once listening. */
-export async function serveRoutes(what: string, address: string, routes: Record<string, Route>): Promise<ServingEndpoint> {
+export async function serveRoutes(
+  what: string,
+  address: string,
+  routes: Record<string, Route>,
+): Promise<ServingEndpoint> {
   const { host, port } = parseHostPort(address, what);
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] as string;

@@ -1,4 +1,5 @@
 import type { X509Certificate } from "node:crypto";
+import type { Http2Session } from "node:http2";
 import type { SecureContext } from "node:tls";
 import type { SpiffeId } from "../identity/spiffe.js";
 import type { PeerAuthenticationMode } from "../kube/pod.js";
@@ -21,4 +22,6 @@ export interface ProxyContext {
   index(): WorkloadIndex;
   peerAuthentication(self: Workload): PeerAuthenticationMode;
   nextId(): number;
+  /** Every live HTTP/2 session, client and server side, so a stopping proxy can end them all at once. */
+  sessions: Set<Http2Session>;
 }

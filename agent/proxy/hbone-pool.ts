@@ -65,8 +65,9 @@ export class HbonePool {
     return this.#sessions.size;
   }
 
+  /** Tear every pooled session down now, resetting its streams (the proxy is stopping). */
   closeAll(): void {
-    for (const p of this.#sessions.values()) p.then((s) => s.session.close()).catch(() => {});
+    for (const p of this.#sessions.values()) p.then((s) => s.session.destroy()).catch(() => {});
     this.#sessions.clear();
   }
 

@@ -36,6 +36,8 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
   const log = ctx.log.child({ pod: self.key, listener: "hbone" });
   const h2 = http2.createServer({ settings: h2Settings(ctx.tuning), maxSessionMemory: ctx.tuning.maxSessionMemoryMiB });
   h2.on("session", (session) => {
+    ctx.sessions.add(session);
+    session.once("close", () => ctx.sessions.delete(session));
     session.once("connect", () => session.setLocalWindowSize(ctx.tuning.sessionWindow));
     session.on("error", (err) => log.debug({ err }, "HBONE session error; its streams are reset"));
   });
@@ -59,8 +61,11 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
     raw.setNoDelay(true);
     raw[STARTED] = process.hrtime.bigint();
   });
+  // tls.Server wraps the accepted TCP socket; its handshake timeout destroys only the TLS layer, so the TCP socket
+  // (`_parent`) is destroyed explicitly, and it also carries the handshake's start time.
+  const tcpOf = (s: tls.TLSSocket) => (s as unknown as { _parent?: Timed })._parent;
   const seconds = (s: tls.TLSSocket) => {
-    const started = (s as unknown as { _parent?: Timed })._parent?.[STARTED];
+    const started = tcpOf(s)?.[STARTED];
     return started === undefined ? 0 : Number(process.hrtime.bigint() - started) / 1e9;
   };
   server.on("tlsClientError", (err: NodeJS.ErrnoException, s) => {
@@ -71,6 +76,8 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
       { reason, detail: err.message, peer: s.remoteAddress },
       "inbound HBONE handshake failed; connection closed",
     );
+    s.destroy();
+    tcpOf(s)?.destroy();
   });
   server.on("secureConnection", (secure: Authenticated) => {
     const fail = (reason: string, detail: string) => {

@@ -66,6 +66,7 @@ export class MeshProxy {
         return peerAuthenticationMode(current ?? self.pod, findNamespace(this.#state, self.pod.namespace));
       },
       nextId: () => ++this.#ids,
+      sessions: new Set(),
     };
   }
 
@@ -96,7 +97,9 @@ export class MeshProxy {
     return server;
   };
 
+  /** Stop: every HBONE session, pooled or accepted, is torn down and its streams reset. */
   close(): void {
     this.#ctx.pool.closeAll();
+    for (const session of this.#ctx.sessions) session.destroy();
   }
 }

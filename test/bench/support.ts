@@ -54,18 +54,32 @@ export function treeCpuSeconds(pid: number | undefined): number {
   return total;
 }
 
-/** Measures the CPU share (percent of one core) each process used while `fn` ran. */
+/** Busy and total jiffies of the whole machine (all cores), from the first line of /proc/stat. */
+function machineJiffies(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
+}
+
+/**
+ * Measures the CPU share (percent of one core) each process used while `fn` ran, plus "machine": how busy all
+ * cores were (percent of the whole machine), which tells a CPU-bound run from a latency-bound one.
+ */
 export async function withCpu<T>(
   pids: Record<string, number | undefined>,
   fn: () => Promise<T>,
 ): Promise<{ result: T; cpu: Record<string, number> }> {
   const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, treeCpuSeconds(p)]));
+  const m0 = machineJiffies();
   const t0 = performance.now();
   const result = await fn();
   const wall = (performance.now() - t0) / 1000;
+  const m1 = machineJiffies();
   const cpu = Object.fromEntries(
     Object.entries(pids).map(([k, p]) => [k, ((treeCpuSeconds(p) - (before[k] as number)) / wall) * 100]),
   );
+  cpu.machine = ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * 100;
   return { result, cpu };
 }
 

@@ -7,10 +7,18 @@ import { connectInNetns, openListenerFdInNetns } from "../../../native-bindings/
 
 /** A TCP server inside `netns` on ip:port; `onConnection` gets each accepted socket. */
 export function serveIn(netns: string, ip: string, port: number, onConnection: (s: net.Socket) => void): net.Server {
-  const server = net.createServer({ allowHalfOpen: true }, onConnection);
+  const open = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    open.add(s);
+    s.once("close", () => open.delete(s));
+    onConnection(s);
+  });
+  openSockets.set(server, open);
   server.listen({ fd: openListenerFdInNetns(netns, { address: ip, port }) });
   return server;
 }
+
+const openSockets = new WeakMap<net.Server, Set<net.Socket>>();
 
 /** A server that answers every connection with `reply(socket)`, ignores what it is sent, and closes. */
 export function answerIn(netns: string, ip: string, port: number, reply: (s: net.Socket) => string): net.Server {
@@ -42,6 +50,8 @@ export async function request(netns: string, ip: string, port: number, send?: st
   });
 }
 
+/** Stop the server and drop whatever connections it still has (a test ends without waiting for its peers). */
 export function closeServer(server: net.Server): Promise<void> {
+  for (const s of openSockets.get(server) ?? []) s.destroy();
   return new Promise((resolve) => server.close(() => resolve()));
 }
