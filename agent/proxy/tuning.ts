@@ -9,6 +9,8 @@ export interface HboneTuning {
   /** Connection-level receive window, bytes. */
   sessionWindow: number;
   maxConcurrentStreams: number;
+  /** Largest DATA frame the peer may send us (SETTINGS_MAX_FRAME_SIZE); bigger frames mean fewer per-frame costs. */
+  maxFrameSize: number;
   /** nghttp2's per-session memory cap, MiB. */
   maxSessionMemoryMiB: number;
   /** Seconds a TLS handshake may take before the connection is dropped (and counted as `timeout`). */
@@ -21,11 +23,17 @@ export const DEFAULT_TUNING: HboneTuning = {
   streamWindow: 4 * 1024 * 1024,
   sessionWindow: 32 * 1024 * 1024,
   maxConcurrentStreams: 65535,
+  maxFrameSize: 1048576,
   maxSessionMemoryMiB: 256,
   handshakeTimeoutMs: 10_000,
   socketBuffer: 0,
 };
 
 export function h2Settings(t: HboneTuning) {
-  return { initialWindowSize: t.streamWindow, maxConcurrentStreams: t.maxConcurrentStreams, enablePush: false };
+  return {
+    initialWindowSize: t.streamWindow,
+    maxConcurrentStreams: t.maxConcurrentStreams,
+    maxFrameSize: t.maxFrameSize,
+    enablePush: false,
+  };
 }
