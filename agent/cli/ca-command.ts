@@ -27,6 +27,7 @@ export async function caCommand(argv: string[]): Promise<void> {
       "pod-file": { type: "string", default: env.AMBIT_POD_FILE },
       "token-file": { type: "string", default: env.AMBIT_CA_TOKENS },
       "kube-allowed-user": { type: "string", multiple: true, default: [] },
+      audience: { type: "string", multiple: true, default: [] },
       "serving-name": { type: "string", multiple: true, default: [] },
       "serving-ip": { type: "string", multiple: true, default: [] },
       "cert-lifetime": { type: "string", default: env.AMBIT_CERT_LIFETIME ?? String(24 * 3600) },
@@ -48,10 +49,11 @@ export async function caCommand(argv: string[]): Promise<void> {
         : undefined;
   if (!ca) throw new ConfigError("--ca-cert and --ca-key, or --ca-dir, are required");
   const allowed = values["kube-allowed-user"] as string[];
+  const audiences = values.audience as string[];
   const reviewer = values["token-file"]
     ? new FileTokenReviewer(values["token-file"])
     : allowed.length > 0
-      ? new KubeTokenReviewer({ allowedUsers: allowed })
+      ? new KubeTokenReviewer({ allowedUsers: allowed, ...(audiences.length ? { audiences } : {}) })
       : undefined;
   if (!reviewer) throw new ConfigError("--token-file or --kube-allowed-user is required");
 

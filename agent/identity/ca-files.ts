@@ -1,4 +1,5 @@
-import { access, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { access, link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log.js";
 import { silentLogger } from "../log.js";
@@ -44,8 +45,12 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Local mode: reuse `dir/ca.crt` + `dir/ca.key` if they exist, otherwise generate a root and write it there so a
- * restart keeps the same trust bundle (and every issued certificate stays valid). The key is written 0600 via a
- * temporary file and rename, so a crash never leaves a half-written key that a restart would then refuse.
+ * restart keeps the same trust bundle (and every issued certificate stays valid).
+ *
+ * Several agents may share the directory and start at once (a simulated cluster): the key is published with
+ * link(), which fails if the name exists, so exactly one generated root wins; the others drop theirs and load the
+ * winner's once its certificate appears. Both files are written under unique temporary names first, so a crash
+ * never leaves a half-written key.
  */
 export async function loadOrCreateCa(
   dir: string,
@@ -53,24 +58,52 @@ export async function loadOrCreateCa(
 ): Promise<MeshCa> {
   const log = options.logger ?? silentLogger;
   const files = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
-  const [hasCert, hasKey] = await Promise.all([exists(files.certFile), exists(files.keyFile)]);
-  if (hasCert && hasKey) {
-    const ca = await loadCaFromFiles(files, options);
-    log.info({ dir }, "mesh CA loaded from disk");
-    return ca;
+  if (!(await exists(files.keyFile))) {
+    const material = await MeshCa.generateRoot(options.trustDomain);
+    if (await publish(dir, files, material)) {
+      log.info({ dir, trustDomain: options.trustDomain }, "generated a new mesh CA root and saved it");
+      return new MeshCa(material, options);
+    }
   }
-  // Half a CA is an operator mistake; regenerating would silently replace the root every peer trusts.
-  if (hasCert || hasKey) throw new IdentityError("ca_files", `${dir} holds only one of ca.crt and ca.key`);
-  const material = await MeshCa.generateRoot(options.trustDomain);
+  // Another process published the key; its certificate follows within moments. A key alone for longer is an
+  // operator mistake, and regenerating would silently replace the root every peer trusts.
+  for (let waited = 0; !(await exists(files.certFile)); waited += 50) {
+    if (waited >= CERT_WAIT_MS) throw new IdentityError("ca_files", `${dir} holds ca.key but no ca.crt`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const ca = await loadCaFromFiles(files, options);
+  log.info({ dir }, "mesh CA loaded from disk");
+  return ca;
+}
+
+const CERT_WAIT_MS = 5000;
+
+/** True if this process's root became the directory's; false if another process's key got there first. */
+async function publish(dir: string, files: CaFiles, material: CaMaterial): Promise<boolean> {
+  const tmp = (file: string) => `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const keyTmp = tmp(files.keyFile);
+  const certTmp = tmp(files.certFile);
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    await writeFile(`${files.keyFile}.tmp`, material.keyPem, { mode: 0o600 });
-    await rename(`${files.keyFile}.tmp`, files.keyFile);
-    await writeFile(`${files.certFile}.tmp`, material.certPem, { mode: 0o644 });
-    await rename(`${files.certFile}.tmp`, files.certFile);
+    if (await exists(files.keyFile)) return false;
+    if (await exists(files.certFile)) {
+      throw new IdentityError("ca_files", `${dir} holds ca.crt but no ca.key`);
+    }
+    await writeFile(keyTmp, material.keyPem, { mode: 0o600 });
+    try {
+      await link(keyTmp, files.keyFile);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw err;
+    }
+    await writeFile(certTmp, material.certPem, { mode: 0o644 });
+    await rename(certTmp, files.certFile);
+    return true;
   } catch (cause) {
+    if (cause instanceof IdentityError) throw cause;
     throw new IdentityError("ca_files", `cannot write the generated CA to ${dir}`, { cause });
+  } finally {
+    await rm(keyTmp, { force: true });
+    await rm(certTmp, { force: true });
   }
-  log.info({ dir, trustDomain: options.trustDomain }, "generated a new mesh CA root and saved it");
-  return new MeshCa(material, options);
 }

@@ -98,6 +98,18 @@ test("CA files: missing, mismatched key, or half a CA directory are refused with
   t.regex(mixed?.message ?? "", /does not match/);
   await rm(join(dir, "a", "ca.key"));
   const half = await t.throwsAsync(loadOrCreateCa(join(dir, "a"), { trustDomain: TD }), { instanceOf: IdentityError });
-  t.regex(half?.message ?? "", /only one of/);
+  t.regex(half?.message ?? "", /holds ca\.crt but no ca\.key/);
   t.truthy(await readFile(join(dir, "a", "ca.crt"), "utf8"), "the existing root was not overwritten");
+});
+
+test("agents sharing a CA directory and starting at once all end up with the same root", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "ambit-ca-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const cas = await Promise.all(
+    Array.from({ length: 4 }, () => loadOrCreateCa(join(dir, "shared"), { trustDomain: TD })),
+  );
+  const roots = new Set(cas.map((ca) => ca.trustBundlePem()));
+  t.is(roots.size, 1);
+  const onDisk = new X509Certificate(await readFile(join(dir, "shared", "ca.crt"), "utf8"));
+  t.is(onDisk.fingerprint256, new X509Certificate([...roots][0] ?? "").fingerprint256);
 });

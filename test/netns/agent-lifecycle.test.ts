@@ -1,0 +1,144 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import test from "ava";
+import { writePodFileAtomic } from "../../agent/kube/pod-file-write.js";
+import { inNetns } from "../../native-bindings/netns.js";
+import { runNftJson } from "../../native-bindings/nftables.js";
+import { meshFor } from "./support/agents.js";
+import { clusterFor } from "./support/cluster.js";
+import { answerIn, closeServer, request } from "./support/sockets.js";
+
+const meshed = { "ambit.dev/mesh": "enabled" };
+
+/** Rules in ambit's table inside `netns` (0 when there is no table). */
+function ruleCount(netns: string): number {
+  const list = (what: object) =>
+    (inNetns(netns, () => runNftJson({ nftables: [{ list: what }] })) as { nftables: Array<Record<string, unknown>> })
+      .nftables;
+  if (!list({ tables: {} }).some((o) => (o.table as { name?: string } | undefined)?.name === "ambit")) return 0;
+  return list({ table: { family: "inet", name: "ambit" } }).filter((o) => "rule" in o).length;
+}
+
+async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+test("label changes in the pod file enroll and unenroll pods live; a bad file or a bad pod leaves the rest alone", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "c" }, { name: "d", labels: meshed }] }],
+  });
+  const [a, c, d] = ["a", "c", "d"].map((n) => cluster.pod(n));
+  if (!a || !c || !d) throw new Error("pods missing");
+  const app = answerIn(d.netnsPath, d.ipv4, 8080, (s) => `d saw ${s.remoteAddress}`);
+  t.teardown(() => closeServer(app));
+  const mesh = await meshFor(t, cluster);
+  const agent = mesh.agents[0];
+  if (!agent) throw new Error("no agent");
+  const enrolled = () =>
+    agent.redirector
+      .enrolled()
+      .map((e) => e.pod.name)
+      .sort();
+  t.deepEqual(enrolled(), ["a", "d"]);
+
+  // Opt c in by labelling its namespace; opt d out with its own label.
+  const state = cluster.clusterState([{ name: "default", labels: meshed }]);
+  const relabelled = {
+    ...state,
+    pods: state.pods.map((p) => (p.name === "d" ? { ...p, labels: { "ambit.dev/mesh": "disabled" } } : p)),
+  };
+  await writePodFileAtomic(mesh.podFile, relabelled);
+  await eventually("c enrolled, d unenrolled", async () => enrolled().join() === "a,c");
+  t.is(ruleCount(d.netnsPath), 0, "d's table is gone");
+  t.is(await request(c.netnsPath, d.ipv4, 8080), `d saw ${c.ipv4}`, "c -> d passes through (d not meshed)");
+
+  // A malformed file changes nothing; a pod without IPs is rejected alone.
+  await writePodFileAtomic(mesh.podFile, "{ not json");
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(enrolled(), ["a", "c"]);
+  const broken = { ...relabelled, pods: relabelled.pods.map((p) => (p.name === "a" ? { ...p, ips: [] } : p)) };
+  await writePodFileAtomic(mesh.podFile, broken);
+  await eventually("a dropped as invalid, c kept", async () => enrolled().join() === "c");
+  t.is(await request(c.netnsPath, d.ipv4, 8080), `d saw ${c.ipv4}`);
+});
+
+function startAgentProcess(netnsName: string, args: string[]): ChildProcess {
+  const child = spawn("ip", ["netns", "exec", netnsName, process.execPath, "dist/agent/cli.js", "agent", ...args], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  return child;
+}
+
+test("a killed agent leaves its pods failing closed; a restarted agent re-enrolls them without duplicates", async (t) => {
+  t.timeout(60_000);
+  const cluster = await clusterFor(t, {
+    nodes: [
+      { name: "n1", pods: [{ name: "a", labels: meshed }] },
+      { name: "n2", pods: [{ name: "b", labels: meshed }] },
+    ],
+  });
+  const [a, b] = [cluster.pod("a"), cluster.pod("b")];
+  const app = answerIn(b.netnsPath, b.ipv4, 8080, () => "hello from b");
+  t.teardown(() => closeServer(app));
+  const dir = mkdtempSync(join(tmpdir(), "ambit-life-"));
+  const podFile = join(dir, "pods.json");
+  await cluster.writePodFile(podFile);
+  const children = new Set<ChildProcess>();
+  t.teardown(() => {
+    for (const c of children) c.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = (node: string) => {
+    const child = startAgentProcess(cluster.node(node).netnsName, [
+      "--node",
+      node,
+      "--pod-file",
+      podFile,
+      "--ca-dir",
+      join(dir, "ca"),
+      "--metrics",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--ready",
+      "127.0.0.1:0",
+      "--log-level",
+      "warn",
+    ]);
+    children.add(child);
+    return child;
+  };
+  // One after the other: the first agent creates the shared local CA. Until both enrolled their pods the traffic
+  // goes direct, so wait for the rules, then for the mesh path.
+  start("n2");
+  await eventually("b enrolled", async () => ruleCount(b.netnsPath) > 0);
+  const n1 = start("n1");
+  await eventually("a enrolled", async () => ruleCount(a.netnsPath) > 0);
+  await eventually(
+    "a -> b through the mesh",
+    async () => (await request(a.netnsPath, b.ipv4, 8080)) === "hello from b",
+  );
+  const rules = ruleCount(a.netnsPath);
+  t.true(rules > 0);
+
+  n1.kill("SIGKILL");
+  await once(n1, "exit");
+  children.delete(n1);
+  await t.throwsAsync(request(a.netnsPath, b.ipv4, 8080), { code: "ECONNREFUSED" }, "no plaintext path while down");
+  t.is(ruleCount(a.netnsPath), rules, "rules stay in place");
+
+  start("n1");
+  await eventually(
+    "a -> b again after restart",
+    async () => (await request(a.netnsPath, b.ipv4, 8080)) === "hello from b",
+  );
+  t.is(ruleCount(a.netnsPath), rules, "re-enrollment replaced the table: same rules, no duplicates");
+});
