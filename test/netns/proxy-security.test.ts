@@ -43,7 +43,7 @@ test("only TLS with ALPN h2 crosses the wire between meshed pods; plaintext from
   const stop = await startCapture(cluster.node("n2").netnsName, b.hostInterface, join(dir, "b.pcap"));
   t.is(await request(a.netnsPath, b.ipv4, 8080, "SECRET-MESH-MARKER-1c9f"), "hello from b");
   t.is(await request(c.netnsPath, b.ipv4, 8080, "CONTROL-PLAIN-MARKER-77ab"), "hello from b");
-  const wire = await stop();
+  const wire = await stop("CONTROL-PLAIN-MARKER-77ab");
   t.true(wire.includes("CONTROL-PLAIN-MARKER-77ab"), "the capture sees payloads");
   t.false(wire.includes("SECRET-MESH-MARKER-1c9f"), "the meshed payload never appears in plaintext");
   t.true(wire.includes(ALPN_H2_ONLY), "the HBONE ClientHello offers h2");
