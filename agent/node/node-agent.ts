@@ -18,6 +18,21 @@ export interface EnrollmentObserver {
   failed(pod: PodSpec, reason: string): void;
 }
 
+/** Fan enrollment events out to several observers. */
+export function enrollmentObservers(...list: EnrollmentObserver[]): EnrollmentObserver {
+  return {
+    enrolled: (...a) => {
+      for (const o of list) o.enrolled(...a);
+    },
+    unenrolled: (...a) => {
+      for (const o of list) o.unenrolled(...a);
+    },
+    failed: (...a) => {
+      for (const o of list) o.failed(...a);
+    },
+  };
+}
+
 export interface NodeAgentOptions {
   nodeName: string;
   trustDomain: string;

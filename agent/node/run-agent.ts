@@ -14,7 +14,7 @@ import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { MeshProxy } from "../proxy/proxy.js";
 import { Redirector } from "../redirect/enroller.js";
 import type { AgentConfig } from "./config.js";
-import { type EnrollmentObserver, NodeAgent } from "./node-agent.js";
+import { type EnrollmentObserver, enrollmentObservers, NodeAgent } from "./node-agent.js";
 
 export interface RunningAgent {
   config: AgentConfig;
@@ -78,22 +78,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   certs.on("rotated", refreshBundle);
 
   const redirector = new Redirector({ logger: log.child({ component: "redirect" }), hostRules: config.hostRules });
-  const enrollment: EnrollmentObserver = hooks.enrollment
-    ? {
-        enrolled: (...a) => {
-          metrics.enrolled(...a);
-          hooks.enrollment?.enrolled(...a);
-        },
-        unenrolled: (...a) => {
-          metrics.unenrolled(...a);
-          hooks.enrollment?.unenrolled(...a);
-        },
-        failed: (...a) => {
-          metrics.failed(...a);
-          hooks.enrollment?.failed(...a);
-        },
-      }
-    : metrics;
+  const enrollment = hooks.enrollment ? enrollmentObservers(metrics, hooks.enrollment) : metrics;
   const agent = new NodeAgent({
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,

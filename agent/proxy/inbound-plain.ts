@@ -3,11 +3,11 @@
  * counted); PERMISSIVE and DISABLE deliver it to the app at its original destination port.
  */
 import type { Socket } from "node:net";
-import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import type { Logger } from "../log.js";
 import type { ProxyContext } from "./context.js";
 import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
+import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
 import { resetDuplex } from "./reset.js";
 import type { Workload } from "./workload-index.js";
@@ -28,17 +28,8 @@ export function handleInboundPlaintext(
     resetDuplex(client);
     return;
   }
-  const fd = socketFd(client);
-  let dst: { address: string; port: number };
-  try {
-    if (fd === undefined) throw new Error("accepted socket has no descriptor");
-    dst = originalDestination(fd, family);
-  } catch (err) {
-    log.warn({ err }, "inbound connection without an original destination; reset");
-    ctx.observer.connectionRefused(self.key, "inbound", "no_original_dst");
-    resetDuplex(client);
-    return;
-  }
+  const dst = destinationOf(ctx, self, client, family, "inbound", log);
+  if (!dst) return;
   const source = ctx.index().lookup(client.remoteAddress ?? "");
   const info: ConnectionInfo = {
     id: ctx.nextId(),

@@ -4,12 +4,12 @@
  * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
  */
 import type { Socket } from "node:net";
-import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import type { Logger } from "../log.js";
 import { formatBaggage } from "./authority.js";
 import type { ProxyContext } from "./context.js";
 import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
+import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
 import { resetDuplex } from "./reset.js";
 import type { Workload } from "./workload-index.js";
@@ -17,17 +17,8 @@ import type { Workload } from "./workload-index.js";
 export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6, client: Socket, log: Logger): void {
   client.setNoDelay(true);
   client.on("error", () => {});
-  const fd = socketFd(client);
-  let dst: { address: string; port: number };
-  try {
-    if (fd === undefined) throw new Error("accepted socket has no descriptor");
-    dst = originalDestination(fd, family);
-  } catch (err) {
-    log.warn({ err }, "outbound connection without an original destination; reset");
-    ctx.observer.connectionRefused(self.key, "outbound", "no_original_dst");
-    resetDuplex(client);
-    return;
-  }
+  const dst = destinationOf(ctx, self, client, family, "outbound", log);
+  if (!dst) return;
   const target = ctx.index().lookup(dst.address);
   const info: ConnectionInfo = {
     id: ctx.nextId(),
