@@ -1,19 +1,39 @@
+import { Writable } from "node:stream";
 import pino, { type Logger } from "pino";
 
 export type { Logger };
 
 /**
- * The agent's root logger: JSON lines on stdout. Level from AMBIT_LOG_LEVEL (default info).
- * Pretty output is only used when a person asks for it (AMBIT_LOG_PRETTY=1 and a terminal), never in a pod.
+ * The agent's root logger: JSON lines on stdout. Level from the option or AMBIT_LOG_LEVEL (default info).
+ * A person at a terminal can ask for readable lines with AMBIT_LOG_PRETTY=1; pods and pipes always get JSON.
  */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
   const level = options.level ?? process.env.AMBIT_LOG_LEVEL ?? "info";
-  return pino({
+  const settings = {
     name: options.name ?? "ambit",
     level,
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  const pretty = process.env.AMBIT_LOG_PRETTY === "1" && process.stdout.isTTY;
+  return pretty ? pino(settings, prettyStream(process.stdout)) : pino(settings);
+}
+
+/** `HH:MM:SS.mmm LEVEL msg key=value ...` from pino's JSON lines; nested values stay JSON. */
+export function prettyLine(json: string): string {
+  const { time, level, msg, pid: _pid, name: _name, ...rest } = JSON.parse(json) as Record<string, unknown>;
+  const clock = typeof time === "string" ? time.slice(11, 23) : "";
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return [clock, String(level).toUpperCase().padEnd(5), msg, ...fields].filter(Boolean).join(" ");
+}
+
+function prettyStream(out: NodeJS.WriteStream): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split("\n")) if (line) out.write(`${prettyLine(line)}\n`);
+      done();
+    },
   });
 }
 
