@@ -14,6 +14,7 @@ import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
+import { localAgentArgs } from "../netns/support/agent-args.js";
 import { captureOutput, fixed, pad, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
 import { iperf3, makeTestPki, type WrkResult, wrk } from "./tools.js";
 
@@ -281,24 +282,7 @@ export async function runProxyBench(): Promise<string> {
     // One agent process per node, in the node's namespace, as a DaemonSet would run them. The first creates the CA.
     const podFile = join(tmp.dir, "pods.json");
     await c.writePodFile(podFile);
-    const agentArgs = (node: string) => [
-      CLI,
-      "agent",
-      "--node",
-      node,
-      "--pod-file",
-      podFile,
-      "--ca-dir",
-      join(tmp.dir, "ca"),
-      "--metrics",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--ready",
-      "127.0.0.1:0",
-      "--log-level",
-      "warn",
-    ];
+    const agentArgs = (node: string) => [CLI, ...localAgentArgs(node, podFile, join(tmp.dir, "ca"))];
     const t0 = Date.now();
     procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));
     await waitFor("agent n1 to enroll the client pod", async () => {

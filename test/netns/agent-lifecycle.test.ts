@@ -7,6 +7,7 @@ import test from "ava";
 import { writePodFileAtomic } from "../../agent/kube/pod-file-write.js";
 import { inNetns } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
+import { localAgentArgs } from "./support/agent-args.js";
 import { meshFor } from "./support/agents.js";
 import { clusterFor } from "./support/cluster.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
@@ -71,7 +72,7 @@ test("label changes in the pod file enroll and unenroll pods live; a bad file or
 });
 
 function startAgentProcess(netnsName: string, args: string[]): ChildProcess {
-  const child = spawn("ip", ["netns", "exec", netnsName, process.execPath, "dist/agent/cli.js", "agent", ...args], {
+  const child = spawn("ip", ["netns", "exec", netnsName, process.execPath, "dist/agent/cli.js", ...args], {
     stdio: ["ignore", "ignore", "inherit"],
   });
   return child;
@@ -97,22 +98,7 @@ test("a killed agent leaves its pods failing closed; a restarted agent re-enroll
     rmSync(dir, { recursive: true, force: true });
   });
   const start = (node: string) => {
-    const child = startAgentProcess(cluster.node(node).netnsName, [
-      "--node",
-      node,
-      "--pod-file",
-      podFile,
-      "--ca-dir",
-      join(dir, "ca"),
-      "--metrics",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--ready",
-      "127.0.0.1:0",
-      "--log-level",
-      "warn",
-    ]);
+    const child = startAgentProcess(cluster.node(node).netnsName, localAgentArgs(node, podFile, join(dir, "ca")));
     children.add(child);
     return child;
   };
