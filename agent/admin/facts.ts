@@ -3,8 +3,9 @@
  * only; nothing here changes the agent.
  */
 import type { CertManager, IdentitySnapshot } from "../identity/cert-manager.js";
-import { formatSpiffeId, identityOfPod } from "../identity/spiffe.js";
+import { formatSpiffeId, identityOfPod, type SpiffeId } from "../identity/spiffe.js";
 import { findNamespace } from "../kube/cluster-lookup.js";
+import { enrolledPods } from "../kube/enrollment-diff.js";
 import { isMeshEnrolled, peerAuthenticationMode } from "../kube/mesh-selection.js";
 import { type PeerAuthenticationMode, type PodSpec, podKey } from "../kube/pod.js";
 import type { NodeAgent } from "../node/node-agent.js";
@@ -21,36 +22,19 @@ export interface AgentParts {
   sourceStarted: () => boolean;
 }
 
-/** Pods of this node that should be in the mesh per the latest view. */
-function desiredPods(parts: AgentParts): PodSpec[] {
-  const state = parts.agent.state;
-  return state.pods.filter(
-    (p) => p.nodeName === parts.nodeName && isMeshEnrolled(p, findNamespace(state, p.namespace)),
-  );
-}
-
 export function readinessFacts(parts: AgentParts): ReadinessFacts {
   const enrolled = new Map(parts.redirector.enrolled().map((e) => [podKey(e.pod), e]));
   return {
     sourceStarted: parts.sourceStarted(),
     failedPods: parts.agent.failedPods(),
-    pods: desiredPods(parts).map((pod) => {
+    pods: enrolledPods(parts.agent.state, parts.nodeName).map((pod) => {
       const key = podKey(pod);
-      const e = enrolled.get(key);
-      let identity = "";
-      let certificate = false;
-      try {
-        const id = identityOfPod(pod, parts.trustDomain);
-        identity = formatSpiffeId(id);
-        certificate = parts.certs.secureContext(id) !== undefined;
-      } catch {
-        identity = "(invalid)"; // a pod spec whose identity cannot be formed never gets a certificate
-      }
+      const id = podIdentity(pod, parts.trustDomain);
       return {
         pod: key,
-        redirected: e?.listeners.every((l) => l.server.listening) === true,
-        certificate,
-        identity,
+        redirected: enrolled.get(key)?.listeners.every((l) => l.server.listening) === true,
+        certificate: id !== undefined && parts.certs.secureContext(id) !== undefined,
+        identity: id ? formatSpiffeId(id) : INVALID,
       };
     }),
   };
@@ -98,7 +82,7 @@ export function configDump(parts: AgentParts): ConfigDump {
     namespaces: state.namespaces.map((n) => ({ ...n, labels: { ...n.labels } })),
     enrolled: parts.redirector.enrolled().map((e) => ({
       pod: podKey(e.pod),
-      identity: safeIdentity(e.pod, parts.trustDomain),
+      identity: formatIdentity(e.pod, parts.trustDomain),
       listeners: e.listeners.map((l) => {
         const a = l.server.address();
         return {
@@ -113,10 +97,18 @@ export function configDump(parts: AgentParts): ConfigDump {
   };
 }
 
-function safeIdentity(pod: PodSpec, trustDomain: string): string {
+const INVALID = "(invalid)";
+
+/** A pod spec whose identity cannot be formed never gets a certificate; shown as "(invalid)". */
+function podIdentity(pod: PodSpec, trustDomain: string): SpiffeId | undefined {
   try {
-    return formatSpiffeId(identityOfPod(pod, trustDomain));
+    return identityOfPod(pod, trustDomain);
   } catch {
-    return "(invalid)";
+    return undefined;
   }
+}
+
+function formatIdentity(pod: PodSpec, trustDomain: string): string {
+  const id = podIdentity(pod, trustDomain);
+  return id ? formatSpiffeId(id) : INVALID;
 }
