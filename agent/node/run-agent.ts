@@ -91,6 +91,12 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   let sourceStarted = false;
   let servers: AgentServers | undefined;
   const pods = new PodFileSource({ path: config.podFile, logger: log });
+  const shutdown = async () => {
+    pods.close();
+    agent.stop();
+    metrics.close();
+    await servers?.close();
+  };
   try {
     // Servers first: while the CA or the pod source is slow, probes get a 503 with reasons, not "connection refused".
     servers = await startAgentServers({
@@ -134,18 +140,10 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
       metrics,
       connections,
       endpoints,
-      stop: async () => {
-        pods.close();
-        agent.stop();
-        metrics.close();
-        await servers?.close();
-      },
+      stop: shutdown,
     };
   } catch (err) {
-    pods.close();
-    agent.stop();
-    metrics.close();
-    await servers?.close();
+    await shutdown();
     throw err;
   }
 }

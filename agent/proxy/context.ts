@@ -22,6 +22,6 @@ export interface ProxyContext {
   index(): WorkloadIndex;
   peerAuthentication(self: Workload): PeerAuthenticationMode;
   nextId(): number;
-  /** Every live HTTP/2 session, client and server side, so a stopping proxy can end them all at once. */
+  /** Every live accepted (server-side) HBONE session, so a stopping proxy can end them all; the pool owns its own. */
   sessions: Set<Http2Session>;
 }
