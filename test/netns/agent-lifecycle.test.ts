@@ -5,23 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { writePodFileAtomic } from "../../agent/kube/pod-file-write.js";
-import { inNetns } from "../../native-bindings/netns.js";
-import { runNftJson } from "../../native-bindings/nftables.js";
 import { localAgentArgs } from "./support/agent-args.js";
 import { meshFor } from "./support/agents.js";
 import { clusterFor } from "./support/cluster.js";
+import { ruleCount } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
-
-/** Rules in ambit's table inside `netns` (0 when there is no table). */
-function ruleCount(netns: string): number {
-  const list = (what: object) =>
-    (inNetns(netns, () => runNftJson({ nftables: [{ list: what }] })) as { nftables: Array<Record<string, unknown>> })
-      .nftables;
-  if (!list({ tables: {} }).some((o) => (o.table as { name?: string } | undefined)?.name === "ambit")) return 0;
-  return list({ table: { family: "inet", name: "ambit" } }).filter((o) => "rule" in o).length;
-}
 
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

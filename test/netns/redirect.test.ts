@@ -4,11 +4,9 @@ import test from "ava";
 import type { PodSpec } from "../../agent/kube/pod.js";
 import { type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
 import { EnrollmentError } from "../../agent/redirect/errors.js";
-import { TABLE } from "../../agent/redirect/rules.js";
-import { inNetns } from "../../native-bindings/netns.js";
-import { runNftJson } from "../../native-bindings/nftables.js";
 import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import { clusterFor } from "./support/cluster.js";
+import { ruleCount, tableExists } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
@@ -26,22 +24,6 @@ function specOf(cluster: Awaited<ReturnType<typeof clusterFor>>, name: string): 
   const spec = cluster.podSpecs().find((p) => p.name === name);
   if (!spec) throw new Error(`no pod ${name}`);
   return spec;
-}
-
-function ruleCount(netns: string): number {
-  const out = inNetns(netns, () =>
-    runNftJson({ nftables: [{ list: { table: { family: "inet", name: TABLE } } }] }),
-  ) as {
-    nftables: Array<Record<string, unknown>>;
-  };
-  return out.nftables.filter((o) => "rule" in o).length;
-}
-
-function tableExists(netns: string): boolean {
-  const out = inNetns(netns, () => runNftJson({ nftables: [{ list: { tables: {} } }] })) as {
-    nftables: Array<{ table?: { name: string } }>;
-  };
-  return out.nftables.some((o) => o.table?.name === TABLE);
 }
 
 test("outbound TCP from an enrolled pod reaches the agent's listener with its original destination (IPv4, IPv6)", async (t) => {
