@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { AGENT_NODE_FLAGS } from "../node/runtime-flags.js";
 import type { SimCluster } from "../sim/index.js";
 
 export const CLI = fileURLToPath(new URL("../cli.js", import.meta.url));
@@ -113,6 +114,7 @@ export async function startCa(cluster: SimCluster, dir: string, podFile: string)
 export async function startAgents(cluster: SimCluster, dir: string, podFile: string, ca: Ca): Promise<Started[]> {
   const agents = cluster.nodes.map((node) =>
     startNode(cluster, node.netnsName, `agent ${node.name}`, join(dir, `agent-${node.name}.log`), [
+      ...AGENT_NODE_FLAGS,
       CLI,
       "agent",
       "--node",

@@ -1,6 +1,6 @@
 import type { X509Certificate } from "node:crypto";
-import type { Http2Session } from "node:http2";
 import type { SecureContext } from "node:tls";
+import type { H2Session } from "../h2/session.js";
 import type { SpiffeId } from "../identity/spiffe.js";
 import type { PeerAuthenticationMode } from "../kube/pod.js";
 import type { Logger } from "../log.js";
@@ -23,5 +23,5 @@ export interface ProxyContext {
   peerAuthentication(self: Workload): PeerAuthenticationMode;
   nextId(): number;
   /** Every live accepted (server-side) HBONE session, so a stopping proxy can end them all; the pool owns its own. */
-  sessions: Set<Http2Session>;
+  sessions: Set<H2Session>;
 }

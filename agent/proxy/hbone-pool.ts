@@ -8,9 +8,11 @@
  */
 
 import type { X509Certificate } from "node:crypto";
-import http2, { type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import tls, { type SecureContext } from "node:tls";
 import { connectInNetns } from "../../native-bindings/sockets.js";
+import type { HeaderList } from "../h2/hpack.js";
+import { H2Session } from "../h2/session.js";
+import type { H2Stream } from "../h2/stream.js";
 import { sameSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import { HBONE_PORT, PROXY_MARK } from "../redirect/ports.js";
@@ -26,7 +28,7 @@ export interface HboneSource {
 }
 
 interface PooledSession {
-  session: ClientHttp2Session;
+  session: H2Session;
   context: SecureContext;
 }
 
@@ -51,13 +53,9 @@ export class HbonePool {
   }
 
   /** Open a CONNECT stream to `ip:port` at the destination workload, over a pooled session. */
-  async open(src: HboneSource, dst: Workload, ip: string, port: number, headers: Record<string, string>) {
+  async open(src: HboneSource, dst: Workload, ip: string, port: number, headers: HeaderList): Promise<H2Stream> {
     const session = await this.#session(src, dst, ip);
-    const stream: ClientHttp2Stream = session.request(
-      { ":method": "CONNECT", ":authority": formatAuthority(ip, port), ...headers },
-      { endStream: false },
-    );
-    return stream;
+    return session.request([[":method", "CONNECT"], [":authority", formatAuthority(ip, port)], ...headers]);
   }
 
   /** Sessions currently pooled (for the admin server and tests). */
@@ -71,22 +69,21 @@ export class HbonePool {
     this.#sessions.clear();
   }
 
-  async #session(src: HboneSource, dst: Workload, ip: string): Promise<ClientHttp2Session> {
+  async #session(src: HboneSource, dst: Workload, ip: string): Promise<H2Session> {
     const key = `${src.workload.key}|${ip}`;
-    const pending = this.#sessions.get(key);
-    if (pending) {
+    for (;;) {
+      const pending = this.#sessions.get(key);
+      if (!pending) break;
       const pooled = await pending.catch(() => undefined);
-      // A rotated certificate gets a fresh session; the old one drains its streams and closes.
-      if (pooled && !pooled.session.closed && !pooled.session.destroyed && pooled.context === src.context) {
-        return pooled.session;
-      }
-      if (pooled && this.#sessions.get(key) === pending) {
-        this.#sessions.delete(key);
-        pooled.session.close();
-      }
+      // Replaced while we waited: look again.
+      if (this.#sessions.get(key) !== pending) continue;
+      if (pooled?.session.canRequest && pooled.context === src.context) return pooled.session;
+      // A rotated certificate, or a session that takes no more streams, gets a fresh session; the old one drains
+      // its streams and then closes.
+      this.#sessions.delete(key);
+      pooled?.session.close();
+      break;
     }
-    const existing = this.#sessions.get(key);
-    if (existing) return (await existing).session;
     const created = this.#connect(src, dst, ip);
     this.#sessions.set(key, created);
     created.then(
@@ -96,7 +93,6 @@ export class HbonePool {
         };
         session.once("close", forget);
         session.once("goaway", forget);
-        session.once("error", forget);
       },
       () => {
         if (this.#sessions.get(key) === created) this.#sessions.delete(key);
@@ -153,15 +149,11 @@ export class HbonePool {
         resolve();
       });
     });
-    const session = http2.connect(`https://${formatAuthority(ip, HBONE_PORT)}`, {
-      createConnection: () => socket,
+    const session = new H2Session(socket, {
+      role: "client",
       settings: h2Settings(t),
-      maxSessionMemory: t.maxSessionMemoryMiB,
+      settingsTimeoutMs: t.handshakeTimeoutMs,
     });
-    session.on("error", () => {
-      // Streams see their own errors; the pool forgets the session on close.
-    });
-    session.once("connect", () => session.setLocalWindowSize(t.sessionWindow));
     return { session, context: src.context };
   }
 }

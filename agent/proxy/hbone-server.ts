@@ -4,10 +4,14 @@
  * is required and validated, and only then does HTTP/2 start. Each CONNECT stream is connected to the app at the
  * requested `ip:port`, which must be one of this pod's IPs, from inside the pod's namespace with the proxy mark.
  */
-import http2, { type ServerHttp2Stream } from "node:http2";
 import type { Socket } from "node:net";
 import tls from "node:tls";
 import { connectInNetns } from "../../native-bindings/sockets.js";
+import { ErrorCode } from "../h2/constants.js";
+import type { HeaderList } from "../h2/hpack.js";
+import { H2Session } from "../h2/session.js";
+import type { H2Stream } from "../h2/stream.js";
+import { headerRecord } from "../h2/validate-headers.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import { canonicalIp } from "../kube/cluster-lookup.js";
@@ -17,15 +21,16 @@ import { parseAuthority, parseBaggage } from "./authority.js";
 import type { ProxyContext } from "./context.js";
 import { ProxyError } from "./errors.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
-import { relay } from "./relay.js";
-import { resetDuplex } from "./reset.js";
+import { relayStream } from "./stream-relay.js";
 import { h2Settings } from "./tuning.js";
 import type { Workload } from "./workload-index.js";
 
-const PEER = Symbol("ambit.peer");
 const STARTED = Symbol("ambit.handshakeStarted");
-type Authenticated = tls.TLSSocket & { [PEER]?: { spiffe: string; ip: string } };
 type Timed = Socket & { [STARTED]?: bigint };
+interface PeerInfo {
+  spiffe: string;
+  ip: string;
+}
 
 /**
  * One per enrolled pod: a TLS server whose handshakes present the pod's current certificate (chosen per
@@ -34,15 +39,7 @@ type Timed = Socket & { [STARTED]?: bigint };
  */
 export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server {
   const log = ctx.log.child({ pod: self.key, listener: "hbone" });
-  const h2 = http2.createServer({ settings: h2Settings(ctx.tuning), maxSessionMemory: ctx.tuning.maxSessionMemoryMiB });
-  h2.on("session", (session) => {
-    ctx.sessions.add(session);
-    session.once("close", () => ctx.sessions.delete(session));
-    session.once("connect", () => session.setLocalWindowSize(ctx.tuning.sessionWindow));
-    session.on("error", (err) => log.debug({ err }, "HBONE session error; its streams are reset"));
-  });
-  h2.on("stream", (stream, headers) => onStream(ctx, self, stream, headers, log));
-
+  const mine = new Set<H2Session>();
   const server = tls.createServer({
     // Every client sends SNI ("hbone"); the callback hands out the SecureContext the certificate manager built once.
     SNICallback: (_name, done) => {
@@ -79,7 +76,7 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
     s.destroy();
     tcpOf(s)?.destroy();
   });
-  server.on("secureConnection", (secure: Authenticated) => {
+  server.on("secureConnection", (secure: tls.TLSSocket) => {
     const fail = (reason: string, detail: string) => {
       ctx.observer.handshake("server", reason, seconds(secure));
       log.info({ reason, detail, peer: secure.remoteAddress }, "inbound HBONE peer refused; connection closed");
@@ -93,28 +90,43 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
     if (!peer.ok) return fail(peer.reason, peer.detail);
     if (secure.alpnProtocol !== "h2") return fail("bad_alpn", `ALPN ${String(secure.alpnProtocol)}`);
     ctx.observer.handshake("server", "ok", seconds(secure));
-    secure[PEER] = { spiffe: formatSpiffeId(peer.id), ip: secure.remoteAddress ?? "" };
-    secure.on("error", () => {});
-    h2.emit("connection", secure);
+    const from: PeerInfo = { spiffe: formatSpiffeId(peer.id), ip: secure.remoteAddress ?? "" };
+    const session = new H2Session(secure, {
+      role: "server",
+      settings: h2Settings(ctx.tuning),
+      settingsTimeoutMs: ctx.tuning.handshakeTimeoutMs,
+    });
+    ctx.sessions.add(session);
+    mine.add(session);
+    session.once("close", (err?: Error) => {
+      ctx.sessions.delete(session);
+      mine.delete(session);
+      if (err) log.debug({ err, peer: from.ip }, "HBONE session ended by an error; its streams were reset");
+    });
+    session.on("stream", (stream: H2Stream, headers: HeaderList) => onStream(ctx, self, from, stream, headers, log));
   });
-  server.on("close", () => h2.close());
+  // The pod is leaving the mesh: its sessions finish their streams and close.
+  server.on("close", () => {
+    for (const session of mine) session.close();
+  });
   return server;
 }
 
-function refuse(stream: ServerHttp2Stream, status: number, ctx: ProxyContext, self: Workload, reason: string): void {
+function refuse(stream: H2Stream, status: number, ctx: ProxyContext, self: Workload, reason: string): void {
   ctx.observer.connectionRefused(self.key, "inbound", reason);
-  if (!stream.headersSent && !stream.destroyed) stream.respond({ ":status": status }, { endStream: true });
-  else stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+  if (!stream.headersDone) stream.respond(status, true);
+  else stream.reset(ErrorCode.REFUSED_STREAM);
 }
 
 function onStream(
   ctx: ProxyContext,
   self: Workload,
-  stream: ServerHttp2Stream,
-  headers: http2.IncomingHttpHeaders,
+  peer: PeerInfo,
+  stream: H2Stream,
+  list: HeaderList,
   log: Logger,
 ): void {
-  stream.on("error", () => {});
+  const headers = headerRecord(list);
   if (headers[":method"] !== "CONNECT") {
     refuse(stream, 405, ctx, self, "not_connect");
     return;
@@ -131,7 +143,6 @@ function onStream(
     return;
   }
 
-  const peer = (stream.session?.socket as Authenticated | undefined)?.[PEER];
   const baggage = parseBaggage(headers.baggage);
   const info: ConnectionInfo = {
     id: ctx.nextId(),
@@ -139,8 +150,8 @@ function onStream(
     source: {
       workload: baggage["k8s.workload.name"] ?? "unknown",
       namespace: baggage["k8s.namespace.name"] ?? "unknown",
-      principal: peer?.spiffe ?? "",
-      ip: peer?.ip ?? "",
+      principal: peer.spiffe,
+      ip: peer.ip,
     },
     destination: {
       workload: self.workload,
@@ -155,13 +166,15 @@ function onStream(
   };
   connectApp(ctx, self.pod, target.ip, target.port).then(
     (app) => {
-      if (stream.destroyed) {
+      if (stream.closed) {
         app.destroy();
         return;
       }
-      stream.respond({ ":status": 200 });
+      stream.respond(200);
       ctx.observer.connectionOpened(info);
-      relay(stream, app, reportClose(ctx.observer, info), resetDuplex);
+      const done = reportClose(ctx.observer, info);
+      // The relay counts app -> stream as aToB; the report counts from the source (the stream's peer).
+      relayStream(app, stream, (r) => done({ ...r, aToB: r.bToA, bToA: r.aToB }));
     },
     (err: NodeJS.ErrnoException) => {
       log.debug({ err, target }, "inbound HBONE stream: the app refused the connection; answered 503");

@@ -9,7 +9,7 @@ import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
 import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
-import { resetDuplex } from "./reset.js";
+import { resetSocket } from "./reset.js";
 import type { Workload } from "./workload-index.js";
 
 export function handleInboundPlaintext(
@@ -25,7 +25,7 @@ export function handleInboundPlaintext(
   if (mode === "STRICT") {
     ctx.observer.connectionRefused(self.key, "inbound", "plaintext_strict");
     log.info({ peer: client.remoteAddress }, "plaintext connection refused: PeerAuthentication STRICT");
-    resetDuplex(client);
+    resetSocket(client);
     return;
   }
   const dst = destinationOf(ctx, self, client, family, "inbound", log);
@@ -54,7 +54,7 @@ export function handleInboundPlaintext(
   connectApp(ctx, self.pod, dst.address, dst.port).then(
     (app) => {
       ctx.observer.connectionOpened(info);
-      relay(client, app, reportClose(ctx.observer, info), resetDuplex);
+      relay(client, app, reportClose(ctx.observer, info), resetSocket);
     },
     (err: NodeJS.ErrnoException) => {
       ctx.observer.connectionRefused(
@@ -62,7 +62,7 @@ export function handleInboundPlaintext(
         "inbound",
         err.code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error",
       );
-      resetDuplex(client);
+      resetSocket(client);
     },
   );
 }

@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import type { Logger } from "../log.js";
 import type { ProxyContext } from "./context.js";
-import { resetDuplex } from "./reset.js";
+import { resetSocket } from "./reset.js";
 import type { Workload } from "./workload-index.js";
 
 /**
@@ -24,7 +24,7 @@ export function destinationOf(
   } catch (err) {
     log.warn({ err }, `${direction} connection without an original destination; reset`);
     ctx.observer.connectionRefused(self.key, direction, "no_original_dst");
-    resetDuplex(client);
+    resetSocket(client);
     return undefined;
   }
 }

@@ -11,7 +11,8 @@ import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
 import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
-import { resetDuplex } from "./reset.js";
+import { resetSocket } from "./reset.js";
+import { relayStream } from "./stream-relay.js";
 import type { Workload } from "./workload-index.js";
 
 export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6, client: Socket, log: Logger): void {
@@ -46,7 +47,7 @@ export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6,
     connectApp(ctx, self.pod, dst.address, dst.port).then(
       (upstream) => {
         ctx.observer.connectionOpened(info);
-        relay(client, upstream, done, resetDuplex);
+        relay(client, upstream, done, resetSocket);
       },
       (err: NodeJS.ErrnoException) => {
         ctx.observer.connectionRefused(
@@ -54,7 +55,7 @@ export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6,
           "outbound",
           err.code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error",
         );
-        resetDuplex(client);
+        resetSocket(client);
       },
     );
     return;
@@ -64,30 +65,28 @@ export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6,
   if (!context) {
     log.warn({ destination: target.key }, "no valid certificate for this pod; meshed connection reset (fail closed)");
     ctx.observer.connectionRefused(self.key, "outbound", "no_identity");
-    resetDuplex(client);
+    resetSocket(client);
     return;
   }
-  const headers = {
-    baggage: formatBaggage({ namespace: self.pod.namespace, workload: self.workload, pod: self.pod.name }),
-  };
-  ctx.pool.open({ workload: self, context }, target, dst.address, dst.port, headers).then(
+  const baggage = formatBaggage({ namespace: self.pod.namespace, workload: self.workload, pod: self.pod.name });
+  ctx.pool.open({ workload: self, context }, target, dst.address, dst.port, [["baggage", baggage]]).then(
     (stream) => {
-      stream.on("error", () => {});
-      stream.once("response", (h) => {
-        const status = Number(h[":status"]);
-        if (status !== 200) {
+      ctx.observer.connectionOpened(info);
+      // The app's first bytes go out with the CONNECT, without waiting for the answer; a refusal resets both.
+      relayStream(client, stream, done, (headers) => {
+        const status = headers.find(([name]) => name === ":status")?.[1];
+        if (status !== "200") {
           ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
           log.debug({ destination: target.key, status }, "HBONE CONNECT refused by the destination; reset");
-          resetDuplex(client);
+          stream.reset();
+          resetSocket(client);
         }
       });
-      ctx.observer.connectionOpened(info);
-      relay(client, stream, done, resetDuplex);
     },
     (err: { code?: string }) => {
       log.warn({ err, destination: target.key }, "HBONE connection failed; app connection reset");
       ctx.observer.connectionRefused(self.key, "outbound", err.code ?? "hbone_error");
-      resetDuplex(client);
+      resetSocket(client);
     },
   );
 }

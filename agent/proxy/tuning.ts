@@ -1,19 +1,19 @@
 /**
  * Flow-control and buffer settings of the HBONE path. HTTP/2's default 64 KiB stream window caps one stream at
- * window/RTT, far below what a veth can carry, so windows are large; the per-session memory cap is raised to match
- * or nghttp2 refuses new streams under load. Measured with `make bench` (see the closing note of the proxy issue).
+ * window/RTT, far below what a veth can carry, so windows are large; large frames mean fewer per-frame costs.
+ * Measured with `make bench` (see the closing note of the proxy issue).
  */
+import type { LocalSettings } from "../h2/settings.js";
+
 export interface HboneTuning {
   /** Per-stream receive window, bytes (SETTINGS_INITIAL_WINDOW_SIZE). */
   streamWindow: number;
   /** Connection-level receive window, bytes. */
   sessionWindow: number;
   maxConcurrentStreams: number;
-  /** Largest DATA frame the peer may send us (SETTINGS_MAX_FRAME_SIZE); bigger frames mean fewer per-frame costs. */
+  /** Largest frame the peer may send us (SETTINGS_MAX_FRAME_SIZE). */
   maxFrameSize: number;
-  /** nghttp2's per-session memory cap, MiB. */
-  maxSessionMemoryMiB: number;
-  /** Seconds a TLS handshake may take before the connection is dropped (and counted as `timeout`). */
+  /** Milliseconds a TLS handshake, then the peer's HTTP/2 preface, may take before the connection is dropped. */
   handshakeTimeoutMs: number;
   /** SO_SNDBUF / SO_RCVBUF for sockets ambit opens; 0 leaves kernel autotuning on. */
   socketBuffer: number;
@@ -24,16 +24,15 @@ export const DEFAULT_TUNING: HboneTuning = {
   sessionWindow: 32 * 1024 * 1024,
   maxConcurrentStreams: 65535,
   maxFrameSize: 1048576,
-  maxSessionMemoryMiB: 256,
   handshakeTimeoutMs: 10_000,
   socketBuffer: 0,
 };
 
-export function h2Settings(t: HboneTuning) {
+export function h2Settings(t: HboneTuning): Partial<LocalSettings> {
   return {
-    initialWindowSize: t.streamWindow,
+    streamWindow: t.streamWindow,
+    connectionWindow: t.sessionWindow,
     maxConcurrentStreams: t.maxConcurrentStreams,
     maxFrameSize: t.maxFrameSize,
-    enablePush: false,
   };
 }

@@ -13,6 +13,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { AGENT_NODE_FLAGS } from "../../agent/node/runtime-flags.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import { localAgentArgs } from "../netns/support/agent-args.js";
 import { captureOutput, fixed, pad, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
@@ -282,7 +283,11 @@ export async function runProxyBench(): Promise<string> {
     // One agent process per node, in the node's namespace, as a DaemonSet would run them. The first creates the CA.
     const podFile = join(tmp.dir, "pods.json");
     await c.writePodFile(podFile);
-    const agentArgs = (node: string) => [CLI, ...localAgentArgs(node, podFile, join(tmp.dir, "ca"))];
+    const agentArgs = (node: string) => [
+      ...AGENT_NODE_FLAGS,
+      CLI,
+      ...localAgentArgs(node, podFile, join(tmp.dir, "ca")),
+    ];
     const t0 = Date.now();
     procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));
     await waitFor("agent n1 to enroll the client pod", async () => {
