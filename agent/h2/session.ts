@@ -36,6 +36,8 @@ export interface SessionOptions {
 
 /** Outgoing bytes beyond which DATA waits for the socket to drain (control frames never wait). */
 const SOCKET_HIGH_WATER = 1024 * 1024;
+/** Batches up to this size are copied into one buffer; Node serves allocations this small from a shared pool. */
+const SMALL_BATCH = 4096;
 /** Frames queued in one turn are written together once they reach this size. */
 const BATCH_BYTES = 64 * 1024;
 
@@ -561,12 +563,15 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#flushQueued = false;
     if (this.#out.length === 0) return;
     const out = this.#out;
+    const bytes = this.#outBytes;
     this.#out = [];
     this.#outBytes = 0;
     if (this.#socket.destroyed || !this.#socket.writable) return;
-    // One writev for the whole batch; no JS-side concatenation, whose large buffers would count as external
-    // memory and bring V8's full collections on far more often.
+    // Small batches are joined into one buffer (Node carves those from a shared pool). Large ones go out as one
+    // writev instead: a large JS-side concatenation counts as external memory, and that brings V8's full
+    // collections on far more often.
     if (out.length === 1) this.#socket.write(out[0] as Buffer);
+    else if (bytes <= SMALL_BATCH) this.#socket.write(Buffer.concat(out, bytes));
     else {
       this.#socket.cork();
       for (const b of out) this.#socket.write(b);

@@ -17,6 +17,7 @@ import {
   retryDelayMs,
 } from "./refresh-policy.js";
 import { formatSpiffeId, type SpiffeId, sameSpiffeId } from "./spiffe.js";
+import { MESH_TLS } from "./tls-policy.js";
 import { validatePeerChain } from "./validate.js";
 
 export type IdentityState = "pending" | "ready" | "renewal_failing" | "expired";
@@ -228,7 +229,12 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
     const leaf = new X509Certificate(chain[0] as string);
     const previous = entry.cert;
     entry.cert = {
-      context: createSecureContext({ key: keys.privateKeyPem, cert: res.certChainPem, ca: res.trustBundlePem }),
+      context: createSecureContext({
+        ...MESH_TLS,
+        key: keys.privateKeyPem,
+        cert: res.certChainPem,
+        ca: res.trustBundlePem,
+      }),
       serial: leaf.serialNumber,
       notBefore: new Date(leaf.validFrom),
       notAfter: new Date(leaf.validTo),

@@ -13,6 +13,7 @@ import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
 import { headerRecord } from "../h2/validate-headers.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
+import { MESH_TLS } from "../identity/tls-policy.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import { canonicalIp } from "../kube/cluster-lookup.js";
 import type { PodSpec } from "../kube/pod.js";
@@ -41,6 +42,8 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
   const log = ctx.log.child({ pod: self.key, listener: "hbone" });
   const mine = new Set<H2Session>();
   const server = tls.createServer({
+    // SNICallback's context swaps in only the certificate; protocol and cipher order come from here.
+    ...MESH_TLS,
     // Every client sends SNI ("hbone"); the callback hands out the SecureContext the certificate manager built once.
     SNICallback: (_name, done) => {
       const context = ctx.certs.secureContext(self.id);

@@ -5,6 +5,9 @@ import type { HeaderList } from "../h2/hpack.js";
 import type { H2Stream } from "../h2/stream.js";
 import type { RelayResult } from "./relay.js";
 
+/** The most plaintext one TLS record carries. */
+const TLS_RECORD = 16384;
+
 /**
  * Relay between a TCP socket and an HBONE stream, both ways. Back-pressure: the socket is paused while the stream
  * cannot take more, and received data is acknowledged to the peer (its window reopened) only once the socket has
@@ -33,9 +36,9 @@ export function relayStream(
     headers: (h) => onHeaders?.(h),
     data: (chunk) => {
       result.bToA += chunk.length;
-      // TLS hands decrypted data over one 16 KiB record at a time; corking until the event loop's check phase
-      // turns a burst of records into one writev instead of a syscall each.
-      if (!corked) {
+      // TLS hands decrypted data over one 16 KiB record at a time; in a bulk transfer, corking until the event
+      // loop's check phase turns a burst of records into one writev instead of a syscall each.
+      if (!corked && chunk.length >= TLS_RECORD) {
         corked = true;
         socket.cork();
         setImmediate(uncork);

@@ -1,7 +1,7 @@
 import type { X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createSecureContext } from "node:tls";
+import { connect, createSecureContext, createServer } from "node:tls";
 import test from "ava";
 import { MeshCa } from "../../../agent/identity/ca.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
@@ -11,6 +11,7 @@ import {
   type SignRequest,
 } from "../../../agent/identity/certificate-source.js";
 import { IdentityError } from "../../../agent/identity/errors.js";
+import { MESH_TLS } from "../../../agent/identity/tls-policy.js";
 import { issue, mtlsConnect, newCa, sid, startMtlsServer, TD } from "./helpers.js";
 
 /** The embedded CA, with a switch to make it fail (CA down) and a count of sign calls. */
@@ -194,4 +195,35 @@ test("close drops everything and refuses new work", async (t) => {
   t.deepEqual(mgr.snapshot(), []);
   const err = await t.throwsAsync(mgr.acquire(sid("shop", "cart"), pod("cart-1")));
   t.is((err as IdentityError).code, "closed");
+});
+
+test("certificate contexts speak TLS 1.3 with AES-128-GCM, also when a server picks them per handshake (SNI)", async (t) => {
+  const { mgr } = await manager(3600);
+  t.teardown(() => mgr.close());
+  const [a, b] = [sid("shop", "a"), sid("shop", "b")];
+  await mgr.acquire(a, pod("a-1"));
+  await mgr.acquire(b, pod("b-1"));
+  // As the HBONE server does it: a tls.Server whose certificate context comes from SNICallback. Switching contexts
+  // there swaps only the certificate, so the server's own options must carry the cipher order too.
+  const server = createServer({
+    ...MESH_TLS,
+    SNICallback: (_name, done) => done(null, mgr.secureContext(b)),
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  server.on("secureConnection", (s) => s.end());
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  t.teardown(() => server.close());
+  const socket = connect({
+    host: "127.0.0.1",
+    port: (server.address() as { port: number }).port,
+    servername: "hbone",
+    secureContext: mgr.secureContext(a),
+    rejectUnauthorized: false,
+  });
+  t.teardown(() => socket.destroy());
+  await once(socket, "secureConnect");
+  t.is(socket.getProtocol(), "TLSv1.3");
+  t.is(socket.getCipher().standardName, "TLS_AES_128_GCM_SHA256");
 });
