@@ -518,7 +518,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   #fail(err: H2Error): void {
     if (this.#destroyed) return;
     this.#goaway(err.h2code, err.message);
-    this.#flush();
+    // destroy() writes out what is queued, this GOAWAY included, before closing the socket.
     this.destroy(err);
   }
 
