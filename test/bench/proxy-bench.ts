@@ -3,8 +3,11 @@
  * side by side in one simulated 2-node cluster:
  *
  *   n1: client (meshed), dclient (not meshed)        n2: server (meshed), dserver (not meshed)
- *   direct: dclient -> dserver                      nginx: dclient nginx 127.0.0.1 -> TLS -> dserver nginx -> lo
- *   ambit:  client -> server (captured in both pods, HBONE between the two agents, one process per node)
+ *   direct:   dclient -> dserver
+ *   nginx:    dclient nginx 127.0.0.1 -> TLS -> dserver nginx -> lo
+ *   js-relay: dclient relay 127.0.0.1 -> plain TCP -> dserver relay -> lo (bare Node.js relays, see js-relay.ts:
+ *             the floor of a Node proxy on this path, with ambit's process layout and TCP connection count)
+ *   ambit:    client -> server (captured in both pods, HBONE between the two agents, one process per node)
  *
  * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
  */
@@ -28,14 +31,17 @@ const PROBE_WARMUP = 20;
 const IPERF_PORT = 5201;
 const HTTP_PORT = 8080;
 const TUNNEL = { iperf: { local: 7002, remote: 7444 }, http: { local: 7003, remote: 7445 } };
+const RELAY = { iperf: { local: 7004, remote: 7446 }, http: { local: 7005, remote: 7447 } };
 const MESHED = { "ambit.dev/mesh": "enabled" };
 
 const CLI = fileURLToPath(new URL("../../agent/cli.js", import.meta.url));
 const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
+const JS_RELAY = fileURLToPath(new URL("./js-relay.js", import.meta.url));
 const STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
-type Mode = "direct" | "nginx" | "ambit";
-const MODES: Mode[] = ["direct", "nginx", "ambit"];
+type Mode = "direct" | "nginx" | "js-relay" | "ambit";
+const MODES: Mode[] = ["direct", "nginx", "js-relay", "ambit"];
+const COMPARED: Mode[] = ["nginx", "js-relay", "ambit"];
 
 interface Target {
   netns: string;
@@ -181,17 +187,22 @@ function report(results: Record<Mode, ModeResult>, notes: string[]): string {
   const d = results.direct;
   const n = results.nginx;
   const a = results.ambit;
+  const j = results["js-relay"];
   const w = 12;
-  const row = (label: string, get: (r: ModeResult) => number, digits: number, showRatio = true) =>
+  const row = (label: string, get: (r: ModeResult) => number, digits: number) =>
     `${label.padEnd(30)}${MODES.map((m) => pad(fixed(get(results[m]), digits), w)).join("")}` +
-    (showRatio ? `${pad(ratio(get(n), get(d)), w)}${pad(ratio(get(a), get(d)), w)}` : "");
+    COMPARED.map((m) => pad(ratio(get(results[m]), get(d)), w)).join("");
   const met = (measured: number, target: number) =>
     !Number.isFinite(target) ? "n/a" : !Number.isFinite(measured) ? "?" : measured >= target ? "met" : "MISSED";
+  const addedP99 = (r: ModeResult) => `${fixed(r.connect.p99 - d.connect.p99, 3)} ms`;
+  const target = (label: string, get: (r: ModeResult) => string, goal: string, verdict: string) =>
+    `  ${label.padEnd(28)}${[a, n, j].map((r) => pad(get(r), w)).join("")}  ${goal.padEnd(26)}${verdict}`;
   const lines = [
     `proxy bench: client pod on n1 -> server pod on n2 (veth + bridges + fabric), node ${process.version}, ${cpus().length} cores`,
     `  iperf3 1 stream ${SECONDS}s; wrk -c16 -t2 -d${SECONDS}s; ${PROBE_ROUNDS}x${PROBES_PER_ROUND} sequential connect+first-byte probes (modes alternating)`,
+    "  js-relay: two bare Node.js TCP relays, no TLS (the floor of any Node proxy with ambit's layout on this path)",
     "",
-    `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${pad("nginx/dir", w)}${pad("ambit/dir", w)}`,
+    `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${COMPARED.map((m) => pad(`${m.replace("js-", "")}/dir`, w)).join("")}`,
     row("throughput Gbit/s", (r) => r.gbps, 2),
     row("keep-alive req/s", (r) => r.keepAlive.rps, 0),
     row("keep-alive p50 ms", (r) => r.keepAlive.p50Ms, 3),
@@ -202,17 +213,27 @@ function report(results: Record<Mode, ModeResult>, notes: string[]): string {
     row("connect+first byte p50 ms", (r) => r.connect.median, 3),
     row("connect+first byte p99 ms", (r) => r.connect.p99, 3),
     "",
-    "targets (ambit)                         measured                    target",
-    `  throughput vs direct                  ${pad(ratio(a.gbps, d.gbps), 8)} (nginx ${ratio(n.gbps, d.gbps)})      >= nginx (leads: ~0.36x)   ${met(a.gbps, n.gbps)}`,
-    `  keep-alive req/s vs direct            ${pad(ratio(a.keepAlive.rps, d.keepAlive.rps), 8)} (nginx ${ratio(n.keepAlive.rps, d.keepAlive.rps)})      >= nginx (leads: ~0.25x)   ${met(a.keepAlive.rps, n.keepAlive.rps)}`,
-    `  new connections/s vs nginx            ${pad(ratio(a.close.rps, n.close.rps), 8)}                     >= 3x nginx                ${met(a.close.rps, 3 * n.close.rps)}`,
-    `  p99 added connect latency (vs direct) ${pad(`${fixed(a.connect.p99 - d.connect.p99, 3)} ms`, 8)} (nginx ${fixed(n.connect.p99 - d.connect.p99, 3)} ms)  < 1 ms                     ${met(-(a.connect.p99 - d.connect.p99), -1)}`,
+    `targets${"".padEnd(23)}${["ambit", "nginx", "js-relay"].map((m) => pad(m, w)).join("")}  ${"target (ambit)".padEnd(26)}`,
+    target("throughput vs direct", (r) => ratio(r.gbps, d.gbps), ">= nginx (leads: ~0.36x)", met(a.gbps, n.gbps)),
+    target(
+      "keep-alive req/s vs direct",
+      (r) => ratio(r.keepAlive.rps, d.keepAlive.rps),
+      ">= nginx (leads: ~0.25x)",
+      met(a.keepAlive.rps, n.keepAlive.rps),
+    ),
+    target(
+      "new connections/s vs nginx",
+      (r) => ratio(r.close.rps, n.close.rps),
+      ">= 3x nginx",
+      met(a.close.rps, 3 * n.close.rps),
+    ),
+    target("p99 added connect latency", addedP99, "< 1 ms", met(-(a.connect.p99 - d.connect.p99), -1)),
     "",
     "CPU while each test ran: tunnel/agent processes in % of one core; machine = all cores busy, % of total",
     ...MODES.flatMap((m) =>
       Object.entries(results[m].cpu).map(
         ([test, byProc]) =>
-          `  ${m.padEnd(6)} ${test.padEnd(11)} ${Object.entries(byProc)
+          `  ${m.padEnd(8)} ${test.padEnd(11)} ${Object.entries(byProc)
             .map(([p, v]) => `${p} ${fixed(v, 0)}%`)
             .join("   ")}`,
       ),
@@ -271,12 +292,27 @@ export async function runProxyBench(): Promise<string> {
       const conf = writeConf(dir, tunnelConfig(dir, side, pki, dserver.ipv4));
       procs.start(`nginx tunnel ${side}`, pod.netnsName, "nginx", ["-e", "stderr", "-p", dir, "-c", conf]);
     }
-    await waitFor("the apps and the nginx tunnel", async () => {
+    const { iperf, http } = RELAY;
+    procs.start("js-relay n1", dclient.netnsName, process.execPath, [
+      ...AGENT_NODE_FLAGS,
+      JS_RELAY,
+      `127.0.0.1:${iperf.local}=${dserver.ipv4}:${iperf.remote}`,
+      `127.0.0.1:${http.local}=${dserver.ipv4}:${http.remote}`,
+    ]);
+    procs.start("js-relay n2", dserver.netnsName, process.execPath, [
+      ...AGENT_NODE_FLAGS,
+      JS_RELAY,
+      `${dserver.ipv4}:${iperf.remote}=127.0.0.1:${IPERF_PORT}`,
+      `${dserver.ipv4}:${http.remote}=127.0.0.1:${HTTP_PORT}`,
+    ]);
+    const served = async (host: string, port: number) =>
+      (await probeGet(c, dclient.netnsName, host, port, "/index.html")) === "ambit bench\n";
+    await waitFor("the apps, the nginx tunnel and the js relays", async () => {
       procs.checkAlive();
       return (
-        (await probeGet(c, dclient.netnsName, dserver.ipv4, HTTP_PORT, "/index.html")) === "ambit bench\n" &&
-        (!tunnel ||
-          (await probeGet(c, dclient.netnsName, "127.0.0.1", TUNNEL.http.local, "/index.html")) === "ambit bench\n")
+        (await served(dserver.ipv4, HTTP_PORT)) &&
+        (!tunnel || (await served("127.0.0.1", TUNNEL.http.local))) &&
+        (await served("127.0.0.1", RELAY.http.local))
       );
     });
 
@@ -313,6 +349,11 @@ export async function runProxyBench(): Promise<string> {
         iperf: { host: "127.0.0.1", port: TUNNEL.iperf.local },
         http: { host: "127.0.0.1", port: TUNNEL.http.local },
       },
+      "js-relay": {
+        netns: dclient.netnsName,
+        iperf: { host: "127.0.0.1", port: RELAY.iperf.local },
+        http: { host: "127.0.0.1", port: RELAY.http.local },
+      },
       ambit: {
         netns: client.netnsName,
         iperf: { host: server.ipv4, port: IPERF_PORT },
@@ -322,9 +363,10 @@ export async function runProxyBench(): Promise<string> {
     const cpuOf: Record<Mode, Record<string, number | undefined>> = {
       direct: {},
       nginx: { "client-side": procs.pid("nginx tunnel client"), "server-side": procs.pid("nginx tunnel server") },
+      "js-relay": { "relay n1": procs.pid("js-relay n1"), "relay n2": procs.pid("js-relay n2") },
       ambit: { "agent n1": procs.pid("agent n1"), "agent n2": procs.pid("agent n2") },
     };
-    const results = { direct: MISSING, nginx: MISSING, ambit: MISSING };
+    const results = { direct: MISSING, nginx: MISSING, "js-relay": MISSING, ambit: MISSING };
     const active = MODES.filter((m) => m !== "nginx" || tunnel);
     for (const mode of active) results[mode] = { ...MISSING, cpu: {} };
     // Connect probes first: the load tests leave tens of thousands of TIME_WAIT sockets in the server pods.
