@@ -32,7 +32,25 @@ export interface SessionOptions {
   settings?: Partial<LocalSettings>;
   /** Time the peer gets to send its preface and first SETTINGS before the connection is dropped. */
   settingsTimeoutMs?: number;
+  /** Server side: how many streams the peer may reset before they are answered; see EARLY_RESETS. */
+  earlyResets?: ResetLimit;
 }
+
+export interface ResetLimit {
+  /** Resets allowed at once. */
+  burst: number;
+  /** Resets allowed per second, sustained. */
+  perSecond: number;
+}
+
+/**
+ * Rapid reset (CVE-2023-44487): a peer that opens streams and resets them at once never has more than a few open,
+ * so the concurrency limit does not stop it, while each such stream costs us a connection to the app. A reset before
+ * the answer is rare in honest traffic (the app connection died within a connect's time), so past this rate the
+ * session ends with ENHANCE_YOUR_CALM. nghttp2, which HBONE used before, limits all resets to a burst of 1000 and
+ * 33 per second; ambit counts only the unanswered ones and allows more of them.
+ */
+const EARLY_RESETS: ResetLimit = { burst: 1000, perSecond: 100 };
 
 /** Outgoing bytes beyond which DATA waits for the socket to drain (control frames never wait). */
 const SOCKET_HIGH_WATER = 1024 * 1024;
@@ -62,7 +80,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   /** Streams holding data that waits for window or socket space. */
   readonly #waiting = new Set<H2Stream>();
   #nextStreamId: number;
-  /** Highest stream id the peer opened (server) or we opened (client). */
+  /** Highest stream id the peer opened; stays 0 on a client (servers open no streams: push is off). */
   #lastStreamId = 0;
   #peerWindow = DEFAULT_WINDOW;
   #peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
@@ -82,6 +100,9 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   #goawayReceived = false;
   #destroyed = false;
   #error: Error | undefined;
+  readonly #resetLimit: ResetLimit;
+  #resetTokens: number;
+  #resetRefilledAt = performance.now();
 
   constructor(socket: Duplex, opts: SessionOptions) {
     super();
@@ -93,6 +114,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#reader = new FrameReader(this, this.settings.maxFrameSize);
     this.#hpack = new HpackDecoder();
     this.#connRecvWindow = DEFAULT_WINDOW;
+    this.#resetLimit = opts.earlyResets ?? EARLY_RESETS;
+    this.#resetTokens = this.#resetLimit.burst;
 
     if (opts.role === "client") this.#queue(PREFACE);
     this.#frame(FrameType.SETTINGS, 0, 0, encodeSettings(this.settings));
@@ -139,7 +162,6 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     if (!this.canRequest) throw new H2Error(ErrorCode.REFUSED_STREAM, "session cannot take a new stream");
     const id = this.#nextStreamId;
     this.#nextStreamId += 2;
-    this.#lastStreamId = id;
     const stream = new H2Stream(id, this, this.#peerWindow, this.settings.streamWindow);
     this.#streams.set(id, stream);
     this.sendHeaders(stream, headers, false);
@@ -219,6 +241,15 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#frame(FrameType.WINDOW_UPDATE, 0, stream.id, u32(increment));
   }
 
+  released(bytes: number): void {
+    this.#connUnacked += bytes;
+    if (this.#connUnacked >= this.settings.connectionWindow / 2) {
+      this.#connRecvWindow += this.#connUnacked;
+      this.#frame(FrameType.WINDOW_UPDATE, 0, 0, u32(this.#connUnacked));
+      this.#connUnacked = 0;
+    }
+  }
+
   streamClosed(stream: H2Stream): void {
     this.#streams.delete(stream.id);
     this.#waiting.delete(stream);
@@ -232,23 +263,18 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     if (streamId === 0) throw protocolError("DATA on stream 0");
     this.#connRecvWindow -= length;
     if (this.#connRecvWindow < 0) throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window");
-    this.#connUnacked += length;
-    if (this.#connUnacked >= this.settings.connectionWindow / 2) {
-      this.#connRecvWindow += this.#connUnacked;
-      this.#frame(FrameType.WINDOW_UPDATE, 0, 0, u32(this.#connUnacked));
-      this.#connUnacked = 0;
-    }
     const stream = this.#streams.get(streamId);
     if (!stream) {
       this.#checkKnown(streamId, "DATA");
+      this.released(length);
       return;
     }
     if (stream.remoteEnded) {
+      this.released(length);
       this.#streamError(stream, ErrorCode.STREAM_CLOSED);
       return;
     }
-    stream.recvWindow -= length;
-    if (stream.recvWindow < 0) this.#streamError(stream, ErrorCode.FLOW_CONTROL_ERROR);
+    if (!stream.receiveFrame(length)) this.#streamError(stream, ErrorCode.FLOW_CONTROL_ERROR);
   }
 
   data(streamId: number, chunk: Buffer): void {
@@ -454,7 +480,19 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
       this.#checkKnown(streamId, "RST_STREAM");
       return;
     }
+    if (this.role === "server" && !stream.headersDone) this.#chargeEarlyReset();
     stream.receiveReset(payload.readUInt32BE(0));
+  }
+
+  #chargeEarlyReset(): void {
+    const now = performance.now();
+    const { burst, perSecond } = this.#resetLimit;
+    this.#resetTokens = Math.min(burst, this.#resetTokens + ((now - this.#resetRefilledAt) / 1000) * perSecond);
+    this.#resetRefilledAt = now;
+    this.#resetTokens -= 1;
+    if (this.#resetTokens < 0) {
+      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset before they were answered");
+    }
   }
 
   #onGoaway(streamId: number, payload: Buffer): void {

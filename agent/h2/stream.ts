@@ -2,6 +2,10 @@
  * One HTTP/2 stream of an H2Session. Not a Node stream: HBONE relays bytes between a TCP socket and a stream, and
  * the few callbacks below carry exactly what that needs (data, half-close, reset, back-pressure) at a fraction of
  * the cost of a Duplex. Data that arrives before `attach` is held (the stream window bounds it).
+ *
+ * Received bytes count against two windows, the stream's and the session's; both reopen only as the app takes the
+ * data (`consumed`), so what a peer can make a session hold is bounded by the session's window, however many
+ * streams it opens. Bytes a stream held when it closed are given back to the session then.
  */
 import { ErrorCode } from "./constants.js";
 import type { HeaderList } from "./hpack.js";
@@ -26,6 +30,8 @@ export interface StreamOwner {
   flushStream(stream: H2Stream): void;
   sendReset(stream: H2Stream, code: number): void;
   windowUpdate(stream: H2Stream, increment: number): void;
+  /** Received bytes that no longer occupy the session's window (taken by the app, or dropped with the stream). */
+  released(bytes: number): void;
   streamClosed(stream: H2Stream): void;
 }
 
@@ -55,6 +61,8 @@ export class H2Stream {
   #handlers: StreamHandlers | undefined;
   #held: Event[] = [];
   #unacked = 0;
+  /** Received (DATA payload and padding) and not yet consumed: what this stream holds of the session's window. */
+  #owed = 0;
 
   constructor(
     readonly id: number,
@@ -112,6 +120,9 @@ export class H2Stream {
 
   /** The app took `n` received bytes: let the peer send that much more (batched into WINDOW_UPDATEs). */
   consumed(n: number): void {
+    const release = Math.min(n, this.#owed);
+    this.#owed -= release;
+    if (release > 0) this.owner.released(release);
     if (this.closed || this.remoteEnded) return;
     this.#unacked += n;
     if (this.#unacked >= this.windowSize / 2) {
@@ -136,6 +147,13 @@ export class H2Stream {
     this.headersDone = true;
     this.#emit({ kind: "headers", headers, endStream });
     if (endStream) this.receiveEnd();
+  }
+
+  /** Session side: a DATA frame of `length` bytes (payload and padding) arrived; false if it overran the window. */
+  receiveFrame(length: number): boolean {
+    this.#owed += length;
+    this.recvWindow -= length;
+    return this.recvWindow >= 0;
   }
 
   receiveData(chunk: Buffer): void {
@@ -170,6 +188,8 @@ export class H2Stream {
     this.remoteEnded = true;
     this.outbox.length = 0;
     this.outboxBytes = 0;
+    if (this.#owed > 0) this.owner.released(this.#owed);
+    this.#owed = 0;
     this.owner.streamClosed(this);
     this.#handlers?.close();
   }

@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import tls from "node:tls";
 import { connectInNetns } from "../../native-bindings/sockets.js";
 import { ErrorCode } from "../h2/constants.js";
+import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
 import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
@@ -104,7 +105,9 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
     session.once("close", (err?: Error) => {
       ctx.sessions.delete(session);
       mine.delete(session);
-      if (err) log.debug({ err, peer: from.ip }, "HBONE session ended by an error; its streams were reset");
+      if (err instanceof H2Error && err.h2code === ErrorCode.ENHANCE_YOUR_CALM) {
+        log.warn({ err, peer: from.spiffe, ip: from.ip }, "HBONE peer abused the session; closed it, streams reset");
+      } else if (err) log.debug({ err, peer: from.ip }, "HBONE session ended by an error; its streams were reset");
     });
     session.on("stream", (stream: H2Stream, headers: HeaderList) => onStream(ctx, self, from, stream, headers, log));
   });

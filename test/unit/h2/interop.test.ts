@@ -7,7 +7,7 @@ import net from "node:net";
 import test from "ava";
 import { ErrorCode, FrameType } from "../../../agent/h2/constants.js";
 import { headerRecord } from "../../../agent/h2/validate-headers.js";
-import { collect, h2Client, h2Server, sendAll, sha256 } from "./support.js";
+import { collect, frame, goawayCodeAfter, h2Client, h2Server, preface, sendAll, sha256 } from "./support.js";
 
 const MiB = 1024 * 1024;
 
@@ -138,30 +138,7 @@ test("ambit client <-> ambit server: 200 concurrent streams, resets and refusals
 test("garbage and protocol violations end the connection with GOAWAY and the right error code", async (t) => {
   const server = await h2Server(() => {}, { settings: { maxFrameSize: 16384 } });
   t.teardown(() => server.close());
-  const goawayCode = async (bytes: Buffer) => {
-    const sock = net.connect(server.port, "127.0.0.1");
-    const chunks: Buffer[] = [];
-    sock.on("data", (c: Buffer) => chunks.push(c));
-    await new Promise<void>((resolve) => sock.once("connect", resolve));
-    sock.write(bytes);
-    await new Promise<void>((resolve) => sock.once("close", resolve));
-    const all = Buffer.concat(chunks);
-    for (let pos = 0; pos + 9 <= all.length; ) {
-      const len = all.readUIntBE(pos, 3);
-      if (all[pos + 3] === FrameType.GOAWAY) return all.readUInt32BE(pos + 9 + 4);
-      pos += 9 + len;
-    }
-    return -1;
-  };
-  const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-  const frame = (type: number, flags: number, id: number, payload = Buffer.alloc(0)) => {
-    const h = Buffer.alloc(9);
-    h.writeUIntBE(payload.length, 0, 3);
-    h[3] = type;
-    h[4] = flags;
-    h.writeUInt32BE(id, 5);
-    return Buffer.concat([h, payload]);
-  };
+  const goawayCode = (bytes: Buffer) => goawayCodeAfter(server.port, bytes);
   const settings = frame(FrameType.SETTINGS, 0, 0);
   t.is(await goawayCode(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n")), ErrorCode.PROTOCOL_ERROR);
   t.is(

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import net from "node:net";
+import { FrameType } from "../../../agent/h2/constants.js";
 import { H2Session, type SessionOptions } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 
@@ -76,3 +77,38 @@ export function sendAll(stream: H2Stream, data: Buffer): Promise<void> {
 
 /** sendAll's resume hook; a test's handlers call it from drain(). */
 export const drainHooks = new WeakMap<H2Stream, () => void>();
+
+export const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** One raw HTTP/2 frame, for tests that play a misbehaving peer. */
+export function frame(type: number, flags: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(id, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/** The error code of the GOAWAY a server on `port` answers `bytes` with, once it closes (-1: no GOAWAY). */
+export async function goawayCodeAfter(port: number, bytes: Buffer): Promise<number> {
+  const sock = net.connect(port, "127.0.0.1");
+  // A server that lets the peer get away with it never closes: give up, and report no GOAWAY.
+  sock.setTimeout(5000, () => sock.destroy());
+  const chunks: Buffer[] = [];
+  sock.on("data", (c: Buffer) => chunks.push(c));
+  await new Promise<void>((resolve) => sock.once("connect", resolve));
+  sock.write(bytes);
+  await new Promise<void>((resolve) => sock.once("close", resolve));
+  return goawayCodeIn(Buffer.concat(chunks));
+}
+
+/** The error code of the first GOAWAY among `bytes` (whole frames, as a peer sent them), or -1. */
+export function goawayCodeIn(bytes: Buffer): number {
+  for (let pos = 0; pos + 9 <= bytes.length; ) {
+    const len = bytes.readUIntBE(pos, 3);
+    if (bytes[pos + 3] === FrameType.GOAWAY) return bytes.readUInt32BE(pos + 9 + 4);
+    pos += 9 + len;
+  }
+  return -1;
+}

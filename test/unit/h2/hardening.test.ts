@@ -1,0 +1,179 @@
+/**
+ * What a misbehaving but authenticated peer can make an HBONE session do: buffer data (bounded by the session's
+ * window, not by streams x stream window), reset streams before they are answered (rapid reset), or send frames on
+ * streams only the other side may open.
+ */
+import http2 from "node:http2";
+import net from "node:net";
+import test from "ava";
+import { ErrorCode, Flag, FrameType } from "../../../agent/h2/constants.js";
+import { H2Error } from "../../../agent/h2/errors.js";
+import { encodeHeaders } from "../../../agent/h2/hpack.js";
+import type { H2Stream } from "../../../agent/h2/stream.js";
+import { frame, goawayCodeAfter, goawayCodeIn, h2Client, h2Server, preface } from "./support.js";
+
+const KiB = 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `read` until it has not changed for `quietMs`; returns the settled value. */
+async function settled(read: () => number, quietMs = 300): Promise<number> {
+  let last = read();
+  let since = Date.now();
+  while (Date.now() - since < quietMs) {
+    await sleep(25);
+    const now = read();
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+    }
+  }
+  return last;
+}
+
+test("data held by streams whose apps do not read is bounded by the session window, and flows once read", async (t) => {
+  const streams: { stream: H2Stream; held: number; done: boolean }[] = [];
+  const server = await h2Server(
+    (stream) => {
+      const entry = { stream, held: 0, done: false };
+      streams.push(entry);
+      stream.attach({
+        data: (c) => {
+          entry.held += c.length;
+        },
+        end: () => {
+          entry.done = true;
+        },
+        reset: () => {},
+        drain: () => {},
+        close: () => {},
+      });
+      stream.respond(200);
+    },
+    { settings: { streamWindow: 128 * KiB, connectionWindow: 256 * KiB } },
+  );
+  const client = http2.connect(`http://127.0.0.1:${server.port}`);
+  t.teardown(async () => {
+    client.destroy();
+    await server.close();
+  });
+  client.on("error", () => {});
+  // Eight streams of 128 KiB each: together four times the session window.
+  for (let i = 0; i < 8; i++) {
+    const req = client.request({ ":method": "CONNECT", ":authority": `10.0.0.${i + 1}:80` });
+    req.on("error", () => {});
+    req.end(Buffer.alloc(128 * KiB, i));
+  }
+  const total = () => streams.reduce((sum, s) => sum + s.held, 0);
+  const plateau = await settled(total);
+  t.true(plateau <= 256 * KiB, `held ${plateau} bytes, more than the 256 KiB session window`);
+  t.true(plateau >= 128 * KiB, `held only ${plateau} bytes`);
+
+  // Streams reset with data unread give their share of the session window back (granted to the peer once half
+  // the window is free again): the others move on.
+  const reset = new Set<(typeof streams)[number]>();
+  for (const s of streams) {
+    if ([...reset].reduce((sum, r) => sum + r.held, 0) >= 128 * KiB) break;
+    s.stream.reset();
+    reset.add(s);
+  }
+  t.true((await settled(total)) > plateau, "the reset streams' bytes were not released");
+
+  // Apps that read make room: every other stream's 128 KiB arrives, and every stream ends.
+  const rest = () => streams.filter((s) => !reset.has(s));
+  while (rest().length < 8 - reset.size || rest().some((s) => !s.done)) {
+    for (const s of rest()) s.stream.consumed(s.held);
+    await sleep(20);
+  }
+  t.deepEqual(
+    rest().map((s) => s.held),
+    Array(8 - reset.size).fill(128 * KiB),
+  );
+});
+
+const request = (id: number) =>
+  frame(
+    FrameType.HEADERS,
+    Flag.END_HEADERS,
+    id,
+    encodeHeaders([
+      [":method", "CONNECT"],
+      [":authority", "10.0.0.1:80"],
+    ]),
+  );
+const rst = (id: number) => {
+  const code = Buffer.alloc(4);
+  code.writeUInt32BE(ErrorCode.CANCEL);
+  return frame(FrameType.RST_STREAM, 0, id, code);
+};
+const opening = () => Buffer.concat([preface, frame(FrameType.SETTINGS, 0, 0)]);
+const openAndReset = (ids: number[]) => Buffer.concat(ids.flatMap((id) => [request(id), rst(id)]));
+
+test("rapid reset: streams reset before they are answered end the session with ENHANCE_YOUR_CALM", async (t) => {
+  const server = await h2Server(() => {}, { earlyResets: { burst: 5, perSecond: 1 } });
+  t.teardown(() => server.close());
+  const ids = [1, 3, 5, 7, 9, 11];
+  t.is(await goawayCodeAfter(server.port, Buffer.concat([opening(), openAndReset(ids)])), ErrorCode.ENHANCE_YOUR_CALM);
+
+  // Within the burst the session stays up: a PING after five early resets is answered.
+  const sock = net.connect(server.port, "127.0.0.1");
+  t.teardown(() => sock.destroy());
+  const got: Buffer[] = [];
+  const pinged = new Promise<void>((resolve) =>
+    sock.on("data", (c: Buffer) => {
+      got.push(c);
+      if (Buffer.concat(got).includes(Buffer.from("8-bytes!"))) resolve();
+    }),
+  );
+  sock.write(
+    Buffer.concat([opening(), openAndReset(ids.slice(0, 5)), frame(FrameType.PING, 0, 0, Buffer.from("8-bytes!"))]),
+  );
+  await pinged;
+  t.is(goawayCodeIn(Buffer.concat(got)), -1);
+});
+
+test("rapid reset: resets of answered streams are not limited", async (t) => {
+  const server = await h2Server((stream) => stream.respond(200), { earlyResets: { burst: 5, perSecond: 1 } });
+  t.teardown(() => server.close());
+  const ids = Array.from({ length: 50 }, (_, i) => 2 * i + 1);
+  const sock = net.connect(server.port, "127.0.0.1");
+  t.teardown(() => sock.destroy());
+  const got: Buffer[] = [];
+  const pinged = new Promise<void>((resolve) =>
+    sock.on("data", (c: Buffer) => {
+      got.push(c);
+      if (Buffer.concat(got).includes(Buffer.from("8-bytes!"))) resolve();
+    }),
+  );
+  sock.write(Buffer.concat([opening(), openAndReset(ids), frame(FrameType.PING, 0, 0, Buffer.from("8-bytes!"))]));
+  await pinged;
+  t.is(goawayCodeIn(Buffer.concat(got)), -1);
+  t.is(server.sessions[0]?.streamCount, 0);
+});
+
+test("a client session treats a frame on a server-opened stream id as a protocol error", async (t) => {
+  // A raw server: its SETTINGS, then an RST_STREAM on stream 2, which no server may open while push is off.
+  const raw = net.createServer((sock) => {
+    sock.on("data", () => {});
+    sock.write(Buffer.concat([frame(FrameType.SETTINGS, 0, 0), rst(2)]));
+  });
+  await new Promise<void>((resolve) => raw.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => raw.close());
+  const session = await h2Client((raw.address() as net.AddressInfo).port);
+  const closed = new Promise<Error | undefined>((resolve) => {
+    session.once("close", resolve);
+    // A session that lets it pass stays open; end the wait so the assertions below fail rather than hang.
+    setTimeout(() => resolve(undefined), 5000).unref();
+  });
+  // Streams 1 and 3 are ours; 2 lies below them but was never the server's to open.
+  session.request([
+    [":method", "CONNECT"],
+    [":authority", "10.0.0.1:80"],
+  ]);
+  session.request([
+    [":method", "CONNECT"],
+    [":authority", "10.0.0.1:81"],
+  ]);
+  const err = await closed;
+  t.true(err instanceof H2Error);
+  t.is((err as H2Error).h2code, ErrorCode.PROTOCOL_ERROR);
+});
