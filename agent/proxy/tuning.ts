@@ -8,7 +8,10 @@ import type { LocalSettings } from "../h2/settings.js";
 export interface HboneTuning {
   /** Per-stream receive window, bytes (SETTINGS_INITIAL_WINDOW_SIZE). */
   streamWindow: number;
-  /** Connection-level receive window, bytes. */
+  /**
+   * Connection-level receive window, bytes. It reopens only as apps take the data, so it is also the most one
+   * session can hold for apps that have not read yet: a peer's memory bound, whatever its number of streams.
+   */
   sessionWindow: number;
   maxConcurrentStreams: number;
   /** Largest frame the peer may send us (SETTINGS_MAX_FRAME_SIZE). */
