@@ -1,7 +1,8 @@
 /**
- * The floor of any proxy written for Node.js, run by proxy-bench as its "js-relay" mode: a bare TCP relay with no
- * TLS, no HTTP/2, no policy and no metrics, only Node's own sockets and `pipe`. Two of them (one per node) make the
- * same path and the same number of kernel TCP connections per app connection as two ambit agents do.
+ * A reference for any proxy written for Node.js, run by proxy-bench as its "js-relay" mode: a bare TCP relay with
+ * no TLS, no HTTP/2, no policy and no metrics, only Node's own sockets and `pipe`. Two of them (one per node) make
+ * the same path and the same number of kernel TCP connections per app connection as two ambit agents do. Where
+ * these two cannot reach a target, no proxy built on Node's sockets is likely to.
  *
  *   js-relay LISTEN_HOST:PORT=TARGET_HOST:PORT ...
  */

@@ -6,7 +6,7 @@
  *   direct:   dclient -> dserver
  *   nginx:    dclient nginx 127.0.0.1 -> TLS -> dserver nginx -> lo
  *   js-relay: dclient relay 127.0.0.1 -> plain TCP -> dserver relay -> lo (bare Node.js relays, see js-relay.ts:
- *             the floor of a Node proxy on this path, with ambit's process layout and TCP connection count)
+ *             what Node's own sockets give on this path with ambit's process layout, before any TLS or HTTP/2)
  *   ambit:    client -> server (captured in both pods, HBONE between the two agents, one process per node)
  *
  * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
@@ -200,7 +200,7 @@ function report(results: Record<Mode, ModeResult>, notes: string[]): string {
   const lines = [
     `proxy bench: client pod on n1 -> server pod on n2 (veth + bridges + fabric), node ${process.version}, ${cpus().length} cores`,
     `  iperf3 1 stream ${SECONDS}s; wrk -c16 -t2 -d${SECONDS}s; ${PROBE_ROUNDS}x${PROBES_PER_ROUND} sequential connect+first-byte probes (modes alternating)`,
-    "  js-relay: two bare Node.js TCP relays, no TLS (the floor of any Node proxy with ambit's layout on this path)",
+    "  js-relay: two bare Node.js TCP relays, no TLS: what Node's own sockets give with ambit's process layout",
     "",
     `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${COMPARED.map((m) => pad(`${m.replace("js-", "")}/dir`, w)).join("")}`,
     row("throughput Gbit/s", (r) => r.gbps, 2),
@@ -213,7 +213,7 @@ function report(results: Record<Mode, ModeResult>, notes: string[]): string {
     row("connect+first byte p50 ms", (r) => r.connect.median, 3),
     row("connect+first byte p99 ms", (r) => r.connect.p99, 3),
     "",
-    `targets${"".padEnd(23)}${["ambit", "nginx", "js-relay"].map((m) => pad(m, w)).join("")}  ${"target (ambit)".padEnd(26)}`,
+    `targets${"".padEnd(23)}${["ambit", "nginx", "js-relay"].map((m) => pad(m, w)).join("")}  target (ambit)`,
     target("throughput vs direct", (r) => ratio(r.gbps, d.gbps), ">= nginx (leads: ~0.36x)", met(a.gbps, n.gbps)),
     target(
       "keep-alive req/s vs direct",

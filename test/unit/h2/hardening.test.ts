@@ -5,7 +5,7 @@
  */
 import http2 from "node:http2";
 import net from "node:net";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { ErrorCode, Flag, FrameType } from "../../../agent/h2/constants.js";
 import { H2Error } from "../../../agent/h2/errors.js";
 import { encodeHeaders } from "../../../agent/h2/hpack.js";
@@ -108,6 +108,22 @@ const rst = (id: number) => {
 const opening = () => Buffer.concat([preface, frame(FrameType.SETTINGS, 0, 0)]);
 const openAndReset = (ids: number[]) => Buffer.concat(ids.flatMap((id) => [request(id), rst(id)]));
 
+/** Sends `bytes`, then a PING; resolves with all the server sent once it answers the PING or closes. */
+function sendThenPing(t: ExecutionContext, port: number, bytes: Buffer): Promise<Buffer> {
+  const sock = net.connect(port, "127.0.0.1");
+  t.teardown(() => sock.destroy());
+  const got: Buffer[] = [];
+  const ping = Buffer.from("8-bytes!");
+  return new Promise((resolve) => {
+    sock.on("data", (c: Buffer) => {
+      got.push(c);
+      if (Buffer.concat(got).includes(ping)) resolve(Buffer.concat(got));
+    });
+    sock.on("close", () => resolve(Buffer.concat(got)));
+    sock.write(Buffer.concat([opening(), bytes, frame(FrameType.PING, 0, 0, ping)]));
+  });
+}
+
 test("rapid reset: streams reset before they are answered end the session with ENHANCE_YOUR_CALM", async (t) => {
   const server = await h2Server(() => {}, { earlyResets: { burst: 5, perSecond: 1 } });
   t.teardown(() => server.close());
@@ -115,38 +131,14 @@ test("rapid reset: streams reset before they are answered end the session with E
   t.is(await goawayCodeAfter(server.port, Buffer.concat([opening(), openAndReset(ids)])), ErrorCode.ENHANCE_YOUR_CALM);
 
   // Within the burst the session stays up: a PING after five early resets is answered.
-  const sock = net.connect(server.port, "127.0.0.1");
-  t.teardown(() => sock.destroy());
-  const got: Buffer[] = [];
-  const pinged = new Promise<void>((resolve) =>
-    sock.on("data", (c: Buffer) => {
-      got.push(c);
-      if (Buffer.concat(got).includes(Buffer.from("8-bytes!"))) resolve();
-    }),
-  );
-  sock.write(
-    Buffer.concat([opening(), openAndReset(ids.slice(0, 5)), frame(FrameType.PING, 0, 0, Buffer.from("8-bytes!"))]),
-  );
-  await pinged;
-  t.is(goawayCodeIn(Buffer.concat(got)), -1);
+  t.is(goawayCodeIn(await sendThenPing(t, server.port, openAndReset(ids.slice(0, 5)))), -1);
 });
 
 test("rapid reset: resets of answered streams are not limited", async (t) => {
   const server = await h2Server((stream) => stream.respond(200), { earlyResets: { burst: 5, perSecond: 1 } });
   t.teardown(() => server.close());
   const ids = Array.from({ length: 50 }, (_, i) => 2 * i + 1);
-  const sock = net.connect(server.port, "127.0.0.1");
-  t.teardown(() => sock.destroy());
-  const got: Buffer[] = [];
-  const pinged = new Promise<void>((resolve) =>
-    sock.on("data", (c: Buffer) => {
-      got.push(c);
-      if (Buffer.concat(got).includes(Buffer.from("8-bytes!"))) resolve();
-    }),
-  );
-  sock.write(Buffer.concat([opening(), openAndReset(ids), frame(FrameType.PING, 0, 0, Buffer.from("8-bytes!"))]));
-  await pinged;
-  t.is(goawayCodeIn(Buffer.concat(got)), -1);
+  t.is(goawayCodeIn(await sendThenPing(t, server.port, openAndReset(ids))), -1);
   t.is(server.sessions[0]?.streamCount, 0);
 });
 
