@@ -1,8 +1,9 @@
 /**
  * A reference for any proxy written for Node.js, run by proxy-bench as its "js-relay" mode: a bare TCP relay with
- * no TLS, no HTTP/2, no policy and no metrics, only Node's own sockets and `pipe`. Two of them (one per node) make
- * the same path and the same number of kernel TCP connections per app connection as two ambit agents do. Where
- * these two cannot reach a target, no proxy built on Node's sockets is likely to.
+ * no TLS, no HTTP/2, no policy and no metrics, only Node's own sockets and `pipe`. Two of them (one per node) take
+ * the same path as two ambit agents, with one more TCP connection per app connection (the middle hop is a new
+ * connection where ambit opens a stream on a pooled one). Where these two cannot reach a target, a proxy built on
+ * Node's sockets is unlikely to.
  *
  *   js-relay LISTEN_HOST:PORT=TARGET_HOST:PORT ...
  */
