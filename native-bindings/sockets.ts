@@ -6,9 +6,11 @@ import {
   close,
   getsockoptBuffer,
   IP_TRANSPARENT,
+  IPPROTO_TCP,
   IPV6_TRANSPARENT,
   IPV6_V6ONLY,
   listen,
+  SO_KEEPALIVE,
   SO_MARK,
   SO_ORIGINAL_DST,
   SO_RCVBUF,
@@ -22,6 +24,10 @@ import {
   SOL_SOCKET,
   setsockoptInt,
   socket,
+  TCP_KEEPCNT,
+  TCP_KEEPIDLE,
+  TCP_KEEPINTVL,
+  TCP_USER_TIMEOUT,
 } from "./libc.js";
 import { inNetns } from "./netns.js";
 import { decodeSockaddr, type Endpoint, encodeSockaddr, familyOf } from "./sockaddr.js";
@@ -85,6 +91,8 @@ export interface MarkedConnectOptions {
   /** Kernel socket buffer sizes; left to the kernel's autotuning when absent. */
   sendBuffer?: number;
   receiveBuffer?: number;
+  /** Give up (code ETIMEDOUT) if the connection is not up in this many ms; else the kernel's SYN retries decide. */
+  timeoutMs?: number;
 }
 
 /**
@@ -111,9 +119,22 @@ export function connectInNetns(netnsPath: string, options: MarkedConnectOptions)
   // connect() then reuses this handle and starts reading once connected.
   const socket = new net.Socket({ fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts);
   return new Promise((resolve, reject) => {
-    const failed = (err: Error) => reject(err);
+    const failed = (err: Error) => {
+      clearTimeout(timer);
+      reject(err);
+    };
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            const err = Object.assign(new Error(`connect to ${where} timed out after ${options.timeoutMs} ms`), {
+              code: "ETIMEDOUT",
+            });
+            socket.destroy(err);
+          }, options.timeoutMs);
     socket.once("error", failed);
     socket.connect({ host: options.address, port: options.port }, () => {
+      clearTimeout(timer);
       socket.off("error", failed);
       resolve(socket);
     });
@@ -130,6 +151,19 @@ export function originalDestination(fd: number, family: 4 | 6): Endpoint {
       ? getsockoptBuffer(fd, SOL_IP, SO_ORIGINAL_DST, 16)
       : getsockoptBuffer(fd, SOL_IPV6, SO_ORIGINAL_DST, 28);
   return decodeSockaddr(buf);
+}
+
+/** TCP keepalive on `fd`: first probe after `idleSeconds` of silence, then every `intervalSeconds`, `count` in all. */
+export function setKeepalive(fd: number, idleSeconds: number, intervalSeconds: number, count: number): void {
+  setsockoptInt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idleSeconds);
+  setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPINTVL, intervalSeconds);
+  setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPCNT, count);
+}
+
+/** TCP_USER_TIMEOUT: the connection is dropped once sent data has gone unacknowledged for `ms` milliseconds. */
+export function setUserTimeout(fd: number, ms: number): void {
+  setsockoptInt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, ms);
 }
 
 /** The fd behind a net.Socket (only for TCP sockets libuv owns; undefined once closed). */

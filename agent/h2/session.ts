@@ -68,7 +68,7 @@ interface HeaderBlock {
 
 /**
  * Events: "stream" (server: a new request, with its stream and headers), "goaway" (the peer will take no new
- * streams), "close" (the connection is gone; Error if it ended by one).
+ * streams), "idle" (the last open stream closed), "close" (the connection is gone; Error if it ended by one).
  */
 export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   readonly role: "client" | "server";
@@ -253,7 +253,10 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   streamClosed(stream: H2Stream): void {
     this.#streams.delete(stream.id);
     this.#waiting.delete(stream);
-    if (this.#goawaySent && this.#streams.size === 0) this.#end();
+    if (this.#streams.size > 0) return;
+    // After a GOAWAY either way no new stream can come: the connection's work is done.
+    if (this.#goawaySent || this.#goawayReceived) this.#end();
+    else this.emit("idle");
   }
 
   // FrameSink: what the frame reader hands us.

@@ -1,6 +1,8 @@
 /**
- * Client side of HBONE: one mutual-TLS HTTP/2 connection per (source pod, destination pod IP), reused by every
- * CONNECT stream between them, so a new application connection costs one stream, not a handshake.
+ * Client side of HBONE: one mutual-TLS HTTP/2 connection per (source pod, destination pod IP and the identity
+ * expected there), reused by every CONNECT stream between them, so a new application connection costs one stream,
+ * not a handshake. A session verified for one identity never carries traffic meant for another, even when the
+ * workload index moves the IP to a new pod. Sessions left without streams for `poolIdleMs` are closed.
  *
  * The TCP connection is made from inside the source pod's namespace (the destination sees the pod's IP), with the
  * proxy mark so the pod's own rules do not capture it again. The peer must present exactly the identity the
@@ -15,10 +17,12 @@ import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
 import { sameSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
+import type { Logger } from "../log.js";
 import { HBONE_PORT, PROXY_MARK } from "../redirect/ports.js";
 import { formatAuthority } from "./authority.js";
 import { ProxyError } from "./errors.js";
 import type { ProxyObserver } from "./observer.js";
+import { watchPeer } from "./peer-timeout.js";
 import { DEFAULT_TUNING, type HboneTuning, h2Settings } from "./tuning.js";
 import type { Workload } from "./workload-index.js";
 
@@ -36,6 +40,7 @@ export interface HbonePoolOptions {
   trustDomain: string;
   trustBundle: () => X509Certificate[];
   observer: ProxyObserver;
+  log: Logger;
   tuning?: HboneTuning;
   mark?: number;
   /** Port of the HBONE listener on destination pods. */
@@ -63,6 +68,15 @@ export class HbonePool {
     return this.#sessions.size;
   }
 
+  /** The pod `podKey` left the mesh: its sessions take no new streams, finish the ones they carry and close. */
+  closeSource(podKey: string): void {
+    for (const [key, pending] of this.#sessions) {
+      if (!key.startsWith(`${podKey}|`)) continue;
+      this.#sessions.delete(key);
+      pending.then((s) => s.session.close()).catch(() => {});
+    }
+  }
+
   /** Tear every pooled session down now, resetting its streams (the proxy is stopping). */
   closeAll(): void {
     for (const p of this.#sessions.values()) p.then((s) => s.session.destroy()).catch(() => {});
@@ -70,7 +84,7 @@ export class HbonePool {
   }
 
   async #session(src: HboneSource, dst: Workload, ip: string): Promise<H2Session> {
-    const key = `${src.workload.key}|${ip}`;
+    const key = `${src.workload.key}|${ip}|${dst.spiffe}`;
     for (;;) {
       const pending = this.#sessions.get(key);
       if (!pending) break;
@@ -93,6 +107,16 @@ export class HbonePool {
         };
         session.once("close", forget);
         session.once("goaway", forget);
+        let idle: NodeJS.Timeout | undefined;
+        session.on("idle", () => {
+          clearTimeout(idle);
+          idle = setTimeout(() => {
+            if (session.streamCount > 0) return;
+            forget();
+            session.close();
+          }, this.#tuning.poolIdleMs).unref();
+        });
+        session.once("close", () => clearTimeout(idle));
       },
       () => {
         if (this.#sessions.get(key) === created) this.#sessions.delete(key);
@@ -107,11 +131,13 @@ export class HbonePool {
       address: ip,
       port: this.#opts.port ?? HBONE_PORT,
       mark: this.#opts.mark ?? PROXY_MARK,
+      timeoutMs: t.handshakeTimeoutMs,
       ...(t.socketBuffer ? { sendBuffer: t.socketBuffer, receiveBuffer: t.socketBuffer } : {}),
     }).catch((cause) => {
       throw new ProxyError("hbone_connect_failed", `cannot reach ${ip}:${HBONE_PORT}`, { cause });
     });
     raw.setNoDelay(true);
+    watchPeer(raw, t.peerTimeoutMs, this.#opts.log);
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const socket = tls.connect({

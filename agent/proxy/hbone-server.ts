@@ -23,6 +23,7 @@ import { parseAuthority, parseBaggage } from "./authority.js";
 import type { ProxyContext } from "./context.js";
 import { ProxyError } from "./errors.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
+import { watchPeer } from "./peer-timeout.js";
 import { relayStream } from "./stream-relay.js";
 import { h2Settings } from "./tuning.js";
 import type { Workload } from "./workload-index.js";
@@ -60,6 +61,7 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
   });
   server.on("connection", (raw: Timed) => {
     raw.setNoDelay(true);
+    watchPeer(raw, ctx.tuning.peerTimeoutMs, log);
     raw[STARTED] = process.hrtime.bigint();
   });
   // tls.Server wraps the accepted TCP socket; its handshake timeout destroys only the TLS layer, so the TCP socket

@@ -45,8 +45,9 @@ export class MeshProxy {
     const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
     const observer = opts.observer ?? nullObserver;
     this.#index = new WorkloadIndex(this.#state, opts.trustDomain);
+    const log = opts.logger ?? silentLogger;
     this.#ctx = {
-      log: opts.logger ?? silentLogger,
+      log,
       trustDomain: opts.trustDomain,
       mark: opts.mark ?? PROXY_MARK,
       tuning,
@@ -56,6 +57,7 @@ export class MeshProxy {
         trustDomain: opts.trustDomain,
         trustBundle: () => this.#bundle,
         observer,
+        log,
         tuning,
         mark: opts.mark ?? PROXY_MARK,
       }),
@@ -91,8 +93,11 @@ export class MeshProxy {
     const log = this.#ctx.log.child({ pod: self.key, listener: kind });
     const server = kind === "hbone" ? createHboneServer(this.#ctx, self) : net.createServer({ allowHalfOpen: true });
     server.on("error", (err) => log.error({ err }, "in-pod listener failed; the pod's traffic on it is refused"));
-    if (kind === "outbound") server.on("connection", (s) => handleOutbound(this.#ctx, self, family, s, log));
-    else if (kind === "inbound")
+    if (kind === "outbound") {
+      server.on("connection", (s) => handleOutbound(this.#ctx, self, family, s, log));
+      // The pod is leaving the mesh: the sessions it opened finish their streams and close.
+      server.on("close", () => this.#ctx.pool.closeSource(self.key));
+    } else if (kind === "inbound")
       server.on("connection", (s) => handleInboundPlaintext(this.#ctx, self, family, s, log));
     return server;
   };

@@ -20,6 +20,10 @@ export interface HboneTuning {
   handshakeTimeoutMs: number;
   /** SO_SNDBUF / SO_RCVBUF for sockets ambit opens; 0 leaves kernel autotuning on. */
   socketBuffer: number;
+  /** An HBONE connection whose peer goes silent this long (keepalive, unacknowledged data) is dropped. */
+  peerTimeoutMs: number;
+  /** A pooled session with no stream for this long is closed; the next connection makes a new one. */
+  poolIdleMs: number;
 }
 
 export const DEFAULT_TUNING: HboneTuning = {
@@ -29,6 +33,8 @@ export const DEFAULT_TUNING: HboneTuning = {
   maxFrameSize: 1048576,
   handshakeTimeoutMs: 10_000,
   socketBuffer: 0,
+  peerTimeoutMs: 30_000,
+  poolIdleMs: 120_000,
 };
 
 export function h2Settings(t: HboneTuning): Partial<LocalSettings> {
