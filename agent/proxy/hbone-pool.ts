@@ -100,29 +100,27 @@ export class HbonePool {
     }
     const created = this.#connect(src, dst, ip);
     this.#sessions.set(key, created);
-    created.then(
-      ({ session }) => {
-        const forget = () => {
-          if (this.#sessions.get(key) === created) this.#sessions.delete(key);
-        };
-        session.once("close", forget);
-        session.once("goaway", forget);
-        let idle: NodeJS.Timeout | undefined;
-        session.on("idle", () => {
-          clearTimeout(idle);
-          idle = setTimeout(() => {
-            if (session.streamCount > 0) return;
-            forget();
-            session.close();
-          }, this.#tuning.poolIdleMs).unref();
-        });
-        session.once("close", () => clearTimeout(idle));
-      },
-      () => {
-        if (this.#sessions.get(key) === created) this.#sessions.delete(key);
-      },
-    );
+    const forget = () => {
+      if (this.#sessions.get(key) === created) this.#sessions.delete(key);
+    };
+    created.then(({ session }) => this.#expire(session, forget), forget);
     return (await created).session;
+  }
+
+  /** A pooled session leaves the pool when it closes, when the peer sends GOAWAY, or once idle for poolIdleMs. */
+  #expire(session: H2Session, forget: () => void): void {
+    session.once("close", forget);
+    session.once("goaway", forget);
+    let idle: NodeJS.Timeout | undefined;
+    session.on("idle", () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        if (session.streamCount > 0) return;
+        forget();
+        session.close();
+      }, this.#tuning.poolIdleMs).unref();
+    });
+    session.once("close", () => clearTimeout(idle));
   }
 
   async #connect(src: HboneSource, dst: Workload, ip: string): Promise<PooledSession> {
