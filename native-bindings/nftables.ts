@@ -54,13 +54,32 @@ function withLowFds<T>(fn: () => T): T {
   }
 }
 
+/** Tries of one document when the kernel answers EINTR. */
+const INTERRUPTED_TRIES = 5;
+
 /**
  * Run one nftables JSON document ({"nftables": [...]}) in the calling thread's current network namespace.
  * libnftables sends the whole document as one netlink batch, so it applies atomically or not at all.
  * Returns the parsed JSON output (for list commands), or undefined when there is none.
+ *
+ * EINTR ("Interrupted system call") means the kernel gave up on the batch or a dump part-way, for instance with a
+ * signal pending for this thread (a child process exiting); nothing was applied, and netlink's rule is to try again.
  */
 export function runNftJson(document: unknown): unknown {
-  return withLowFds(() => runWithContext(JSON.stringify(document)));
+  const text = JSON.stringify(document);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return withLowFds(() => runWithContext(text));
+    } catch (err) {
+      if (
+        attempt >= INTERRUPTED_TRIES ||
+        !(err instanceof NftablesError) ||
+        !/Interrupted system call/.test(err.message)
+      ) {
+        throw err;
+      }
+    }
+  }
 }
 
 function runWithContext(text: string): unknown {
