@@ -47,8 +47,10 @@ export interface ResetLimit {
  * Rapid reset (CVE-2023-44487): a peer that opens streams and resets them at once never has more than a few open,
  * so the concurrency limit does not stop it, while each such stream costs us a connection to the app. A reset before
  * the answer is rare in honest traffic (the app connection died within a connect's time), so past this rate the
- * session ends with ENHANCE_YOUR_CALM. nghttp2, which HBONE used before, limits all resets to a burst of 1000 and
- * 33 per second; ambit counts only the unanswered ones and allows more of them.
+ * session sends GOAWAY with ENHANCE_YOUR_CALM: it takes no new stream, lets the ones it carries finish (an honest
+ * peer's other connections are not cut), then closes; the error is reported with its "close". nghttp2, which HBONE
+ * used before, limits all resets to a burst of 1000 and 33 per second; ambit counts only the unanswered ones and
+ * allows more of them.
  */
 const EARLY_RESETS: ResetLimit = { burst: 1000, perSecond: 100 };
 
@@ -493,8 +495,9 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#resetTokens = Math.min(burst, this.#resetTokens + ((now - this.#resetRefilledAt) / 1000) * perSecond);
     this.#resetRefilledAt = now;
     this.#resetTokens -= 1;
-    if (this.#resetTokens < 0) {
-      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset before they were answered");
+    if (this.#resetTokens < 0 && !this.#goawaySent) {
+      this.#error = new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset before they were answered");
+      this.#goaway(ErrorCode.ENHANCE_YOUR_CALM, this.#error.message);
     }
   }
 

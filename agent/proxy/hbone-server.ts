@@ -108,7 +108,10 @@ export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server
       ctx.sessions.delete(session);
       mine.delete(session);
       if (err instanceof H2Error && err.h2code === ErrorCode.ENHANCE_YOUR_CALM) {
-        log.warn({ err, peer: from.spiffe, ip: from.ip }, "HBONE peer abused the session; closed it, streams reset");
+        log.warn(
+          { err, peer: from.spiffe, ip: from.ip },
+          "HBONE peer abused the session (ENHANCE_YOUR_CALM); session closed",
+        );
       } else if (err) log.debug({ err, peer: from.ip }, "HBONE session ended by an error; its streams were reset");
     });
     session.on("stream", (stream: H2Stream, headers: HeaderList) => onStream(ctx, self, from, stream, headers, log));

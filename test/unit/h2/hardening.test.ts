@@ -10,7 +10,8 @@ import { ErrorCode, Flag, FrameType } from "../../../agent/h2/constants.js";
 import { H2Error } from "../../../agent/h2/errors.js";
 import { encodeHeaders } from "../../../agent/h2/hpack.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
-import { frame, goawayCodeAfter, goawayCodeIn, h2Client, h2Server, preface } from "./support.js";
+import { headerRecord } from "../../../agent/h2/validate-headers.js";
+import { collect, frame, goawayCodeAfter, goawayCodeIn, h2Client, h2Server, preface } from "./support.js";
 
 const KiB = 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -127,7 +128,7 @@ function sendThenPing(t: ExecutionContext, port: number, bytes: Buffer): Promise
   });
 }
 
-test("rapid reset: streams reset before they are answered end the session with ENHANCE_YOUR_CALM", async (t) => {
+test("rapid reset: streams reset before they are answered close the session with ENHANCE_YOUR_CALM", async (t) => {
   const server = await h2Server(() => {}, { earlyResets: { burst: 5, perSecond: 1 } });
   t.teardown(() => server.close());
   const ids = [1, 3, 5, 7, 9, 11];
@@ -135,6 +136,54 @@ test("rapid reset: streams reset before they are answered end the session with E
 
   // Within the burst the session stays up: a PING after five early resets is answered.
   t.is(goawayCodeIn(await sendThenPing(t, server.port, openAndReset(ids.slice(0, 5)))), -1);
+});
+
+test("rapid reset: the session takes no new stream, but a stream it already answered goes on to the end", async (t) => {
+  const keep = "10.0.0.9:80";
+  const server = await h2Server(
+    (stream, headers) => {
+      if (headerRecord(headers)[":authority"] !== keep) return;
+      stream.attach({
+        data: (c) => {
+          stream.write(c);
+          stream.consumed(c.length);
+        },
+        end: () => stream.end(),
+        reset: () => {},
+        drain: () => {},
+        close: () => {},
+      });
+      stream.respond(200);
+    },
+    { earlyResets: { burst: 5, perSecond: 1 } },
+  );
+  t.teardown(() => server.close());
+  const client = await h2Client(server.port);
+  t.teardown(() => client.destroy());
+  const connect = (authority: string) =>
+    client.request([
+      [":method", "CONNECT"],
+      [":authority", authority],
+    ]);
+  const kept = connect(keep);
+  let answered!: () => void;
+  const answer = new Promise<void>((resolve) => {
+    answered = resolve;
+  });
+  const echoed = collect(kept, () => answered());
+  await answer;
+  const serverClosed = new Promise<Error | undefined>((resolve) => server.sessions[0]?.once("close", resolve));
+  const goaway = new Promise<number>((resolve) => client.once("goaway", resolve));
+
+  for (let i = 0; i < 6; i++) connect("10.0.0.1:80").reset();
+  t.is(await goaway, ErrorCode.ENHANCE_YOUR_CALM);
+  t.false(client.canRequest);
+
+  kept.write(Buffer.from("still here"));
+  kept.end();
+  t.is((await echoed).toString(), "still here");
+  const err = await serverClosed;
+  t.true(err instanceof H2Error && err.h2code === ErrorCode.ENHANCE_YOUR_CALM, String(err));
 });
 
 test("rapid reset: resets of answered streams are not limited", async (t) => {
