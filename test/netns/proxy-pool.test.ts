@@ -8,6 +8,7 @@ import type { ClusterState } from "../../agent/kube/pod.js";
 import type { HboneTuning } from "../../agent/proxy/tuning.js";
 import { inNetns } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
+import { waitFor } from "../bench/support.js";
 import { clusterFor } from "./support/cluster.js";
 import { nodeFor, recorder } from "./support/components.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
@@ -33,14 +34,6 @@ async function setup(t: ExecutionContext, tuning: Partial<HboneTuning> = {}) {
   await nodeFor(t, { nodeName: "n2", ca, state, tuning });
   const get = () => request(a.netnsPath, b.ipv4, 8080, "hi");
   return { cluster, state, a, b, n1, client, get };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 test("a pooled session is not reused once the index expects another identity at its IP", async (t) => {
@@ -69,7 +62,7 @@ test("a pooled session is not reused once the index expects another identity at 
 test("a pooled session without streams is closed after the idle time; the next connection opens a new one", async (t) => {
   const { n1, client, get } = await setup(t, { poolIdleMs: 300 });
   t.is(await get(), "hello from b");
-  await until("the idle session to close", () => n1.proxy.pooledSessions === 0);
+  await waitFor("the idle session to close", async () => n1.proxy.pooledSessions === 0, 15_000);
   t.is(await get(), "hello from b");
   t.is(client.events.handshakes.filter((h) => h.role === "client" && h.result === "ok").length, 2);
 });
@@ -80,7 +73,7 @@ test("a pod leaving the mesh closes the sessions it opened", async (t) => {
   t.is(n1.proxy.pooledSessions, 1);
   await n1.agent.apply({ ...state, pods: state.pods.map((p) => (p.name === "a" ? { ...p, labels: {} } : p)) });
   t.is(n1.redirector.enrolled().length, 0);
-  await until("a's sessions to close", () => n1.proxy.pooledSessions === 0);
+  await waitFor("a's sessions to close", async () => n1.proxy.pooledSessions === 0, 15_000);
 });
 
 test("a peer that goes silent is noticed: its session is dropped, new connections fail fast, then recover", async (t) => {
@@ -117,7 +110,7 @@ test("a peer that goes silent is noticed: its session is dropped, new connection
     if (!restored) restore();
   });
   const dropped = Date.now();
-  await until("keepalive to drop the silent session", () => n1.proxy.pooledSessions === 0);
+  await waitFor("keepalive to drop the silent session", async () => n1.proxy.pooledSessions === 0, 15_000);
   t.log(`session dropped ${Date.now() - dropped} ms after the peer went silent`);
 
   // A new connection meets a peer that never answers its SYN: refused once the connect timeout passes.
