@@ -5,6 +5,8 @@ export interface Endpoint {
   address: string;
   port: number;
   family: 4 | 6;
+  /** sin6_scope_id: the interface of an IPv6 link-local address (0 or absent otherwise). */
+  scopeId?: number;
 }
 
 /** Family of a literal IP address; throws on anything else (no DNS in the data path). */
@@ -35,7 +37,10 @@ export function decodeSockaddr(buf: Buffer): Endpoint {
   const family = buf.readUInt16LE(0);
   const port = buf.readUInt16BE(2);
   if (family === AF_INET) return { address: [...buf.subarray(4, 8)].join("."), port, family: 4 };
-  if (family === AF_INET6) return { address: ipv6Text(buf.subarray(8, 24)), port, family: 6 };
+  if (family === AF_INET6) {
+    const scopeId = buf.length >= 28 ? buf.readUInt32LE(24) : 0;
+    return { address: ipv6Text(buf.subarray(8, 24)), port, family: 6, ...(scopeId ? { scopeId } : {}) };
+  }
   throw new TypeError(`unknown address family ${family}`);
 }
 

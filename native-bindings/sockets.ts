@@ -10,6 +10,7 @@ import {
   IPV6_TRANSPARENT,
   IPV6_V6ONLY,
   listen,
+  SO_BINDTOIFINDEX,
   SO_KEEPALIVE,
   SO_MARK,
   SO_ORIGINAL_DST,
@@ -93,6 +94,12 @@ export interface MarkedConnectOptions {
   receiveBuffer?: number;
   /** Give up (code ETIMEDOUT) if the connection is not up in this many ms; else the kernel's SYN retries decide. */
   timeoutMs?: number;
+  /**
+   * Interface index (in that namespace) for an IPv6 link-local address, which has no meaning without one. Node's
+   * own `%zone` resolves the interface by name in the agent's namespace, not the pod's, so the socket is bound to
+   * the interface here instead.
+   */
+  scopeId?: number;
 }
 
 /**
@@ -109,6 +116,7 @@ export function connectInNetns(netnsPath: string, options: MarkedConnectOptions)
       setsockoptInt(s, SOL_SOCKET, SO_MARK, options.mark, where);
       if (options.sendBuffer) setsockoptInt(s, SOL_SOCKET, SO_SNDBUF, options.sendBuffer, where);
       if (options.receiveBuffer) setsockoptInt(s, SOL_SOCKET, SO_RCVBUF, options.receiveBuffer, where);
+      if (options.scopeId) setsockoptInt(s, SOL_SOCKET, SO_BINDTOIFINDEX, options.scopeId, where);
       return s;
     } catch (err) {
       closeFdQuietly(s);

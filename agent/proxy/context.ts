@@ -4,6 +4,7 @@ import type { H2Session } from "../h2/session.js";
 import type { SpiffeId } from "../identity/spiffe.js";
 import type { PeerAuthenticationMode } from "../kube/pod.js";
 import type { Logger } from "../log.js";
+import type { LogThrottle } from "../log-throttle.js";
 import type { HbonePool } from "./hbone-pool.js";
 import type { ProxyObserver } from "./observer.js";
 import type { HboneTuning } from "./tuning.js";
@@ -12,6 +13,8 @@ import type { Workload, WorkloadIndex } from "./workload-index.js";
 /** What every connection handler shares; built once by the Proxy. */
 export interface ProxyContext {
   log: Logger;
+  /** For log lines a peer can trigger at will (refusals of hostile input). */
+  throttle: LogThrottle;
   trustDomain: string;
   mark: number;
   tuning: HboneTuning;

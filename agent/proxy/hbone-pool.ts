@@ -11,13 +11,13 @@
 
 import type { X509Certificate } from "node:crypto";
 import tls, { type SecureContext } from "node:tls";
-import { connectInNetns } from "../../native-bindings/sockets.js";
 import type { HeaderList } from "../h2/hpack.js";
 import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
 import { sameSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import type { Logger } from "../log.js";
+import { connectFromPod } from "../pod-netns.js";
 import { HBONE_PORT, PROXY_MARK } from "../redirect/ports.js";
 import { formatAuthority } from "./authority.js";
 import { ProxyError } from "./errors.js";
@@ -125,13 +125,17 @@ export class HbonePool {
 
   async #connect(src: HboneSource, dst: Workload, ip: string): Promise<PooledSession> {
     const t = this.#tuning;
-    const raw = await connectInNetns(src.workload.pod.netns, {
-      address: ip,
-      port: this.#opts.port ?? HBONE_PORT,
-      mark: this.#opts.mark ?? PROXY_MARK,
-      timeoutMs: t.handshakeTimeoutMs,
-      ...(t.socketBuffer ? { sendBuffer: t.socketBuffer, receiveBuffer: t.socketBuffer } : {}),
-    }).catch((cause) => {
+    const raw = await connectFromPod(
+      src.workload.pod.netns,
+      {
+        address: ip,
+        port: this.#opts.port ?? HBONE_PORT,
+        mark: this.#opts.mark ?? PROXY_MARK,
+        timeoutMs: t.handshakeTimeoutMs,
+        ...(t.socketBuffer ? { sendBuffer: t.socketBuffer, receiveBuffer: t.socketBuffer } : {}),
+      },
+      this.#opts.log,
+    ).catch((cause) => {
       throw new ProxyError("hbone_connect_failed", `cannot reach ${ip}:${HBONE_PORT}`, { cause });
     });
     raw.setNoDelay(true);

@@ -6,7 +6,6 @@
  */
 import type { Socket } from "node:net";
 import tls from "node:tls";
-import { connectInNetns } from "../../native-bindings/sockets.js";
 import { ErrorCode } from "../h2/constants.js";
 import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
@@ -17,12 +16,13 @@ import { formatSpiffeId } from "../identity/spiffe.js";
 import { MESH_TLS } from "../identity/tls-policy.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import { canonicalIp } from "../kube/cluster-lookup.js";
-import type { PodSpec } from "../kube/pod.js";
 import type { Logger } from "../log.js";
 import { parseAuthority, parseBaggage } from "./authority.js";
+import { connectApp } from "./connect-app.js";
 import type { ProxyContext } from "./context.js";
 import { ProxyError } from "./errors.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
+import { ownDestination } from "./own-destination.js";
 import { watchPeer } from "./peer-timeout.js";
 import { relayStream } from "./stream-relay.js";
 import { h2Settings } from "./tuning.js";
@@ -153,6 +153,18 @@ function onStream(
     refuse(stream, 403, ctx, self, "wrong_destination");
     return;
   }
+  // Dialling one of the agent's own in-pod listeners would loop back into the agent (own-destination.ts).
+  const own = ownDestination({ address: target.ip, port: target.port }, true);
+  if (own) {
+    refuse(stream, 403, ctx, self, own);
+    ctx.throttle.hit(`${self.key}|hbone|${own}`, (suppressed) =>
+      log.warn(
+        { reason: own, target: headers[":authority"], peer: peer.spiffe, suppressed },
+        "HBONE CONNECT to the agent's own listener refused (403); the stream is closed",
+      ),
+    );
+    return;
+  }
 
   const baggage = parseBaggage(headers.baggage);
   const info: ConnectionInfo = {
@@ -175,7 +187,7 @@ function onStream(
     pod: self.key,
     startedAt: Date.now(),
   };
-  connectApp(ctx, self.pod, target.ip, target.port).then(
+  connectApp(ctx, self.pod, { address: target.ip, port: target.port }).then(
     (app) => {
       if (stream.closed) {
         app.destroy();
@@ -192,20 +204,4 @@ function onStream(
       refuse(stream, 503, ctx, self, err.code === "ECONNREFUSED" ? "upstream_refused" : "upstream_error");
     },
   );
-}
-
-/**
- * A connection from inside `pod`'s namespace to ip:port, marked so the pod's rules let it through. No Nagle: the
- * proxy forwards whatever it has as soon as it has it, and a held-back small segment would meet the peer's delayed
- * ACK (40 ms stalls on request/response traffic).
- */
-export async function connectApp(ctx: ProxyContext, pod: PodSpec, ip: string, port: number) {
-  const socket = await connectInNetns(pod.netns, {
-    address: ip,
-    port,
-    mark: ctx.mark,
-    ...(ctx.tuning.socketBuffer ? { sendBuffer: ctx.tuning.socketBuffer, receiveBuffer: ctx.tuning.socketBuffer } : {}),
-  });
-  socket.setNoDelay(true);
-  return socket;
 }

@@ -4,8 +4,8 @@
  */
 import type { Socket } from "node:net";
 import type { Logger } from "../log.js";
+import { connectApp } from "./connect-app.js";
 import type { ProxyContext } from "./context.js";
-import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
 import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
@@ -51,7 +51,7 @@ export function handleInboundPlaintext(
     pod: self.key,
     startedAt: Date.now(),
   };
-  connectApp(ctx, self.pod, dst.address, dst.port).then(
+  connectApp(ctx, self.pod, dst).then(
     (app) => {
       ctx.observer.connectionOpened(info);
       relay(client, app, reportClose(ctx.observer, info), resetSocket);

@@ -6,8 +6,8 @@
 import type { Socket } from "node:net";
 import type { Logger } from "../log.js";
 import { formatBaggage } from "./authority.js";
+import { connectApp } from "./connect-app.js";
 import type { ProxyContext } from "./context.js";
-import { connectApp } from "./hbone-server.js";
 import { type ConnectionInfo, reportClose } from "./observer.js";
 import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
@@ -44,7 +44,7 @@ export function handleOutbound(ctx: ProxyContext, self: Workload, family: 4 | 6,
   const done = reportClose(ctx.observer, info);
 
   if (!target) {
-    connectApp(ctx, self.pod, dst.address, dst.port).then(
+    connectApp(ctx, self.pod, dst).then(
       (upstream) => {
         ctx.observer.connectionOpened(info);
         relay(client, upstream, done, resetSocket);

@@ -14,6 +14,7 @@ import { findNamespace } from "../kube/cluster-lookup.js";
 import { peerAuthenticationMode } from "../kube/mesh-selection.js";
 import type { ClusterState, PodSpec } from "../kube/pod.js";
 import { type Logger, silentLogger } from "../log.js";
+import { LogThrottle } from "../log-throttle.js";
 import type { ListenerKind } from "../redirect/enroller.js";
 import { PROXY_MARK } from "../redirect/ports.js";
 import type { ProxyContext } from "./context.js";
@@ -48,6 +49,7 @@ export class MeshProxy {
     const log = opts.logger ?? silentLogger;
     this.#ctx = {
       log,
+      throttle: new LogThrottle(),
       trustDomain: opts.trustDomain,
       mark: opts.mark ?? PROXY_MARK,
       tuning,

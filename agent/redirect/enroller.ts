@@ -7,15 +7,21 @@
 import { existsSync } from "node:fs";
 import { isIPv4, type Server } from "node:net";
 import { NftablesError } from "../../native-bindings/errors.js";
-import { inNetns } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
 import { closeFdQuietly, openListenerFd } from "../../native-bindings/sockets.js";
 import { type PodSpec, podKey } from "../kube/pod.js";
 import { type Logger, silentLogger } from "../log.js";
+import { inPodNetns } from "../pod-netns.js";
 import { EnrollmentError } from "./errors.js";
 import { buildHostRules } from "./host-rules.js";
 import { HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT } from "./ports.js";
-import { buildRedirectRules, buildRemoveRules, type RedirectPlan, RedirectPlanError } from "./rules.js";
+import {
+  buildRedirectRules,
+  buildRemoveRules,
+  type NftDocument,
+  type RedirectPlan,
+  RedirectPlanError,
+} from "./rules.js";
 
 export type ListenerKind = "outbound" | "inbound" | "hbone";
 
@@ -32,18 +38,31 @@ interface ListenerSpec {
   family: 4 | 6;
   address: string;
   port: number;
+  /**
+   * A family the pod spec lists must be served; the other one is served too when the pod's kernel allows it, since
+   * the rules capture both families whatever the spec lists (an IPv4-only pod still has an IPv6 link-local address).
+   * Where IPv6 is off in the pod, opening it fails, and so does any IPv6 traffic: nothing is lost.
+   */
+  required: boolean;
 }
 
-/** REDIRECT in the output hook sends to loopback, so the outbound listener binds loopback; inbound keeps the pod IP. */
+/** REDIRECT in the output hook sends to loopback, so the outbound listener binds loopback; inbound binds all. */
 function listenerSpecs(pod: PodSpec): ListenerSpec[] {
-  const families: Array<4 | 6> = [];
-  if (pod.ips.some((ip) => isIPv4(ip))) families.push(4);
-  if (pod.ips.some((ip) => !isIPv4(ip))) families.push(6);
-  return families.flatMap((family) => [
-    { kind: "outbound" as const, family, address: family === 4 ? "127.0.0.1" : "::1", port: OUTBOUND_PORT },
-    { kind: "inbound" as const, family, address: family === 4 ? "0.0.0.0" : "::", port: INBOUND_PLAINTEXT_PORT },
-    { kind: "hbone" as const, family, address: family === 4 ? "0.0.0.0" : "::", port: HBONE_PORT },
-  ]);
+  const listed = new Set(pod.ips.map((ip) => (isIPv4(ip) ? 4 : 6)));
+  return ([4, 6] as const).flatMap((family) => {
+    const required = listed.has(family);
+    return [
+      { kind: "outbound" as const, family, address: family === 4 ? "127.0.0.1" : "::1", port: OUTBOUND_PORT, required },
+      {
+        kind: "inbound" as const,
+        family,
+        address: family === 4 ? "0.0.0.0" : "::",
+        port: INBOUND_PLAINTEXT_PORT,
+        required,
+      },
+      { kind: "hbone" as const, family, address: family === 4 ? "0.0.0.0" : "::", port: HBONE_PORT, required },
+    ];
+  });
 }
 
 export interface RedirectorOptions {
@@ -54,7 +73,7 @@ export interface RedirectorOptions {
    */
   hostRules?: boolean | string;
   /** Extra plan settings (marks, excluded ports) applied to every pod. */
-  plan?: Omit<RedirectPlan, "podIps">;
+  plan?: RedirectPlan;
 }
 
 export class Redirector {
@@ -81,40 +100,22 @@ export class Redirector {
     if (!existsSync(pod.netns)) {
       throw new EnrollmentError("netns_not_found", key, `network namespace ${pod.netns} does not exist`);
     }
-    let rules: ReturnType<typeof buildRedirectRules>;
+    let rules: NftDocument;
     try {
-      rules = buildRedirectRules({ ...this.#options.plan, podIps: pod.ips });
+      rules = buildRedirectRules(this.#options.plan);
     } catch (cause) {
       if (cause instanceof RedirectPlanError) throw new EnrollmentError("invalid_plan", key, cause.message, { cause });
       throw cause;
     }
     this.#closeListeners(key);
 
-    const specs = listenerSpecs(pod);
-    const fds: number[] = [];
-    inNetns(pod.netns, () => {
-      try {
-        for (const spec of specs) fds.push(openListenerFd({ address: spec.address, port: spec.port }));
-      } catch (cause) {
-        closeFds(fds);
-        throw new EnrollmentError("listener_failed", key, `cannot open in-pod listener: ${errorText(cause)}`, {
-          cause,
-        });
-      }
-      try {
-        runNftJson(rules);
-      } catch (cause) {
-        closeFds(fds);
-        if (cause instanceof NftablesError) {
-          throw new EnrollmentError("rules_rejected", key, `nftables refused the rules: ${cause.message}`, { cause });
-        }
-        throw cause;
-      }
-    });
-
-    const listeners = specs.map((spec, i) => {
+    const { opened, skipped } = inPodNetns(pod.netns, () => openInPod(key, listenerSpecs(pod), rules), this.#log);
+    if (skipped.length > 0) {
+      this.#log.debug({ pod: key, skipped }, "unlisted address family unavailable in the pod; its traffic is refused");
+    }
+    const listeners = opened.map(({ spec, fd }) => {
       const server = factory(spec.kind, spec.family, pod);
-      server.listen({ fd: fds[i] });
+      server.listen({ fd });
       return { kind: spec.kind, family: spec.family, server };
     });
     const enrolled = { pod, listeners };
@@ -129,7 +130,9 @@ export class Redirector {
     if (!enrolled) return;
     this.#pods.delete(key);
     try {
-      if (existsSync(enrolled.pod.netns)) inNetns(enrolled.pod.netns, () => runNftJson(buildRemoveRules()));
+      if (existsSync(enrolled.pod.netns)) {
+        inPodNetns(enrolled.pod.netns, () => runNftJson(buildRemoveRules()), this.#log);
+      }
     } catch (cause) {
       throw new EnrollmentError("unenroll_failed", key, `cannot remove redirect rules: ${errorText(cause)}`, {
         cause,
@@ -156,7 +159,7 @@ export class Redirector {
     const rules = buildHostRules(this.enrolled().flatMap((e) => e.pod.ips));
     try {
       if (where === true) runNftJson(rules);
-      else inNetns(where, () => runNftJson(rules));
+      else inPodNetns(where, () => runNftJson(rules), this.#log);
     } catch (cause) {
       this.#log.error(
         { err: cause },
@@ -166,8 +169,36 @@ export class Redirector {
   }
 }
 
-function closeFds(fds: number[]): void {
-  for (const fd of fds) closeFdQuietly(fd);
+/** Inside the pod's namespace: its listeners first, then its rules (see the top of this file). */
+function openInPod(key: string, specs: ListenerSpec[], rules: NftDocument) {
+  const opened: Array<{ spec: ListenerSpec; fd: number }> = [];
+  const skipped: string[] = [];
+  for (const spec of specs) {
+    try {
+      opened.push({ spec, fd: openListenerFd({ address: spec.address, port: spec.port }) });
+    } catch (cause) {
+      if (!spec.required) {
+        skipped.push(`${spec.kind}/${spec.family}: ${errorText(cause)}`);
+        continue;
+      }
+      closeFds(opened);
+      throw new EnrollmentError("listener_failed", key, `cannot open in-pod listener: ${errorText(cause)}`, { cause });
+    }
+  }
+  try {
+    runNftJson(rules);
+  } catch (cause) {
+    closeFds(opened);
+    if (cause instanceof NftablesError) {
+      throw new EnrollmentError("rules_rejected", key, `nftables refused the rules: ${cause.message}`, { cause });
+    }
+    throw cause;
+  }
+  return { opened, skipped };
+}
+
+function closeFds(opened: Array<{ fd: number }>): void {
+  for (const { fd } of opened) closeFdQuietly(fd);
 }
 
 function errorText(err: unknown): string {

@@ -4,7 +4,13 @@
  * REDIRECT rather than TPROXY: the listeners live inside the pod's own namespace, so rewriting the destination to a
  * local port is enough. The original destination is read back with SO_ORIGINAL_DST, conntrack undoes the rewrite
  * for replies, and no policy routing (ip rule + local route table) or IP_TRANSPARENT is needed. Inbound REDIRECT in
- * prerouting keeps the pod IP as destination and the client IP as source, which is all the inbound side needs.
+ * prerouting keeps the client IP as source, which is all the inbound side needs.
+ *
+ * Capture does not depend on the pod's addresses: every TCP connection entering the pod on any interface but `lo`
+ * is captured, in both families, whatever address it is sent to. Matching only the IPs the pod spec lists let a
+ * neighbour on the same bridge reach a STRICT pod's app in plaintext through an address the spec does not list (its
+ * IPv6 link-local address, a secondary address) or a family it does not list. Outbound was already captured for
+ * every destination. As in-pod ztunnel, loopback stays uncaptured in both directions.
  *
  * Kubelet probes: the node rewrites the source of its own connections to pods to PROBE_SOURCE (see
  * host-rules.ts, as Istio does with 169.254.7.127); the pod's prerouting chain returns early for that source, so
@@ -12,7 +18,6 @@
  *
  * DNS (TCP 53) is left alone for now; UDP is never touched.
  */
-import { isIPv4 } from "node:net";
 import {
   HBONE_PORT,
   INBOUND_PLAINTEXT_PORT,
@@ -27,8 +32,6 @@ export const TABLE = "ambit";
 const FAMILY = "inet";
 
 export interface RedirectPlan {
-  /** The pod's IPs; inbound capture only applies to traffic addressed to them. */
-  podIps: string[];
   excludeOutboundPorts?: number[];
   excludeInboundPorts?: number[];
   mark?: number;
@@ -57,9 +60,8 @@ function markMatch(mark: number, mask: number): Expr {
   return { match: { op: "==", left: { "&": [{ meta: { key: "mark" } }, mask] }, right: mark } };
 }
 
-function addrMatch(proto: "ip" | "ip6", field: "saddr" | "daddr", addrs: string[]): Expr {
-  const right = addrs.length === 1 ? addrs[0] : { set: addrs };
-  return { match: { op: "==", left: { payload: { protocol: proto, field } }, right } };
+function sourceIs(proto: "ip" | "ip6", addr: string): Expr {
+  return { match: { op: "==", left: { payload: { protocol: proto, field: "saddr" } }, right: addr } };
 }
 
 function rule(chain: string, ...expr: Expr[]): Command {
@@ -86,10 +88,7 @@ function validPorts(ports: number[] | undefined, what: string): number[] {
  * whatever an earlier agent left (re-enrollment after a restart) in the same atomic transaction: there is never a
  * moment with no rules (traffic would bypass the proxy) or with two copies.
  */
-export function buildRedirectRules(plan: RedirectPlan): NftDocument {
-  if (plan.podIps.length === 0) throw new RedirectPlanError("pod has no IPs");
-  const v4 = plan.podIps.filter((ip) => isIPv4(ip));
-  const v6 = plan.podIps.filter((ip) => !isIPv4(ip));
+export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
   const mark = plan.mark ?? PROXY_MARK;
   const mask = plan.markMask ?? PROXY_MARK_MASK;
   const outExcluded = validPorts(plan.excludeOutboundPorts, "excludeOutboundPorts");
@@ -104,21 +103,15 @@ export function buildRedirectRules(plan: RedirectPlan): NftDocument {
     rule("output", tcp, { redirect: { port: OUTBOUND_PORT } }),
   ];
 
-  const inboundFor = (proto: "ip" | "ip6", addrs: string[], probe: string) =>
-    addrs.length === 0
-      ? []
-      : [
-          rule("prerouting", addrMatch(proto, "saddr", [probe]), ret),
-          // HBONE arrives on its own listener; redirecting it to the plaintext port would unwrap nothing.
-          rule("prerouting", tcp, addrMatch(proto, "daddr", addrs), dport([HBONE_PORT]), ret),
-          rule("prerouting", tcp, addrMatch(proto, "daddr", addrs), { redirect: { port: INBOUND_PLAINTEXT_PORT } }),
-        ];
-
   const inbound = [
     rule("prerouting", ifname("iifname", "lo"), ret),
     ...(inExcluded.length ? [rule("prerouting", tcp, dport(inExcluded), ret)] : []),
-    ...inboundFor("ip", v4, PROBE_SOURCE_IPV4),
-    ...inboundFor("ip6", v6, PROBE_SOURCE_IPV6),
+    rule("prerouting", sourceIs("ip", PROBE_SOURCE_IPV4), ret),
+    rule("prerouting", sourceIs("ip6", PROBE_SOURCE_IPV6), ret),
+    // HBONE arrives on its own listener (bound to every address); redirecting it to the plaintext port would unwrap
+    // nothing.
+    rule("prerouting", tcp, dport([HBONE_PORT]), ret),
+    rule("prerouting", tcp, { redirect: { port: INBOUND_PLAINTEXT_PORT } }),
   ];
 
   return {

@@ -68,9 +68,7 @@ export async function runEnrollBench(): Promise<string> {
     redirector.unenroll(podKey(pods[0] as PodSpec));
     // Every variant then starts from the same state: a namespace that once had the table and no longer does.
     const firstTime = stats(
-      await timeEach(pods.slice(1), (pod) =>
-        inNetns(pod.netns, () => runNftJson(buildRedirectRules({ podIps: pod.ips }))),
-      ),
+      await timeEach(pods.slice(1), (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))),
     );
     removeAll(pods);
 
@@ -83,29 +81,20 @@ export async function runEnrollBench(): Promise<string> {
     const unenroll = stats(await timeEach(pods, (pod) => redirector.unenroll(podKey(pod))));
 
     // (a') the rules part alone, libnftables in-process.
-    const rulesOnly = stats(
-      await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules({ podIps: pod.ips })))),
-    );
-    const reapply = stats(
-      await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules({ podIps: pod.ips })))),
-    );
+    const rulesOnly = stats(await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))));
+    const reapply = stats(await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))));
     removeAll(pods);
     rows.push({ label: "    rules only, libnftables in-process (setns)", s: rulesOnly });
     rows.push({ label: "    same, table already there (re-enrollment)", s: reapply });
     rows.push({ label: "    same, first table ever in the namespace", s: firstTime });
 
-    // (b) exec the nft binary in the pod namespace. Rulesets go in files written beforehand: nft opens
-    // /dev/stdin, which fails on the socketpair Node gives a child as stdin.
-    const files = pods.map((pod, i) => {
-      const path = join(tmp.dir, `p${i}.json`);
-      writeFileSync(path, JSON.stringify(buildRedirectRules({ podIps: pod.ips })));
-      return path;
-    });
+    // (b) exec the nft binary in the pod namespace. The ruleset goes in a file written beforehand: nft opens
+    // /dev/stdin, which fails on the socketpair Node gives a child as stdin. Every pod's table is the same.
+    const rulesFile = join(tmp.dir, "rules.json");
+    writeFileSync(rulesFile, JSON.stringify(buildRedirectRules()));
     const textFile = join(tmp.dir, "ambit.nft");
     writeFileSync(textFile, text);
-    const json = stats(
-      await timeEach(pods, (pod) => c.exec(netnsName(pod), "nft", ["-j", "-f", files[pods.indexOf(pod)] as string])),
-    );
+    const json = stats(await timeEach(pods, (pod) => c.exec(netnsName(pod), "nft", ["-j", "-f", rulesFile])));
     removeAll(pods);
     rows.push({ label: "(b) ip netns exec nft -j -f FILE (same JSON)", s: json });
     const txt = stats(await timeEach(pods, (pod) => c.exec(netnsName(pod), "nft", ["-f", textFile])));

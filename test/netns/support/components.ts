@@ -8,7 +8,7 @@ import type { MeshCa } from "../../../agent/identity/ca.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { EmbeddedCertificateSource } from "../../../agent/identity/certificate-source.js";
 import { type ClusterState, podKey } from "../../../agent/kube/pod.js";
-import { silentLogger } from "../../../agent/log.js";
+import { type Logger, silentLogger } from "../../../agent/log.js";
 import { NodeAgent } from "../../../agent/node/node-agent.js";
 import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
 import { MeshProxy } from "../../../agent/proxy/proxy.js";
@@ -30,24 +30,27 @@ export async function nodeFor(
     state: ClusterState;
     tuning?: Partial<HboneTuning>;
     observer?: ProxyObserver;
+    logger?: Logger;
   },
 ): Promise<TestNode> {
+  const logger = options.logger ?? silentLogger;
   const certs = new CertManager({ source: new EmbeddedCertificateSource(options.ca) });
   const proxy = new MeshProxy({
     trustDomain: options.ca.trustDomain,
     certs,
     observer: options.observer ?? nullObserver,
+    logger,
     ...(options.tuning ? { tuning: options.tuning } : {}),
   });
   proxy.setTrustBundle(options.ca.trustBundlePem());
-  const redirector = new Redirector();
+  const redirector = new Redirector({ logger });
   const agent = new NodeAgent({
     nodeName: options.nodeName,
     trustDomain: options.ca.trustDomain,
     certs,
     redirector,
     proxy,
-    logger: silentLogger,
+    logger,
   });
   t.teardown(() => {
     for (const e of redirector.enrolled()) redirector.unenroll(podKey(e.pod));

@@ -4,7 +4,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import test from "ava";
-import { type KubeObject, type LoadedObject, loadKustomization, podSpecOf, repositoryRoot } from "./manifests.js";
+import { repositoryRoot } from "../../support/repository.js";
+import { type KubeObject, type LoadedObject, loadKustomization, podSpecOf } from "./manifests.js";
 import { mountedFileSource, type PodReference, podSpecReferences } from "./pod-references.js";
 
 const ROOT = repositoryRoot(import.meta.url);

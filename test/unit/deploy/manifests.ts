@@ -1,6 +1,5 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
 import { parseAllDocuments } from "yaml";
 import type { PodSpec } from "./pod-references.js";
 
@@ -16,17 +15,6 @@ export interface LoadedObject {
   file: string;
   document: number;
   object: KubeObject;
-}
-
-/** The directory holding package.json above `moduleUrl`: tests run compiled from dist/, the manifests are not. */
-export function repositoryRoot(moduleUrl: string): string {
-  let dir = dirname(fileURLToPath(moduleUrl));
-  while (!existsSync(join(dir, "package.json"))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(moduleUrl)}`);
-    dir = parent;
-  }
-  return dir;
 }
 
 // kubectl reads manifests as YAML 1.1 (sigs.k8s.io/yaml over go-yaml): `defaultMode: 0440` in ca.yaml is octal

@@ -120,10 +120,9 @@ test("CA down: the old certificate is served until expiry, never after; the iden
   const server = sid("shop", "db");
   await mgr.acquire(server, pod("db-1"));
   source.down = true;
-  let failures = 0;
-  mgr.on("failed", () => {
-    failures += 1;
-  });
+  // The renewal (at half life) generates a key first; on a loaded machine that can outlast the expiry, so wait for
+  // its failure rather than counting failures at a fixed moment.
+  const renewalFailed = once(mgr, "failed");
   const { server: srv, port } = await startMtlsServer(
     () => mgr.secureContext(server),
     (s) => s.end(),
@@ -150,7 +149,8 @@ test("CA down: the old certificate is served until expiry, never after; the iden
   await expired;
   t.true(served >= 1, "the old certificate was served while the CA was down");
   t.is(refused, 3);
-  t.true(failures >= 1, "renewal was attempted and failed");
+  await renewalFailed;
+  t.pass("renewal was attempted and failed");
   t.like(
     mgr.snapshot().find((s) => s.spiffeId.endsWith("/sa/db")),
     { state: "expired", pods: ["shop/db-1"] },

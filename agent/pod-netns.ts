@@ -1,0 +1,43 @@
+/**
+ * The only way agent code enters a pod's network namespace. setns() switches the calling thread, and all of
+ * ambit's namespace work runs on Node's main thread; if the thread cannot return to the agent's own namespace
+ * (NetnsReturnError), every socket it opens afterwards (listeners, HBONE dials, admin servers) would open in a
+ * pod's namespace. Nothing it does can be trusted then, so the process logs why and exits at once, on every path:
+ * the pods' rules stay (their traffic is refused, never leaked), and the restarted agent re-enrolls them.
+ */
+import type net from "node:net";
+import { inNetns, NetnsReturnError } from "../native-bindings/netns.js";
+import { connectInNetns, type MarkedConnectOptions } from "../native-bindings/sockets.js";
+import type { Logger } from "./log.js";
+
+/** Exit status of an agent that lost its own network namespace. */
+export const EXIT_NETNS_LOST = 70;
+
+/** Run `fn` inside the namespace at `path` and come back, or stop the process if coming back fails. */
+export function inPodNetns<T>(path: string, fn: () => T, log: Logger): T {
+  try {
+    return inNetns(path, fn);
+  } catch (err) {
+    exitIfNetnsLost(err, log, path);
+    throw err;
+  }
+}
+
+/** A marked connection from inside the namespace at `path`; stops the process if the thread cannot come back. */
+export function connectFromPod(path: string, options: MarkedConnectOptions, log: Logger): Promise<net.Socket> {
+  try {
+    return connectInNetns(path, options);
+  } catch (err) {
+    exitIfNetnsLost(err, log, path);
+    return Promise.reject(err);
+  }
+}
+
+function exitIfNetnsLost(err: unknown, log: Logger, path: string): void {
+  if (!(err instanceof NetnsReturnError)) return;
+  log.fatal(
+    { err, netns: path, exitCode: EXIT_NETNS_LOST },
+    "could not return to the agent's own network namespace; exiting now: pods keep their rules (traffic refused) until the restarted agent re-enrolls them",
+  );
+  process.exit(EXIT_NETNS_LOST);
+}
