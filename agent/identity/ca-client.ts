@@ -24,6 +24,8 @@ const SERVER_CODES = new Set<string>([
   "csr_signature",
   "csr_mismatch",
   "token_review_failed",
+  "token_review_busy",
+  "rate_limited",
 ]);
 
 interface ErrorBody {

@@ -14,6 +14,8 @@ export type IdentityErrorCode =
   | "bad_request" // a request body that is not the expected JSON
   | "body_too_large"
   | "token_review_failed" // the token reviewer itself could not answer (API server down, bad response)
+  | "token_review_busy" // the CA has too many token reviews running and waiting (503 with Retry-After)
+  | "rate_limited" // too many uncached token reviews from the caller's source address (429 with Retry-After)
   | "ca_unavailable" // the CA could not be reached or answered with something unusable
   | "ca_refused" // the CA answered with a refusal
   | "ca_files" // the CA's key/certificate files are missing, unreadable or inconsistent
