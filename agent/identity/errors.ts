@@ -30,12 +30,22 @@ export class IdentityError extends AmbitError {
   }
 }
 
-/** A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived). */
+/**
+ * A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived), and
+ * `retryAfterMs` what its Retry-After header asked for, if anything.
+ */
 export class CaRequestError extends IdentityError {
   readonly status: number;
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: IdentityErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: IdentityErrorCode,
+    status: number,
+    message: string,
+    options?: { cause?: unknown; retryAfterMs?: number },
+  ) {
     super(code, message, options);
     this.status = status;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }

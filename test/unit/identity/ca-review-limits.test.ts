@@ -1,15 +1,20 @@
+import { writeFile } from "node:fs/promises";
 import { Agent, request } from "node:https";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import test from "ava";
 import pino from "pino";
 import type { AddressRateLimitOptions } from "../../../agent/identity/address-rate-limit.js";
+import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
 import { startCaServer } from "../../../agent/identity/ca-server.js";
+import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
+import { CaRequestError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
 import { KubeTokenReviewer } from "../../../agent/identity/kube-token-reviewer.js";
 import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/identity/review-cache.js";
 import { AGENT, fakeApiServer } from "./fake-api-server.js";
-import { newCa } from "./helpers.js";
+import { newCa, sid } from "./helpers.js";
 
 const CART = "spiffe://cluster.local/ns/shop/sa/cart";
 const pod = { name: "cart-1", namespace: "shop", serviceAccount: "cart", nodeName: "node-a", labels: {}, netns: "" };
@@ -150,4 +155,32 @@ test("an API server error is not cached: 503 token_review_failed, then the same 
   api.state.down = false;
   t.like(await sign(server.url, agent, "agent-token", signBody), { status: 200 });
   t.is(api.seen.length, 2);
+});
+
+test("the agent reads 429 as rate_limited and waits at least Retry-After (up to its backoff ceiling)", async (t) => {
+  const { server, ca, from, api } = await setup(t, { rateLimit: { burst: 2, ratePerSec: 0.001 } });
+  // The RemoteCertificateSource connects from 127.0.0.1: spend that address's burst first.
+  const local = from("127.0.0.1");
+  t.like(await sign(server.url, local, "forged-1"), { status: 401 });
+  t.like(await sign(server.url, local, "forged-2"), { status: 401 });
+  const dir = api.dir;
+  await writeFile(join(dir, "bundle.pem"), ca.trustBundlePem());
+  await writeFile(join(dir, "agent-token"), "agent-token");
+  const client = new RemoteCertificateSource({
+    url: server.url,
+    caBundleFile: join(dir, "bundle.pem"),
+    tokenFile: join(dir, "agent-token"),
+  });
+  const req = { csrPem: createCsrPem(await generateRsaKeyPair(), CART), identity: sid("shop", "cart"), pod };
+  const err = await t.throwsAsync(client.sign(req), { instanceOf: CaRequestError });
+  t.like(err, { status: 429, code: "rate_limited" });
+  // One token per 1000 s, a little of it earned since the burst was spent.
+  const asked = err?.retryAfterMs ?? 0;
+  t.true(asked > 900_000 && asked <= 1_000_000, `Retry-After ${asked} ms`);
+
+  const mgr = new CertManager({ source: client, retry: { initialMs: 100, maxMs: 3000 }, jitter: 0 });
+  t.teardown(() => mgr.close());
+  const failed = new Promise<{ retryInMs: number; error: Error }>((resolve) => mgr.once("failed", resolve));
+  await t.throwsAsync(mgr.acquire(sid("shop", "cart"), { namespace: "shop", name: "cart-1" }));
+  t.like(await failed, { retryInMs: 3000, error: { code: "rate_limited" } }, "Retry-After, capped at 3 s");
 });
