@@ -1,7 +1,9 @@
 import { parseArgs } from "node:util";
+import { DEFAULT_ADDRESS_RATE_LIMIT } from "../identity/address-rate-limit.js";
 import { loadCaFromFiles, loadOrCreateCa } from "../identity/ca-files.js";
 import { startCaServer } from "../identity/ca-server.js";
 import { KubeTokenReviewer } from "../identity/kube-token-reviewer.js";
+import { CachingTokenReviewer } from "../identity/review-cache.js";
 import { DEFAULT_TRUST_DOMAIN } from "../identity/spiffe.js";
 import { FileTokenReviewer } from "../identity/token-reviewer.js";
 import { findPod } from "../kube/cluster-lookup.js";
@@ -9,9 +11,18 @@ import { PodFileSource } from "../kube/pod-file-source.js";
 import { createLogger } from "../log.js";
 import { ConfigError, parseHostPort } from "../node/config.js";
 
+function positive(value: unknown, flag: string, integer = false): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    throw new ConfigError(`--${flag} must be a positive ${integer ? "integer" : "number"}, got ${value}`);
+  }
+  return n;
+}
+
 /**
  * `ambit ca`: the mesh CA as its own HTTPS server. Root from --ca-cert/--ca-key (a Secret) or --ca-dir (created on
  * first start); callers authenticated by --token-file (local) or Kubernetes TokenReview (--kube-allowed-user).
+ * TokenReviews are cached and bounded (review-cache.ts) and charged per source address (--review-rate/-burst).
  */
 export async function caCommand(argv: string[]): Promise<void> {
   const env = process.env;
@@ -31,6 +42,15 @@ export async function caCommand(argv: string[]): Promise<void> {
       "serving-name": { type: "string", multiple: true, default: [] },
       "serving-ip": { type: "string", multiple: true, default: [] },
       "cert-lifetime": { type: "string", default: env.AMBIT_CERT_LIFETIME ?? String(24 * 3600) },
+      // Per source address; behind SNAT many agents share one address and may need more (see address-rate-limit.ts).
+      "review-rate": {
+        type: "string",
+        default: env.AMBIT_CA_REVIEW_RATE ?? String(DEFAULT_ADDRESS_RATE_LIMIT.ratePerSec),
+      },
+      "review-burst": {
+        type: "string",
+        default: env.AMBIT_CA_REVIEW_BURST ?? String(DEFAULT_ADDRESS_RATE_LIMIT.burst),
+      },
       "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
     },
   });
@@ -38,6 +58,10 @@ export async function caCommand(argv: string[]): Promise<void> {
   const trustDomain = values["trust-domain"] as string;
   const leafLifetimeSec = Number(values["cert-lifetime"]);
   if (!values["pod-file"]) throw new ConfigError("--pod-file is required (the CA authorizes against the pod list)");
+  const rateLimit = {
+    ratePerSec: positive(values["review-rate"], "review-rate"),
+    burst: positive(values["review-burst"], "review-burst", true),
+  };
   const ca =
     values["ca-cert"] && values["ca-key"]
       ? await loadCaFromFiles(
@@ -50,10 +74,13 @@ export async function caCommand(argv: string[]): Promise<void> {
   if (!ca) throw new ConfigError("--ca-cert and --ca-key, or --ca-dir, are required");
   const allowed = values["kube-allowed-user"] as string[];
   const audiences = values.audience as string[];
+  // The token file is local and re-read on each request so a removed token stops working at once: not cached.
   const reviewer = values["token-file"]
     ? new FileTokenReviewer(values["token-file"])
     : allowed.length > 0
-      ? new KubeTokenReviewer({ allowedUsers: allowed, ...(audiences.length ? { audiences } : {}) })
+      ? new CachingTokenReviewer(
+          new KubeTokenReviewer({ allowedUsers: allowed, ...(audiences.length ? { audiences } : {}) }),
+        )
       : undefined;
   if (!reviewer) throw new ConfigError("--token-file or --kube-allowed-user is required");
 
@@ -63,6 +90,7 @@ export async function caCommand(argv: string[]): Promise<void> {
   const server = await startCaServer({
     ca,
     reviewer,
+    rateLimit,
     lookupPod: (namespace, name) => findPod(pods.current(), namespace, name),
     host,
     port,

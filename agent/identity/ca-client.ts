@@ -24,7 +24,15 @@ const SERVER_CODES = new Set<string>([
   "csr_signature",
   "csr_mismatch",
   "token_review_failed",
+  "token_review_busy",
+  "rate_limited",
 ]);
+
+// Retry-After in seconds (the CA never sends the HTTP-date form); the agent waits at least that long, capped by its
+// own backoff ceiling (cert-manager.ts).
+function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  return typeof value === "string" && /^\d{1,6}$/.test(value) ? Number(value) * 1000 : undefined;
+}
 
 interface ErrorBody {
   code?: string;
@@ -78,13 +86,15 @@ export class RemoteCertificateSource implements CertificateSource {
     }
     if (answer.status === 200) return answer.body ?? {};
     const err = (answer.body ?? {}) as ErrorBody;
-    // 5xx means "try again later"; 4xx is a refusal that retrying alone will not fix, but both keep their code.
+    // 5xx means "try again later"; 4xx is a refusal that retrying alone will not fix (429 aside: later, less often),
+    // but all keep their code.
     const fallback: IdentityErrorCode = answer.status >= 500 ? "ca_unavailable" : "ca_refused";
     const code = err.code && SERVER_CODES.has(err.code) ? (err.code as IdentityErrorCode) : fallback;
     throw new CaRequestError(
       code,
       answer.status,
       `CA refused ${method} ${path}: HTTP ${answer.status} ${err.message ?? ""}`.trim(),
+      { retryAfterMs: retryAfterMs(answer.headers["retry-after"]) },
     );
   }
 }

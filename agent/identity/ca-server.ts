@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { AmbitError } from "../errors.js";
 import type { PodSpec } from "../kube/pod.js";
 import { type Logger, silentLogger } from "../log.js";
+import { AddressRateLimiter, type AddressRateLimitOptions, RateLimitedError } from "./address-rate-limit.js";
 import { authorizeSign } from "./authorize.js";
 import type { MeshCa } from "./ca.js";
 import { IdentityError } from "./errors.js";
@@ -17,7 +18,10 @@ export type PodLookup = (namespace: string, name: string) => PodSpec | undefined
 
 export interface CaServerOptions {
   ca: MeshCa;
+  /** In cluster mode a CachingTokenReviewer (review-cache.ts) around the KubeTokenReviewer. */
   reviewer: TokenReviewer;
+  /** Per source address, for token reviews that reach the API server (DEFAULT_ADDRESS_RATE_LIMIT). */
+  rateLimit?: AddressRateLimitOptions;
   lookupPod: PodLookup;
   host?: string;
   /** 0 picks a free port (tests). */
@@ -33,13 +37,21 @@ export interface CaServer {
   close(): Promise<void>;
 }
 
-/** An error answer: `code` is stable (metrics, clients), `message` is for people, `reason` refines a 403. */
+interface RefusalDetails {
+  /** Refines a 403 in the log line. */
+  reason?: string;
+  headers?: Record<string, string>;
+  /** Logged at debug level: one of many alike, already reported once. */
+  quiet?: boolean;
+}
+
+/** An error answer: `code` is stable (metrics, clients), `message` is for people. */
 class Refusal extends AmbitError {
   constructor(
     readonly status: number,
     code: string,
     message: string,
-    readonly reason?: string,
+    readonly details: RefusalDetails = {},
   ) {
     super(code, message);
   }
@@ -75,11 +87,13 @@ function bearerToken(req: IncomingMessage): string | undefined {
 /**
  * `ambit ca`: signs workload CSRs for authenticated node agents, over HTTPS with a serving certificate from the
  * same CA (renewed at half life). POST /v1/sign {csr, identity:{namespace, serviceAccount}, pod:{namespace, name}}
- * -> {certChain, trustBundle, expiresAt}; GET /v1/bundle -> {trustBundle}.
+ * -> {certChain, trustBundle, expiresAt}; GET /v1/bundle -> {trustBundle}. Token reviews that reach the reviewer's
+ * backend are charged to the caller's source address: 429 rate_limited with Retry-After beyond its allowance.
  */
 export async function startCaServer(options: CaServerOptions): Promise<CaServer> {
   const { ca, reviewer, lookupPod } = options;
   const log = options.logger ?? silentLogger;
+  const limiter = new AddressRateLimiter(options.rateLimit);
   const names = options.servingNames ?? { dnsNames: ["localhost"], ips: ["127.0.0.1"] };
 
   async function servingCredentials() {
@@ -91,12 +105,29 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   async function sign(req: IncomingMessage, res: ServerResponse, ctx: Record<string, unknown>): Promise<void> {
     const token = bearerToken(req);
     if (!token) throw new Refusal(401, "unauthenticated", "missing bearer token");
+    const address = req.socket.remoteAddress ?? "unknown";
     let caller: Awaited<ReturnType<TokenReviewer["review"]>>;
     try {
-      caller = await reviewer.review(token);
+      // Only a review that will reach the API server is charged to the source address: an agent whose token is
+      // cached (or being reviewed already) is never throttled, however many pods it signs for at start-up, while
+      // an address trying unknown tokens gets its burst and then the rate (DEFAULT_ADDRESS_RATE_LIMIT).
+      caller = await reviewer.review(token, () => limiter.take(address));
     } catch (err) {
+      if (err instanceof RateLimitedError) {
+        // Warned once per episode: a flood must not turn into a flood of log lines.
+        throw new Refusal(429, err.code, err.message, {
+          headers: { "retry-after": String(err.retryAfterSec) },
+          quiet: !err.first,
+        });
+      }
+      if (err instanceof IdentityError && err.code === "token_review_busy") {
+        throw new Refusal(503, err.code, "too many token reviews pending, retry shortly", {
+          reason: err.message,
+          headers: { "retry-after": "1" },
+        });
+      }
       const code = err instanceof IdentityError ? err.code : "token_review_failed";
-      log.error({ err }, "token review failed; refusing the request, the agent will retry");
+      log.error({ ...ctx, err }, "token review failed; refusing the request, the agent will retry");
       throw new Refusal(503, code, "cannot review the token right now");
     }
     if (!caller) throw new Refusal(401, "unauthenticated", "token is not valid for the CA");
@@ -129,7 +160,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       pod: lookupPod(body.pod.namespace, body.pod.name),
       identity,
     });
-    if (!decision.ok) throw new Refusal(403, "forbidden", decision.message, decision.reason);
+    if (!decision.ok) throw new Refusal(403, "forbidden", decision.message, { reason: decision.reason });
     let issued: ReturnType<MeshCa["signCsr"]>;
     try {
       issued = ca.signCsr(body.csr, identity);
@@ -146,7 +177,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const ctx: Record<string, unknown> = { method: req.method, path: req.url };
+    const ctx: Record<string, unknown> = { method: req.method, path: req.url, from: req.socket.remoteAddress };
     try {
       const path = (req.url ?? "").split("?")[0];
       if (path === "/v1/sign" && req.method === "POST") return await sign(req, res, ctx);
@@ -156,11 +187,10 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       throw new Refusal(path === "/v1/sign" || path === "/v1/bundle" ? 405 : 404, "not_found", "no such endpoint");
     } catch (err) {
       if (err instanceof Refusal) {
-        log.warn(
-          { ...ctx, status: err.status, code: err.code, reason: err.reason ?? err.message },
-          "CA request refused",
-        );
-        if (!res.headersSent) sendJson(res, err.status, { code: err.code, message: err.message });
+        const line = { ...ctx, status: err.status, code: err.code, reason: err.details.reason ?? err.message };
+        if (err.details.quiet) log.debug(line, "CA request refused");
+        else log.warn(line, "CA request refused");
+        if (!res.headersSent) sendJson(res, err.status, { code: err.code, message: err.message }, err.details.headers);
         return;
       }
       log.error({ ...ctx, err }, "CA request failed");

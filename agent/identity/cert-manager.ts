@@ -6,7 +6,7 @@ import { type Logger, silentLogger } from "../log.js";
 import { splitPemCertificates } from "./ca.js";
 import type { CertificateSource, PodRef, SignResponse } from "./certificate-source.js";
 import { createCsrPem } from "./csr.js";
-import { IdentityError } from "./errors.js";
+import { CaRequestError, IdentityError } from "./errors.js";
 import { generateRsaKeyPair, type KeyPair } from "./keys.js";
 import {
   DEFAULT_JITTER,
@@ -203,7 +203,9 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
       const error = err instanceof Error ? err : new Error(String(err));
       entry.failures += 1;
       entry.lastError = error.message;
-      const retryInMs = retryDelayMs(entry.failures, this.retry, this.jitter);
+      // A CA that said when to come back (429/503 Retry-After) is not asked sooner, nor later than our own ceiling.
+      const asked = err instanceof CaRequestError ? Math.min(err.retryAfterMs ?? 0, this.retry.maxMs) : 0;
+      const retryInMs = Math.max(retryDelayMs(entry.failures, this.retry, this.jitter), asked);
       entry.renewTimer = setTimeout(() => this.fetch(entry).catch(() => {}), retryInMs).unref();
       this.log.warn(
         { spiffeId: entry.uri, err: error, retryInMs, keepsCertUntil: entry.cert?.notAfter.toISOString() },

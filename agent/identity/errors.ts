@@ -14,6 +14,8 @@ export type IdentityErrorCode =
   | "bad_request" // a request body that is not the expected JSON
   | "body_too_large"
   | "token_review_failed" // the token reviewer itself could not answer (API server down, bad response)
+  | "token_review_busy" // the CA has too many token reviews running and waiting (503 with Retry-After)
+  | "rate_limited" // too many uncached token reviews from the caller's source address (429 with Retry-After)
   | "ca_unavailable" // the CA could not be reached or answered with something unusable
   | "ca_refused" // the CA answered with a refusal
   | "ca_files" // the CA's key/certificate files are missing, unreadable or inconsistent
@@ -28,12 +30,22 @@ export class IdentityError extends AmbitError {
   }
 }
 
-/** A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived). */
+/**
+ * A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived), and
+ * `retryAfterMs` what its Retry-After header asked for, if anything.
+ */
 export class CaRequestError extends IdentityError {
   readonly status: number;
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: IdentityErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: IdentityErrorCode,
+    status: number,
+    message: string,
+    options?: { cause?: unknown; retryAfterMs?: number },
+  ) {
     super(code, message, options);
     this.status = status;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }

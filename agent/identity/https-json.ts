@@ -1,10 +1,11 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { request } from "node:https";
 
 /** JSON over HTTPS, the small subset the CA, its client and the TokenReview client need. */
 
 export interface JsonResponse {
   status: number;
+  headers: IncomingHttpHeaders;
   body: unknown;
 }
 
@@ -32,9 +33,9 @@ export function readBody(stream: IncomingMessage, limit = MAX_JSON_BYTES): Promi
   });
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
 }
 
@@ -56,7 +57,7 @@ export function requestJson(
     const req = request(url, { method: opts.method, ca: opts.ca, headers, timeout: opts.timeoutMs }, (res) => {
       readBody(res, MAX_JSON_BYTES * 4).then((text) => {
         try {
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? JSON.parse(text) : undefined });
         } catch (err) {
           reject(new Error(`HTTP ${res.statusCode} answer from ${url} is not JSON`, { cause: err }));
         }

@@ -33,7 +33,8 @@ interface TokenReviewStatus {
 /**
  * Cluster mode: asks the API server (POST /apis/authentication.k8s.io/v1/tokenreviews) whether the agent's token
  * is valid and reads the node it was issued for from the token's `extra` claims, which the API server fills for
- * tokens bound to a pod (Kubernetes >= 1.30, or projected tokens with node binding).
+ * tokens bound to a pod (Kubernetes >= 1.30, or projected tokens with node binding). `ambit ca` puts a
+ * CachingTokenReviewer (review-cache.ts) in front of it, so the API server sees a bounded number of reviews.
  */
 export class KubeTokenReviewer implements TokenReviewer {
   private readonly apiServer: string;
@@ -48,7 +49,8 @@ export class KubeTokenReviewer implements TokenReviewer {
     this.allowed = new Set(options.allowedUsers);
   }
 
-  async review(token: string): Promise<ReviewedCaller | undefined> {
+  async review(token: string, admit?: () => void): Promise<ReviewedCaller | undefined> {
+    admit?.();
     const url = `${this.apiServer}/apis/authentication.k8s.io/v1/tokenreviews`;
     let status: number;
     let body: unknown;

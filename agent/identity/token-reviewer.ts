@@ -14,7 +14,11 @@ export interface ReviewedCaller {
  * IdentityError `token_review_failed` when it cannot tell (-> 503, the agent retries).
  */
 export interface TokenReviewer {
-  review(token: string): Promise<ReviewedCaller | undefined>;
+  /**
+   * `admit`, when given, is called once before the reviewer asks an external system (the API server) about this
+   * token, and never for an answer it already has; it throws to refuse (the CA's per-address rate limit).
+   */
+  review(token: string, admit?: () => void): Promise<ReviewedCaller | undefined>;
 }
 
 function digest(s: string): Buffer {
@@ -23,7 +27,8 @@ function digest(s: string): Buffer {
 
 /**
  * Local mode: a JSON file `{"<token>": "<node name>"}`, read on every review so tokens can be added or revoked
- * without restarting the CA. Tokens are compared through fixed-length digests in constant time.
+ * without restarting the CA. Tokens are compared through fixed-length digests in constant time. It asks no one
+ * else, so it never calls `admit`: local mode is not rate-limited.
  */
 export class FileTokenReviewer implements TokenReviewer {
   constructor(private readonly path: string) {}

@@ -3,6 +3,7 @@ import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
 import forge from "node-forge";
 import pino from "pino";
@@ -14,7 +15,7 @@ import { CaRequestError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
 import { FileTokenReviewer } from "../../../agent/identity/token-reviewer.js";
 import type { PodSpec } from "../../../agent/kube/pod.js";
-import { newCa, sid } from "./helpers.js";
+import { hostileCsr, newCa, sid } from "./helpers.js";
 
 const pods: PodSpec[] = [
   { name: "cart-1", namespace: "shop", serviceAccount: "cart", nodeName: "node-a", labels: {}, netns: "", ips: [] },
@@ -183,6 +184,39 @@ test("bad JSON -> 400, wrong shape -> 400, oversized body -> 413, no token -> 40
     }).end();
   });
   t.is(notFound, 404);
+});
+
+test("CSR keys outside policy -> 400 bad_csr naming the problem; meanwhile the CA keeps answering", async (t) => {
+  const { server, ca, client } = await setup(t);
+  const legit = await cartReq();
+  const cases: Array<[string, RegExp]> = [
+    [hostileCsr(CART, 16384, { bits: 8192 }), /16384-bit RSA; 2048 to 4096 bits required/],
+    [hostileCsr(CART, 8192, 65537), /8192-bit RSA; 2048 to 4096 bits required/],
+    [hostileCsr(CART, 2048, 3), /exponent 3; only 65537 is accepted/],
+    [hostileCsr(CART, 1024, 65537), /1024-bit RSA; 2048 to 4096 bits required/],
+  ];
+  const body = (csr: string) =>
+    JSON.stringify({
+      csr,
+      identity: { namespace: "shop", serviceAccount: "cart" },
+      pod: { namespace: "shop", name: "cart-1" },
+    });
+  const started = Date.now();
+  const refused = cases.map(([csr]) => rawPost(server.url, ca.trustBundlePem(), body(csr)));
+  // Let the hostile requests reach the CA first; the timer itself runs on the CA's event loop (same process).
+  await sleep(200);
+  const [bundle, signed] = await Promise.all([client.trustBundle(), client.sign(legit)]);
+  const elapsed = Date.now() - started;
+  t.is(bundle, ca.trustBundlePem());
+  t.regex(signed.certChainPem, /BEGIN CERTIFICATE/);
+  // Generous liveness bound: before the key check, the 16384-bit key with an 8192-bit exponent held the CA 104 s.
+  t.true(elapsed < 5000, `bundle and a legitimate signature took ${elapsed} ms next to hostile CSRs`);
+  const answers = await Promise.all(refused);
+  for (const [i, [, reason]] of cases.entries()) {
+    const answer = answers[i] as { status: number; body: { code?: string; message?: string } };
+    t.deepEqual([answer.status, answer.body.code], [400, "bad_csr"], String(reason));
+    t.regex(answer.body.message ?? "", reason);
+  }
 });
 
 test("a CA that cannot be reached is reported as ca_unavailable (status 0)", async (t) => {

@@ -1,9 +1,11 @@
+import { generateKeyPair } from "node:crypto";
+import { promisify } from "node:util";
 import test from "ava";
 import forge from "node-forge";
 import { createCsrPem } from "../../../agent/identity/csr.js";
 import { IdentityError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
-import { newCa, sid } from "./helpers.js";
+import { hostileCsr, newCa, sid } from "./helpers.js";
 
 const id = sid("shop", "cart");
 const uri = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -97,6 +99,44 @@ test("CSRs asking for more or other than the SPIFFE URI are refused with csr_mis
     ["a subject", csrWith(keys, sanRequest([{ type: 6, value: uri }]), [{ name: "commonName", value: "admin" }])],
   ];
   for (const [what, csr] of cases) t.is(await refusal(t, csr), "csr_mismatch", what);
+});
+
+test("keys outside RSA 2048..4096 bits with exponent 65537 are refused as bad_csr, naming the problem", async (t) => {
+  const ca = await newCa();
+  const cases: Array<[string, string, RegExp]> = [
+    ["16384-bit modulus, 8192-bit exponent", hostileCsr(uri, 16384, { bits: 8192 }), /16384-bit RSA; 2048 to 4096/],
+    ["8192-bit modulus", hostileCsr(uri, 8192, 65537), /8192-bit RSA; 2048 to 4096/],
+    ["1024-bit modulus", hostileCsr(uri, 1024, 65537), /1024-bit RSA; 2048 to 4096/],
+    ["exponent 3", hostileCsr(uri, 2048, 3), /exponent 3; only 65537/],
+    ["4096-bit exponent", hostileCsr(uri, 4096, { bits: 4096 }), /a 4096-bit exponent; only 65537/],
+  ];
+  for (const [what, csr, reason] of cases) {
+    const err = t.throws(() => ca.signCsr(csr, id), { instanceOf: IdentityError }, what);
+    t.is(err?.code, "bad_csr", what);
+    t.regex(err?.message ?? "", reason, what);
+  }
+});
+
+test("the key policy's bounds are inclusive: a 4096-bit key is signed", async (t) => {
+  const ca = await newCa();
+  const { privateKey, publicKey } = await promisify(generateKeyPair)("rsa", {
+    modulusLength: 4096,
+    publicExponent: 65537,
+    publicKeyEncoding: { type: "spki", format: "pem" },
+    privateKeyEncoding: { type: "pkcs8", format: "pem" },
+  });
+  const pem = createCsrPem({ privateKeyPem: privateKey, publicKeyPem: publicKey }, uri);
+  t.regex(ca.signCsr(pem, id).certChainPem, /BEGIN CERTIFICATE/);
+});
+
+test("trailing bytes after the CSR are refused, not ignored", async (t) => {
+  const keys = await generateRsaKeyPair();
+  const der = Buffer.from(forge.util.decode64(createCsrPem(keys, uri).replace(/-----[^-]+-----|\s/g, "")), "binary");
+  const padded = Buffer.concat([der, Buffer.from([0, 0])]).toString("base64");
+  t.is(
+    await refusal(t, `-----BEGIN CERTIFICATE REQUEST-----\n${padded}\n-----END CERTIFICATE REQUEST-----\n`),
+    "bad_csr",
+  );
 });
 
 test("an identity outside the CA's trust domain is refused", async (t) => {

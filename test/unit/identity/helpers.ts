@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type Server, type Socket } from "node:net";
 import { connect, type SecureContext, TLSSocket } from "node:tls";
@@ -27,6 +28,33 @@ export async function issue(ca: MeshCa, id: SpiffeId): Promise<Workload> {
   const keys = await generateRsaKeyPair();
   const issued = ca.signCsr(createCsrPem(keys, formatSpiffeId(id)), id);
   return { keys, chainPem: issued.certChainPem, bundlePem: issued.trustBundlePem };
+}
+
+/**
+ * A CSR for a key no one holds: a random `modulusBits`-bit modulus, exponent `exponent` (a number) or a random
+ * `{ bits }`-bit one, and random bytes for a signature. The CA must refuse it on the key alone, before any signature
+ * work, so nothing here needs to be valid.
+ */
+export function hostileCsr(uri: string, modulusBits: number, exponent: number | { bits: number }): string {
+  // Whole bytes with the top bit set: exactly `bits` bits long (every size used here is a multiple of 8).
+  const big = (bits: number) => {
+    const bytes = randomBytes(bits / 8);
+    bytes[0] = (bytes[0] as number) | 0x80;
+    return new forge.jsbn.BigInteger(bytes.toString("hex"), 16);
+  };
+  const n = big(modulusBits);
+  const e = typeof exponent === "number" ? new forge.jsbn.BigInteger(String(exponent), 10) : big(exponent.bits);
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forge.pki.setRsaPublicKey(n, e);
+  csr.setAttributes([
+    { name: "extensionRequest", extensions: [{ name: "subjectAltName", altNames: [{ type: 6, value: uri }] }] },
+  ]);
+  // A junk signature below the modulus (leading zero byte), so an unchecked verifier does the whole exponentiation.
+  const junkSigner = {
+    sign: () => Buffer.concat([Buffer.alloc(1), randomBytes(modulusBits / 8 - 1)]).toString("binary"),
+  };
+  csr.sign(junkSigner as unknown as forge.pki.rsa.PrivateKey, forge.md.sha256.create());
+  return forge.pki.certificationRequestToPem(csr);
 }
 
 /** Hand-made certificates for the cases the CA refuses to produce (forge, signed with forge's own JS RSA). */

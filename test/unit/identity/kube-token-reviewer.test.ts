@@ -1,7 +1,4 @@
-import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:https";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import test from "ava";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
@@ -9,57 +6,20 @@ import { startCaServer } from "../../../agent/identity/ca-server.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
 import { IdentityError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
-import { KubeTokenReviewer, NODE_NAME_EXTRA } from "../../../agent/identity/kube-token-reviewer.js";
+import { KubeTokenReviewer } from "../../../agent/identity/kube-token-reviewer.js";
+import { AGENT, fakeApiServer as startFakeApiServer } from "./fake-api-server.js";
 import { newCa, sid } from "./helpers.js";
 
-const AGENT = "system:serviceaccount:ambit-system:ambit";
-
-/** A stand-in API server speaking just TokenReview, on loopback HTTPS with a certificate from a test CA. */
+/** The Kubernetes reviewer, pointed at a stand-in API server. */
 async function fakeApiServer(t: import("ava").ExecutionContext) {
-  const ca = await newCa(3600);
-  const keys = await generateRsaKeyPair();
-  const serving = ca.issueServingCertificate(keys, { dnsNames: ["localhost"], ips: ["127.0.0.1"] });
-  const seen: Array<{ path?: string; auth?: string; body: Record<string, unknown> }> = [];
-  const users: Record<string, object> = {
-    "agent-token": { username: AGENT, extra: { [NODE_NAME_EXTRA]: ["node-a"] } },
-    "pod-token": { username: "system:serviceaccount:shop:cart", extra: { [NODE_NAME_EXTRA]: ["node-a"] } },
-    "no-node": { username: AGENT },
-  };
-  const server = createServer({ key: keys.privateKeyPem, cert: serving.certChainPem }, (req, res) => {
-    let text = "";
-    req.on("data", (d) => {
-      text += d;
-    });
-    req.on("end", () => {
-      const body = JSON.parse(text) as { spec: { token: string; audiences?: string[] } };
-      seen.push({ path: req.url, auth: req.headers.authorization, body });
-      if (req.headers.authorization !== "Bearer ca-own-token" || body.spec.token === "boom") {
-        res.writeHead(500, { "content-type": "application/json" }).end('{"kind":"Status","code":500}');
-        return;
-      }
-      const user = users[body.spec.token];
-      const status = user ? { authenticated: true, user, audiences: ["ambit-ca"] } : { authenticated: false };
-      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ ...body, status }));
-    });
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const dir = await mkdtemp(join(tmpdir(), "ambit-kube-"));
-  const files = { ca: join(dir, "ca.crt"), token: join(dir, "token") };
-  await writeFile(files.ca, ca.trustBundlePem());
-  await writeFile(files.token, "ca-own-token\n");
-  t.teardown(async () => {
-    server.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const apiServer = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const api = await startFakeApiServer(t);
   const reviewer = new KubeTokenReviewer({
-    apiServer,
-    caFile: files.ca,
-    tokenFile: files.token,
+    apiServer: api.apiServer,
+    caFile: api.files.ca,
+    tokenFile: api.files.token,
     allowedUsers: [AGENT],
   });
-  return { reviewer, seen, apiServer, files, dir };
+  return { ...api, reviewer };
 }
 
 test("TokenReview: the agent's token yields its node; the request is a proper TokenReview", async (t) => {
