@@ -6,9 +6,11 @@ import { writePodFileAtomic } from "../kube/pod-file-write.js";
 import { type Logger, silentLogger } from "../log.js";
 import { deleteNetnsMany, trackChild, trackNetns, untrackNetns } from "./cleanup.js";
 import { SimCommandError, SimCreateError, SimUsageError } from "./errors.js";
+import { claimOctet, releaseOctet } from "./octets.js";
 import { type RunResult, run } from "./run.js";
 import {
   BRIDGE,
+  defaultOctet,
   NETNS_DIR,
   POD_INTERFACE,
   planSimCluster,
@@ -43,8 +45,12 @@ export class SimCluster {
   readonly #log: Logger;
   #destroying: Promise<void> | undefined;
 
+  /** The octet is ours to release (claimed by createSimCluster, not given by the caller). */
+  readonly #claimedOctet: boolean;
+
   /** @internal Use createSimCluster. */
-  constructor(plan: SimPlan, log: Logger) {
+  constructor(plan: SimPlan, log: Logger, claimedOctet = false) {
+    this.#claimedOctet = claimedOctet;
     this.prefix = plan.prefix;
     this.octet = plan.octet;
     this.ipv6 = plan.ipv6;
@@ -259,6 +265,7 @@ export class SimCluster {
       await deleteNetnsMany(names);
     } finally {
       for (const n of names) untrackNetns(n);
+      if (this.#claimedOctet) releaseOctet(this.octet);
     }
     this.#log.debug({ prefix: this.prefix, namespaces: names.length }, "sim: cluster destroyed");
   }
@@ -305,8 +312,16 @@ export async function createSimCluster(
   options: CreateSimClusterOptions = {},
 ): Promise<SimCluster> {
   const log = options.logger ?? silentLogger;
-  const plan = planSimCluster(spec, spec.prefix ?? randomPrefix());
-  const cluster = new SimCluster(plan, log);
+  const prefix = spec.prefix ?? randomPrefix();
+  const octet = spec.octet ?? claimOctet(defaultOctet(prefix));
+  let plan: SimPlan;
+  try {
+    plan = planSimCluster({ ...spec, octet }, prefix);
+  } catch (err) {
+    if (spec.octet === undefined) releaseOctet(octet);
+    throw err;
+  }
+  const cluster = new SimCluster(plan, log, spec.octet === undefined);
   const started = Date.now();
   try {
     await cluster.build(spec.onStep);

@@ -32,7 +32,10 @@ export interface SimClusterSpec {
   ipv6?: boolean;
   /** Netns name prefix, lowercase letters and digits, 2-10 chars; default "am" + 4 random hex digits. */
   prefix?: string;
-  /** Second IPv4 octet (and IPv6 group) of every address, 1-254; default derived from the prefix. */
+  /**
+   * Second IPv4 octet (and IPv6 group) of every address, 1-254. Default: one no other live cluster on this machine
+   * has claimed, starting from one derived from the prefix (createSimCluster claims it; see octets.ts).
+   */
   octet?: number;
   /** Called before each creation step (for progress output); throwing from it aborts creation and cleans up. */
   onStep?: (step: string) => void | Promise<void>;
@@ -195,7 +198,7 @@ export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
   return plan;
 }
 
-/** A stable octet in 1..254 from the prefix, so two clusters' addresses usually differ (they never collide anyway). */
+/** A stable octet in 1..254 from the prefix: where createSimCluster starts looking for an unclaimed one. */
 export function defaultOctet(prefix: string): number {
   let h = 0;
   for (const ch of prefix) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
