@@ -15,6 +15,7 @@ export interface NamespaceRecord {
 }
 
 export interface PodRecord {
+  /** metadata.uid; "" for an object without one (a hand-written manifest). */
   uid: string;
   name: string;
   namespace: string;
@@ -84,7 +85,10 @@ export type LabelSelector = Readonly<Record<string, string>>;
 export interface PeerAuthenticationRecord {
   name: string;
   namespace: string;
-  /** For precedence among policies at the same level: the oldest wins, as in Istio. */
+  /**
+   * metadata.creationTimestamp (RFC 3339), for precedence among policies at the same level: the oldest wins, as in
+   * Istio. "" for an object without one (a manifest): it counts as the oldest, as Go's zero time does in Istio.
+   */
   createdAt: string;
   /** spec.selector.matchLabels; absent: namespace-wide (mesh-wide in the root namespace). */
   selector?: LabelSelector;

@@ -4,11 +4,13 @@
  */
 import { runEnrollBench } from "./enroll-bench.js";
 import { runIdentityBench } from "./identity-bench.js";
+import { runKubeBench } from "./kube-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
   enroll: runEnrollBench,
   identity: runIdentityBench,
+  kube: runKubeBench,
   proxy: runProxyBench,
 };
 
