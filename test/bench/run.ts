@@ -4,11 +4,13 @@
  */
 import { runEnrollBench } from "./enroll-bench.js";
 import { runIdentityBench } from "./identity-bench.js";
+import { runNetnsBench } from "./netns-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
   enroll: runEnrollBench,
   identity: runIdentityBench,
+  netns: runNetnsBench,
   proxy: runProxyBench,
 };
 
