@@ -26,3 +26,12 @@ test("at most `max` addresses are read", (t) => {
   t.deepEqual(interfaceAddresses(1), all.slice(0, 1));
   t.deepEqual(interfaceAddresses(0), []);
 });
+
+test("what libc allocates for a listing is freed: memory stays flat over many listings", (t) => {
+  for (let i = 0; i < 2000; i++) interfaceAddresses();
+  const before = process.memoryUsage().rss;
+  for (let i = 0; i < 30_000; i++) interfaceAddresses();
+  const grownMb = (process.memoryUsage().rss - before) / 1e6;
+  // A list never freed, or a koffi view per address, grows RSS by 30-60 MB over as many listings.
+  t.true(grownMb < 16, `RSS grew ${grownMb.toFixed(1)} MB over 30,000 listings`);
+});
