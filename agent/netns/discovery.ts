@@ -13,11 +13,12 @@
  * confirmed through the descriptor handed back. The price: a namespace that gains one of a pod's IPs within
  * cacheTtlMs of its addresses being read is not seen as a second claimant until that entry expires.
  *
- * Measured (make bench BENCH=netns; 2 vCPUs, kernel 6.18, 52 namespaces with a process each): listing /proc costs
- * 10-16 us per process (2 ms for 128 processes, 14 ms for 1,124, 39 ms for 4,124), reading one namespace's
- * addresses 110-185 us; a cold resolve is both (12 / 23 / 45 ms), a cached one 0.2-0.3 ms, and 50 pods resolved
- * one after the other from cold 47-68 ms. All of it is synchronous on the main thread (the namespace visits must
- * be; the listing could move off it), so a cold scan on a node of 4,000 processes holds the event loop ~45 ms.
+ * Measured (make bench BENCH=netns, two runs; 2 vCPUs, kernel 6.18, 52 namespaces with a process each): listing
+ * /proc costs 9.5-16 us per process (2 ms for 125 processes, 11-14 ms for 1,124, 40 ms for 4,124), reading one
+ * namespace's addresses 100-185 us; a cold resolve is both (9-12 / 16-23 / 45 ms), a cached one 0.15-0.3 ms, and
+ * 50 pods resolved one after the other from cold 27-68 ms. All of it is synchronous on the main thread (the
+ * namespace visits must be; the listing could move off it), so a cold scan on a node of 4,000 processes holds the
+ * event loop for about 45 ms.
  */
 import { closeSync, openSync, readdirSync, readlinkSync, readSync } from "node:fs";
 import { performance } from "node:perf_hooks";
