@@ -65,8 +65,13 @@ export interface ScanStats {
   addressReads: number;
   /** Entries that vanished between listing and reading (the process exited) or whose PID now names another. */
   gone: number;
-  /** Entries or namespaces that could not be read (permissions, not a network namespace, ...). */
+  /** Entries that could not be read (permissions, an unexpected link). */
   unreadable: number;
+  /**
+   * Namespaces with processes in them that could not be opened through any of them, or not entered (not a network
+   * namespace): one of them may be the pod's, so "not found" is then not certain.
+   */
+  unreadableNamespaces: number;
   /** The listing was reused from an earlier scan. */
   cachedListing: boolean;
   /** Time spent listing /proc (0 when reused), and in all. */
@@ -209,7 +214,11 @@ export class NetnsDiscovery {
     }
     let usedCache = cachedListing;
     const opened = new Map<number, { fd: number; pid: number }>();
-    const counts = { gone: cachedListing ? 0 : listing.gone, unreadable: cachedListing ? 0 : listing.unreadable };
+    const counts = {
+      gone: cachedListing ? 0 : listing.gone,
+      unreadable: cachedListing ? 0 : listing.unreadable,
+      unreadableNamespaces: 0,
+    };
     try {
       const candidates: CandidateNamespace[] = [];
       let addressReads = 0;
@@ -221,11 +230,15 @@ export class NetnsDiscovery {
           continue;
         }
         const open = this.#openGroup(group, counts);
-        if (!open) continue;
+        if (open === "gone") continue;
+        if (open === "unreadable") {
+          counts.unreadableNamespaces++;
+          continue;
+        }
         opened.set(group.inode, open);
         const addresses = this.addressesOf(open.fd, `net:[${group.inode}] (pid ${open.pid})`);
         if (addresses === undefined) {
-          counts.unreadable++;
+          counts.unreadableNamespaces++;
           continue;
         }
         addressReads++;
@@ -240,6 +253,7 @@ export class NetnsDiscovery {
         addressReads,
         gone: counts.gone,
         unreadable: counts.unreadable,
+        unreadableNamespaces: counts.unreadableNamespaces,
         cachedListing,
         listMs: cachedListing ? 0 : round(listing.ms),
         ms: round(performance.now() - started),
@@ -257,13 +271,15 @@ export class NetnsDiscovery {
       if (!open) {
         // The addresses came from the cache: open the namespace now and confirm through that descriptor.
         const group = groups.get(decision.inode) as NamespaceGroup;
-        open = this.#openGroup(group, counts);
-        const confirmed = open && this.addressesOf(open.fd, `net:[${group.inode}] (pid ${open.pid})`);
-        if (open) opened.set(decision.inode, open);
-        if (!open || !confirmed?.some((a) => decision.ips.includes(a))) {
+        const reopened = this.#openGroup(group, counts);
+        const confirmed =
+          typeof reopened === "object" && this.addressesOf(reopened.fd, `net:[${group.inode}] (pid ${reopened.pid})`);
+        if (typeof reopened === "object") opened.set(decision.inode, reopened);
+        if (typeof reopened !== "object" || !confirmed || !confirmed.some((a) => decision.ips.includes(a))) {
           this.#addresses.delete(decision.inode);
           return { result: { kind: "not_found", stats: stats() }, usedCache: true };
         }
+        open = reopened;
       }
       opened.delete(decision.inode);
       const netns = { fd: open.fd, inode: decision.inode, pid: open.pid, ips: decision.ips };
@@ -301,18 +317,23 @@ export class NetnsDiscovery {
   /**
    * A descriptor of the group's namespace, through the first of its processes still there. fstat must show the inode
    * the link named: between readlink and open the process may have exited and its PID gone to another process.
+   * Otherwise "gone" (every process left) or "unreadable" (some could not be opened for another reason).
    */
   #openGroup(
     group: NamespaceGroup,
     counts: { gone: number; unreadable: number },
-  ): { fd: number; pid: number } | undefined {
+  ): { fd: number; pid: number } | "gone" | "unreadable" {
+    let unreadable = false;
     for (const pid of group.pids) {
       let fd: number;
       try {
         fd = openNetns(`${this.#root}/${pid}/ns/net`);
       } catch (err) {
         if (isGone(err)) counts.gone++;
-        else counts.unreadable++;
+        else {
+          counts.unreadable++;
+          unreadable = true;
+        }
         continue;
       }
       const id = netnsId(fd);
@@ -320,7 +341,7 @@ export class NetnsDiscovery {
       closeFdQuietly(fd);
       counts.gone++;
     }
-    return undefined;
+    return unreadable ? "unreadable" : "gone";
   }
 
   #podUidsOf(pids: readonly number[]): string[] {

@@ -7,7 +7,8 @@ import { AmbitError } from "../errors.js";
  *   path does not exist;
  * - netns_ambiguous: two or more namespaces hold the pod's IPs;
  * - netns_other_pod: only namespaces whose processes belong to other pods (by cgroup) hold them;
- * - netns_unreadable: /proc, the namespace or the record's path could not be read or opened;
+ * - netns_unreadable: /proc or the record's path could not be read, or no namespace read holds the pod's IPs while
+ *   some could not be read (the pod's may be among them);
  * - netns_host: the record's path names the host's or the agent's own namespace, which is never a pod's.
  */
 export type NotEnrolledReason =

@@ -190,6 +190,12 @@ export class NetnsRegistry {
     const list = pod.ips.join(", ");
     switch (found.kind) {
       case "not_found":
+        if (found.stats.unreadableNamespaces > 0) {
+          const n = found.stats.unreadableNamespaces;
+          return this.#fail(pod, "netns_unreadable", `no namespace read holds ${list}, and ${n} could not be read`, {
+            scan: found.stats,
+          });
+        }
         return this.#fail(pod, "netns_not_found", `no network namespace with a process in it holds ${list}`, {
           scan: found.stats,
         });

@@ -292,7 +292,7 @@ function fakeProc(
   return root;
 }
 
-test("a process that exits between scan steps is skipped, and a PID reused by another namespace is not trusted", async (t) => {
+test('a process that exits between scan steps is skipped, a PID reused by another namespace is not trusted, an unreadable namespace makes "not found" unsure', async (t) => {
   const c = await simCluster(t, ["a", "b"]);
   const [a, b] = [c.pod("a"), c.pod("b")];
   const [inA, inB] = [await sleeperIn(c, a.netnsName), await sleeperIn(c, b.netnsName)];
@@ -312,13 +312,22 @@ test("a process that exits between scan steps is skipped, and a PID reused by an
   const line = lines.find((l) => String(l.msg).includes("found and held open")) as { scan: { gone: number } };
   t.true(line.scan.gone >= 3, "entries 100, 101 and 200 counted as gone");
 
-  const onlyGone = fakeProc(t, [
+  const gone = [
     { pid: 100, inode: nsA },
     { pid: 101, inode: nsA, opensAs: `/proc/${inB.pid}/ns/net` },
-  ]);
+  ];
+  const onlyGone = fakeProc(t, gone);
   const second = registryFor(t, { procRoot: onlyGone });
   t.is(failed(second.registry.resolve(request(a))).reason, "netns_not_found", "a failure, not an exception");
   t.is(fdsOn(nsB), 0);
+
+  // A namespace that cannot be entered (here: not a network namespace) might have been the pod's.
+  const mnt = inodeOf("/proc/self/ns/mnt");
+  const unenterable = fakeProc(t, [...gone, { pid: 400, inode: mnt, opensAs: "/proc/self/ns/mnt" }]);
+  const third = registryFor(t, { procRoot: unenterable });
+  const unsure = failed(third.registry.resolve(request(a)));
+  t.is(unsure.reason, "netns_unreadable");
+  t.regex(unsure.error.message, /1 could not be read/);
 });
 
 test("a process churn in the namespace never breaks a scan", async (t) => {
