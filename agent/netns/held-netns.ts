@@ -14,10 +14,8 @@ export class HeldNetns implements HeldNetnsRef {
   readonly source: "scan" | "path";
   /** The record's path, or the /proc entry the namespace was first opened through. */
   readonly openedAt: string;
-  /** The pod IPs (canonical, see wantedIps) of the record it was resolved for. */
-  ips: readonly string[];
-  /** A process last seen in the namespace (scan only): checking that it is still there is the cheap liveness test. */
-  pid: number | undefined;
+  #ips: readonly string[];
+  #pid: number | undefined;
   #fd: number | undefined;
 
   constructor(init: {
@@ -36,8 +34,24 @@ export class HeldNetns implements HeldNetnsRef {
     this.inode = init.inode;
     this.source = init.source;
     this.openedAt = init.openedAt;
-    this.ips = init.ips;
-    this.pid = init.pid;
+    this.#ips = init.ips;
+    this.#pid = init.pid;
+  }
+
+  /** The pod IPs (canonical, see wantedIps) of the record it was last resolved for. */
+  get ips(): readonly string[] {
+    return this.#ips;
+  }
+
+  /** A process last seen in the namespace (scan only): checking that it is still there is the cheap liveness test. */
+  get pid(): number | undefined {
+    return this.#pid;
+  }
+
+  /** The registry resolved the same namespace again, for these IPs, seen through `pid`. */
+  refresh(ips: readonly string[], pid?: number): void {
+    this.#ips = ips;
+    this.#pid = pid ?? this.#pid;
   }
 
   get fd(): number {
@@ -53,7 +67,7 @@ export class HeldNetns implements HeldNetnsRef {
     return `network namespace net:[${this.inode}] of pod ${this.podKey} (${this.openedAt})`;
   }
 
-  /** Closes the descriptor; only the first call closes anything. */
+  /** Closes the descriptor; only the first call closes anything. Callers release through the registry instead. */
   close(): void {
     const fd = this.#fd;
     if (fd === undefined) return;

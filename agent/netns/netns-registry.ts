@@ -118,7 +118,7 @@ export class NetnsRegistry {
     const ips = wantedIps(pod.ips);
     const held = this.#held.get(pod.key);
     if (held?.source === "path" && held.openedAt === path && held.podUid === pod.uid && this.#pathNames(path, held)) {
-      held.ips = ips;
+      held.refresh(ips);
       return { ok: true, netns: held, replaced: false };
     }
     let fd: number;
@@ -167,8 +167,7 @@ export class NetnsRegistry {
     if (held && held.inode === found.inode && held.podUid === pod.uid) {
       // Same namespace, still open through `held` (a held descriptor keeps its inode from being reused).
       closeFdQuietly(found.fd);
-      held.ips = ips;
-      held.pid = found.pid ?? held.pid;
+      held.refresh(ips, found.pid);
       return { ok: true, netns: held, replaced: false };
     }
     const next = new HeldNetns({ podKey: pod.key, podUid: pod.uid, ips, ...found });
