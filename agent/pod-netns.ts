@@ -6,12 +6,22 @@
  * the pods' rules stay (their traffic is refused, never leaked), and the restarted agent re-enrolls them.
  */
 import type net from "node:net";
-import { inNetns, NetnsReturnError } from "../native-bindings/netns.js";
-import { connectInNetns, type MarkedConnectOptions } from "../native-bindings/sockets.js";
+import { inNetns, inNetnsFd, NetnsReturnError } from "../native-bindings/netns.js";
+import { connectInNetns, connectInNetnsFd, type MarkedConnectOptions } from "../native-bindings/sockets.js";
 import type { Logger } from "./log.js";
 
 /** Exit status of an agent that lost its own network namespace. */
 export const EXIT_NETNS_LOST = 70;
+
+/**
+ * A network namespace the agent holds open (agent/netns/): `fd` stays valid until the holder releases it, and reading
+ * `fd` afterwards throws rather than hand out a number the process may since have given to another file.
+ */
+export interface HeldNetnsRef {
+  readonly fd: number;
+  /** Names the namespace in logs and errors: the pod, the inode, where it was found. */
+  readonly description: string;
+}
 
 /** Run `fn` inside the namespace at `path` and come back, or stop the process if coming back fails. */
 export function inPodNetns<T>(path: string, fn: () => T, log: Logger): T {
@@ -23,12 +33,32 @@ export function inPodNetns<T>(path: string, fn: () => T, log: Logger): T {
   }
 }
 
+/** inPodNetns for a namespace held open by descriptor. */
+export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: Logger): T {
+  try {
+    return inNetnsFd(netns.fd, fn, netns.description);
+  } catch (err) {
+    exitIfNetnsLost(err, log, netns.description);
+    throw err;
+  }
+}
+
 /** A marked connection from inside the namespace at `path`; stops the process if the thread cannot come back. */
 export function connectFromPod(path: string, options: MarkedConnectOptions, log: Logger): Promise<net.Socket> {
   try {
     return connectInNetns(path, options);
   } catch (err) {
     exitIfNetnsLost(err, log, path);
+    return Promise.reject(err);
+  }
+}
+
+/** connectFromPod for a namespace held open by descriptor: no open/close of a path per connection. */
+export function connectFromPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: Logger): Promise<net.Socket> {
+  try {
+    return connectInNetnsFd(netns.fd, options, netns.description);
+  } catch (err) {
+    exitIfNetnsLost(err, log, netns.description);
     return Promise.reject(err);
   }
 }

@@ -13,6 +13,8 @@ const raw = {
   listen: libc.func("int listen(int fd, int backlog)"),
   setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t len)"),
   getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)"),
+  getifaddrs: libc.func("int getifaddrs(_Out_ void **ifap)"),
+  freeifaddrs: libc.func("void freeifaddrs(void *ifa)"),
 };
 
 export const AF_INET = 2;
@@ -58,6 +60,15 @@ export function close(fd: number): void {
   check("close", raw.close(fd));
 }
 
+/** Close an fd we own after a failure, or once done with it, without hiding the error that matters. */
+export function closeFdQuietly(fd: number): void {
+  try {
+    close(fd);
+  } catch {
+    // The fd is gone either way; the first error is the one worth reporting.
+  }
+}
+
 export function setns(fd: number, nstype: number, detail?: string): void {
   check("setns", raw.setns(fd, nstype), detail);
 }
@@ -92,4 +103,18 @@ export function getsockoptBuffer(fd: number, level: number, name: number, size: 
   const len = [size];
   check("getsockopt", raw.getsockopt(fd, level, name, buf, len), detail);
   return buf.subarray(0, len[0]);
+}
+
+/**
+ * getifaddrs(3): the head of a libc-allocated `struct ifaddrs` list (null when there are no interfaces at all).
+ * The caller must hand it to freeifaddrs exactly once.
+ */
+export function getifaddrs(): bigint | null {
+  const head: Array<bigint | null> = [null];
+  check("getifaddrs", raw.getifaddrs(head));
+  return head[0] ?? null;
+}
+
+export function freeifaddrs(head: bigint): void {
+  raw.freeifaddrs(head);
 }

@@ -1,4 +1,5 @@
-import { CLONE_NEWNET, close, O_CLOEXEC, O_RDONLY, open, setns } from "./libc.js";
+import { fstatSync, statSync } from "node:fs";
+import { CLONE_NEWNET, closeFdQuietly, O_CLOEXEC, O_RDONLY, open, setns } from "./libc.js";
 
 /**
  * The agent's own network namespace, opened once. setns() changes only the calling thread, and all of ambit's
@@ -7,7 +8,7 @@ import { CLONE_NEWNET, close, O_CLOEXEC, O_RDONLY, open, setns } from "./libc.js
 let homeFd: number | undefined;
 
 function home(): number {
-  homeFd ??= open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  homeFd ??= openNetns("/proc/self/ns/net");
   return homeFd;
 }
 
@@ -17,26 +18,55 @@ export class NetnsReturnError extends Error {
 }
 
 /**
- * Run `fn` synchronously inside the network namespace at `path` (/var/run/netns/NAME or /proc/PID/ns/net) and
- * always come back, even when `fn` throws. Sockets created inside keep that namespace for their whole life.
+ * A descriptor of the namespace at `path` (/var/run/netns/NAME or /proc/PID/ns/net), for inNetnsFd. Holding it
+ * keeps that namespace alive and names it for good, where a /proc/PID path names whatever namespace the process
+ * holding that PID is in when the path is opened.
  */
-export function inNetns<T>(path: string, fn: () => T): T {
+export function openNetns(path: string): number {
+  return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/** A namespace's identity: nsfs inode and device (what `ip netns identify` and lsns compare). */
+export interface NetnsId {
+  inode: number;
+  dev: number;
+}
+
+/** The identity of the namespace an open descriptor or a path refers to (fstat/stat; Node's own calls suffice). */
+export function netnsId(fdOrPath: number | string): NetnsId {
+  const st = typeof fdOrPath === "number" ? fstatSync(fdOrPath) : statSync(fdOrPath);
+  return { inode: st.ino, dev: st.dev };
+}
+
+/**
+ * Run `fn` synchronously inside the network namespace open at `fd` and always come back, even when `fn` throws.
+ * Sockets created inside keep that namespace for their whole life. `description` names the namespace in errors.
+ */
+export function inNetnsFd<T>(fd: number, fn: () => T, description = `network namespace fd ${fd}`): T {
   const self = home();
-  const target = open(path, O_RDONLY | O_CLOEXEC);
-  try {
-    setns(target, CLONE_NEWNET, path);
-  } finally {
-    close(target);
-  }
+  setns(fd, CLONE_NEWNET, description);
   let result: T;
   try {
     result = fn();
   } catch (err) {
-    returnHome(self, path);
+    returnHome(self, description);
     throw err;
   }
-  returnHome(self, path);
+  returnHome(self, description);
   return result;
+}
+
+/**
+ * inNetnsFd for the namespace at `path` (/var/run/netns/NAME or /proc/PID/ns/net), opened for this call only.
+ * Closing it quietly: a close error must never take the place of a NetnsReturnError.
+ */
+export function inNetns<T>(path: string, fn: () => T): T {
+  const target = openNetns(path);
+  try {
+    return inNetnsFd(target, fn, path);
+  } finally {
+    closeFdQuietly(target);
+  }
 }
 
 function returnHome(self: number, from: string): void {

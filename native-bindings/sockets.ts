@@ -3,7 +3,7 @@ import {
   AF_INET,
   AF_INET6,
   bind,
-  close,
+  closeFdQuietly,
   getsockoptBuffer,
   IP_TRANSPARENT,
   IPPROTO_TCP,
@@ -30,7 +30,7 @@ import {
   TCP_KEEPINTVL,
   TCP_USER_TIMEOUT,
 } from "./libc.js";
-import { inNetns } from "./netns.js";
+import { inNetns, inNetnsFd } from "./netns.js";
 import { decodeSockaddr, type Endpoint, encodeSockaddr, familyOf } from "./sockaddr.js";
 
 export type { Endpoint };
@@ -39,14 +39,7 @@ function tcpSocket(family: 4 | 6): number {
   return socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
-/** Close an fd we own after a failure, without hiding the original error. */
-export function closeFdQuietly(fd: number): void {
-  try {
-    close(fd);
-  } catch {
-    // The fd is gone either way; the first error is the one worth reporting.
-  }
-}
+export { closeFdQuietly };
 
 export interface ListenerOptions {
   address: string;
@@ -109,20 +102,45 @@ export interface MarkedConnectOptions {
  * must forward one side's FIN without closing the other direction.
  */
 export function connectInNetns(netnsPath: string, options: MarkedConnectOptions): Promise<net.Socket> {
+  return connectMarked(
+    inNetns(netnsPath, () => markedSocket(options)),
+    options,
+  );
+}
+
+/**
+ * connectInNetns from inside the namespace open at `netnsFd` (openNetns): no open/close of a path per connection,
+ * and no chance that a /proc/PID path names another process's namespace by the time it is opened.
+ */
+export function connectInNetnsFd(
+  netnsFd: number,
+  options: MarkedConnectOptions,
+  description?: string,
+): Promise<net.Socket> {
+  return connectMarked(
+    inNetnsFd(netnsFd, () => markedSocket(options), description),
+    options,
+  );
+}
+
+/** The unconnected, marked socket, created in the calling thread's current namespace. */
+function markedSocket(options: MarkedConnectOptions): number {
   const where = `${options.address}:${options.port}`;
-  const fd = inNetns(netnsPath, () => {
-    const s = tcpSocket(familyOf(options.address));
-    try {
-      setsockoptInt(s, SOL_SOCKET, SO_MARK, options.mark, where);
-      if (options.sendBuffer) setsockoptInt(s, SOL_SOCKET, SO_SNDBUF, options.sendBuffer, where);
-      if (options.receiveBuffer) setsockoptInt(s, SOL_SOCKET, SO_RCVBUF, options.receiveBuffer, where);
-      if (options.scopeId) setsockoptInt(s, SOL_SOCKET, SO_BINDTOIFINDEX, options.scopeId, where);
-      return s;
-    } catch (err) {
-      closeFdQuietly(s);
-      throw err;
-    }
-  });
+  const s = tcpSocket(familyOf(options.address));
+  try {
+    setsockoptInt(s, SOL_SOCKET, SO_MARK, options.mark, where);
+    if (options.sendBuffer) setsockoptInt(s, SOL_SOCKET, SO_SNDBUF, options.sendBuffer, where);
+    if (options.receiveBuffer) setsockoptInt(s, SOL_SOCKET, SO_RCVBUF, options.receiveBuffer, where);
+    if (options.scopeId) setsockoptInt(s, SOL_SOCKET, SO_BINDTOIFINDEX, options.scopeId, where);
+    return s;
+  } catch (err) {
+    closeFdQuietly(s);
+    throw err;
+  }
+}
+
+function connectMarked(fd: number, options: MarkedConnectOptions): Promise<net.Socket> {
+  const where = `${options.address}:${options.port}`;
   // manualStart (Node's own option for sockets it connects later) keeps it from reading an unconnected socket;
   // connect() then reuses this handle and starts reading once connected.
   const socket = new net.Socket({ fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts);

@@ -5,12 +5,14 @@
 import { runEnrollBench } from "./enroll-bench.js";
 import { runIdentityBench } from "./identity-bench.js";
 import { runKubeBench } from "./kube-bench.js";
+import { runNetnsBench } from "./netns-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
   enroll: runEnrollBench,
   identity: runIdentityBench,
   kube: runKubeBench,
+  netns: runNetnsBench,
   proxy: runProxyBench,
 };
 

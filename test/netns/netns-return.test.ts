@@ -21,6 +21,7 @@ import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
 const script = join(import.meta.dirname, "support", "lost-netns-agent.js");
+const fdScript = join(import.meta.dirname, "support", "lost-netns-fd.js");
 
 /** The sabotaged agent for node n1, once its fault is in place; resolves `exited` with its status and log lines. */
 async function sabotagedAgent(t: ExecutionContext, cluster: SimCluster) {
@@ -88,3 +89,26 @@ test("an enrollment that cannot return home stops the agent", async (t) => {
     "not treated as an ordinary, retried failure",
   );
 });
+
+for (const mode of ["run", "connect"]) {
+  test(`entering by descriptor (${mode}) that cannot return home stops the process`, async (t) => {
+    const cluster = await clusterFor(t, { nodes: [{ name: "n1", pods: [{ name: "a" }] }] });
+    const child = spawn(process.execPath, [fdScript, cluster.pod("a").netnsPath, mode], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    t.teardown(() => child.kill("SIGKILL"));
+    const lines: Array<Record<string, unknown>> = [];
+    createInterface({ input: child.stdout }).on("line", (line) => lines.push(JSON.parse(line)));
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const [code] = await once(child, "exit");
+    t.is(code, EXIT_NETNS_LOST, stderr);
+    t.truthy(fatalLine(lines));
+    t.false(
+      lines.some((l) => l.msg === "survived"),
+      "nothing runs after the failed return",
+    );
+  });
+}

@@ -6,7 +6,7 @@ import { repositoryRoot } from "../../support/repository.js";
 const ROOT = repositoryRoot(import.meta.url);
 // Bindings that switch the thread's namespace; agent code reaches them only through agent/pod-netns.ts, which stops
 // the process when the thread cannot come back.
-const ENTERING = ["inNetns", "connectInNetns", "openListenerFdInNetns"];
+const ENTERING = ["inNetns", "inNetnsFd", "connectInNetns", "connectInNetnsFd", "openListenerFdInNetns"];
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
