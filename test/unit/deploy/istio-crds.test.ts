@@ -1,15 +1,18 @@
 // deploy/kubernetes/crds: Istio's PeerAuthentication and AuthorizationPolicy CRDs for clusters without Istio. They
 // must be replaceable in place by Istio's own (same identity and versions), accept every object Istio's accept
 // without pruning a field of it, and refuse what the agent could not read.
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "ava";
+import { convertAuthorizationPolicy, convertPeerAuthentication } from "../../../agent/kube/convert-istio.js";
 import { repositoryRoot } from "../../support/repository.js";
 import { type JsonSchema, objectProblems, structuralProblems } from "./crd-schema.js";
-import { type KubeObject, loadKustomization } from "./manifests.js";
+import { type KubeObject, loadKustomization, parseYamlDocuments } from "./manifests.js";
 
 const ROOT = repositoryRoot(import.meta.url);
 const KUBERNETES = join(ROOT, "deploy", "kubernetes");
 const CRDS = loadKustomization(ROOT, join(KUBERNETES, "crds")).map(({ object }) => object);
+const README = join(ROOT, "deploy", "README.md");
 
 interface CrdVersion {
   name: string;
@@ -205,4 +208,29 @@ test("AuthorizationPolicies the agent could not read are refused", (t) => {
   t.deepEqual(invalid({ selector: { matchLabels: ["app"] } }), [
     '/spec/selector/matchLabels: must be object, got ["app"]',
   ]);
+});
+
+test("the policy examples in deploy/README.md are valid under these CRDs and read by the agent as written", (t) => {
+  const blocks = [...readFileSync(README, "utf8").matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
+  const examples = blocks
+    .flatMap((block, i) => parseYamlDocuments(block, `deploy/README.md yaml block ${i}`))
+    .map((value) => value as KubeObject)
+    .filter((o) => o.apiVersion?.startsWith("security.istio.io/"));
+  const modes = examples.map((o) => {
+    t.deepEqual(problemsOf(o), { invalid: [], pruned: [] }, `${o.kind} ${o.metadata.name}`);
+    const converted = o.kind === "PeerAuthentication" ? convertPeerAuthentication(o) : convertAuthorizationPolicy(o);
+    if ("problem" in converted) return t.fail(converted.problem);
+    return "mtls" in converted.record
+      ? `${o.metadata.namespace} ${converted.record.selector ? "workload" : "namespace"} ${converted.record.mtls}`
+      : `${o.metadata.namespace} ${converted.record.action}`;
+  });
+  // The README shows a namespace-wide STRICT and a workload DISABLE.
+  t.true(
+    modes.some((m) => m?.endsWith(" namespace STRICT")),
+    `${modes}`,
+  );
+  t.true(
+    modes.some((m) => m?.endsWith(" workload DISABLE")),
+    `${modes}`,
+  );
 });
