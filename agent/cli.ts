@@ -1,6 +1,6 @@
 #!/usr/bin/env node
+import { caCommand } from "./ca/ca-command.js";
 import { agentCommand } from "./cli/agent-command.js";
-import { caCommand } from "./cli/ca-command.js";
 import { certsCommand } from "./cli/certs-command.js";
 import { tapCommand } from "./cli/tap-command.js";
 /**

@@ -4,10 +4,12 @@
  */
 import type { CertManager, IdentitySnapshot } from "../identity/cert-manager.js";
 import { formatSpiffeId, identityOfPod, type SpiffeId } from "../identity/spiffe.js";
-import { findNamespace } from "../kube/cluster-lookup.js";
+import { podsOfNode } from "../kube/cluster-state.js";
 import { enrolledPods } from "../kube/enrollment-diff.js";
-import { isMeshEnrolled, peerAuthenticationMode } from "../kube/mesh-selection.js";
-import { type PeerAuthenticationMode, type PodSpec, podKey } from "../kube/pod.js";
+import { isMeshEnrolled } from "../kube/mesh-selection.js";
+import { type MtlsDecision, peerAuthenticationResolver } from "../kube/peer-authentication.js";
+import { objectKey, type PodRecord } from "../kube/records.js";
+import type { SourceHealth } from "../kube/source.js";
 import type { NodeAgent } from "../node/node-agent.js";
 import type { Redirector } from "../redirect/enroller.js";
 import type { ReadinessFacts } from "./readiness.js";
@@ -15,20 +17,23 @@ import type { ReadinessFacts } from "./readiness.js";
 export interface AgentParts {
   nodeName: string;
   trustDomain: string;
+  rootNamespace: string;
   agent: NodeAgent;
   certs: CertManager;
   redirector: Redirector;
-  /** True once the pod source delivered its first view and the agent applied it. */
+  /** True once the cluster source delivered its first view and the agent applied it. */
   sourceStarted: () => boolean;
+  sourceHealth: () => SourceHealth;
 }
 
 export function readinessFacts(parts: AgentParts): ReadinessFacts {
-  const enrolled = new Map(parts.redirector.enrolled().map((e) => [podKey(e.pod), e]));
+  const enrolled = new Map(parts.redirector.enrolled().map((e) => [objectKey(e.pod), e]));
   return {
     sourceStarted: parts.sourceStarted(),
+    sourceProblems: parts.sourceHealth().reasons,
     failedPods: parts.agent.failedPods(),
     pods: enrolledPods(parts.agent.state, parts.nodeName).map((pod) => {
-      const key = podKey(pod);
+      const key = objectKey(pod);
       const id = podIdentity(pod, parts.trustDomain);
       return {
         pod: key,
@@ -43,46 +48,66 @@ export function readinessFacts(parts: AgentParts): ReadinessFacts {
 export interface ConfigDump {
   node: string;
   trustDomain: string;
-  workloads: Array<{
+  rootNamespace: string;
+  source: SourceHealth;
+  /** This node's pods (the cluster's other pods are only in the workload index: counted, not listed). */
+  pods: Array<{
     pod: string;
-    node: string;
+    uid: string;
     workload: string;
     serviceAccount: string;
-    ips: string[];
+    ips: readonly string[];
+    phase: string;
     meshed: boolean;
-    peerAuthentication: PeerAuthenticationMode;
+    /** The PeerAuthentication decision for plaintext to the pod (port 0: no port-level setting). */
+    peerAuthentication: MtlsDecision;
   }>;
-  namespaces: Array<{ name: string; labels: Record<string, string>; peerAuthentication?: PeerAuthenticationMode }>;
+  cluster: {
+    pods: number;
+    namespaces: number;
+    services: number;
+    peerAuthentications: number;
+    authorizationPolicies: number;
+  };
   enrolled: Array<{
     pod: string;
     identity: string;
+    netns: string;
     listeners: Array<{ kind: string; family: number; address: string }>;
   }>;
   identities: IdentitySnapshot[];
-  failedPods: string[];
+  notEnrolled: Array<{ pod: string; reason: string }>;
 }
 
 export function configDump(parts: AgentParts): ConfigDump {
   const state = parts.agent.state;
+  const policies = peerAuthenticationResolver(state, parts.rootNamespace);
   return {
     node: parts.nodeName,
     trustDomain: parts.trustDomain,
-    workloads: state.pods.map((p) => {
-      const ns = findNamespace(state, p.namespace);
-      return {
-        pod: podKey(p),
-        node: p.nodeName,
-        workload: p.workload ?? p.name,
-        serviceAccount: p.serviceAccount || "default",
-        ips: [...p.ips],
-        meshed: isMeshEnrolled(p, ns),
-        peerAuthentication: peerAuthenticationMode(p, ns),
-      };
-    }),
-    namespaces: state.namespaces.map((n) => ({ ...n, labels: { ...n.labels } })),
+    rootNamespace: parts.rootNamespace,
+    source: parts.sourceHealth(),
+    pods: podsOfNode(state, parts.nodeName).map((p) => ({
+      pod: objectKey(p),
+      uid: p.uid,
+      workload: p.workload,
+      serviceAccount: p.serviceAccount,
+      ips: p.ips,
+      phase: p.phase,
+      meshed: isMeshEnrolled(p, state.namespaces.get(p.namespace)),
+      peerAuthentication: policies.explain(p, 0),
+    })),
+    cluster: {
+      pods: state.pods.size,
+      namespaces: state.namespaces.size,
+      services: state.services.size,
+      peerAuthentications: state.peerAuthentications.size,
+      authorizationPolicies: state.authorizationPolicies.size,
+    },
     enrolled: parts.redirector.enrolled().map((e) => ({
-      pod: podKey(e.pod),
+      pod: objectKey(e.pod),
       identity: formatIdentity(e.pod, parts.trustDomain),
+      netns: e.netns.description,
       listeners: e.listeners.map((l) => {
         const a = l.server.address();
         return {
@@ -93,14 +118,14 @@ export function configDump(parts: AgentParts): ConfigDump {
       }),
     })),
     identities: parts.certs.snapshot(),
-    failedPods: parts.agent.failedPods(),
+    notEnrolled: parts.agent.failedPods(),
   };
 }
 
 const INVALID = "(invalid)";
 
-/** A pod spec whose identity cannot be formed never gets a certificate; shown as "(invalid)". */
-function podIdentity(pod: PodSpec, trustDomain: string): SpiffeId | undefined {
+/** A pod whose identity cannot be formed never gets a certificate; shown as "(invalid)". */
+function podIdentity(pod: PodRecord, trustDomain: string): SpiffeId | undefined {
   try {
     return identityOfPod(pod, trustDomain);
   } catch {
@@ -108,7 +133,7 @@ function podIdentity(pod: PodSpec, trustDomain: string): SpiffeId | undefined {
   }
 }
 
-function formatIdentity(pod: PodSpec, trustDomain: string): string {
+function formatIdentity(pod: PodRecord, trustDomain: string): string {
   const id = podIdentity(pod, trustDomain);
   return id ? formatSpiffeId(id) : INVALID;
 }

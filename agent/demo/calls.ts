@@ -4,13 +4,13 @@
  * call must never be plaintext).
  */
 import type { ConfigDump } from "../admin/facts.js";
-import type { PeerAuthenticationMode } from "../kube/pod.js";
-import type { SimCluster } from "../sim/index.js";
+import type { MtlsMode } from "../kube/records.js";
+import { endpointsOf, type SimCluster, type SimPod } from "../sim/index.js";
 import { describeRows, rowsFor } from "./observe.js";
 import { getIn, PORTS, waitFor } from "./processes.js";
-import type { Call } from "./scenario.js";
+import { APP_PORT, type Call, SERVICE_PORT } from "./scenario.js";
 
-/** Rows already attributed to a call, across both phases ("node:id"). */
+/** Rows already attributed to a call, across all phases ("node:id"). */
 const used = new Set<string>();
 
 function firstLine(err: unknown): string {
@@ -18,22 +18,42 @@ function firstLine(err: unknown): string {
   return (e.stderr?.trim() || e.message || String(err)).split("\n")[0] as string;
 }
 
-/** Runs each call in turn, printing two or three lines per call; returns how many did not behave as expected. */
+/** Where a call goes: a pod's IP on the app port, or a Service's ClusterIP on the Service port (any endpoint). */
+function destination(cluster: SimCluster, to: string): { url: string; label: string; pods: SimPod[] } {
+  if (to.startsWith("svc/")) {
+    const service = cluster.services.find((s) => s.name === to.slice(4));
+    if (!service) throw new Error(`the demo cluster has no Service ${to}`);
+    const vip = service.clusterIPs[0] as string;
+    return {
+      url: `http://${vip}:${SERVICE_PORT}/`,
+      label: `${to} (${vip}):${SERVICE_PORT}`,
+      pods: endpointsOf(service, cluster.pods),
+    };
+  }
+  const pod = cluster.pods.find((p) => p.name === to);
+  if (!pod) throw new Error(`the demo cluster has no pod ${to}`);
+  return { url: `http://${pod.ipv4}:${APP_PORT}/`, label: `${to}:${APP_PORT}`, pods: [pod] };
+}
+
+/**
+ * Runs each call in turn, printing two or three lines per call; returns how many did not behave as expected and
+ * which pods answered (the endpoints a Service spread its calls over).
+ */
 export async function runCalls(
   cluster: SimCluster,
   calls: readonly Call[],
-  port: number,
   out: (line: string) => void,
-): Promise<number> {
+): Promise<{ failures: number; answeredBy: string[] }> {
   let failures = 0;
+  const answeredBy: string[] = [];
   for (const call of calls) {
-    const from = cluster.pod(call.from);
-    const to = cluster.pod(call.to);
+    const from = cluster.pods.find((p) => p.name === call.from) as SimPod;
+    const to = destination(cluster, call.to);
     const t = Date.now();
     let answer = "";
     let error = "";
     try {
-      answer = await getIn(cluster, from.netnsName, `http://${to.ipv4}:${port}/`, 3000);
+      answer = await getIn(cluster, from.netnsName, to.url, 3000);
     } catch (err) {
       error = firstLine(err);
     }
@@ -41,11 +61,20 @@ export async function runCalls(
     const ok = error === "";
     const problems: string[] = [];
     if (ok !== call.expectOk) problems.push(call.expectOk ? `expected to succeed: ${error}` : "expected refusal");
-    const label = `${call.from} -> ${call.to}:${port}`.padEnd(26);
     const lines: string[] = [];
     if (ok && call.expectTls !== undefined) {
-      const rows = await rowsFor(cluster, from, to, port, call.expectTls ? 2 : 1, used);
-      lines.push(...describeRows(from, to, rows));
+      const server = /hello from (\S+);/.exec(answer)?.[1] ?? "";
+      answeredBy.push(server);
+      const served = to.pods.filter((p) => p.name === server);
+      const rows = await rowsFor(
+        cluster,
+        from,
+        served.length ? served : to.pods,
+        APP_PORT,
+        call.expectTls ? 2 : 1,
+        used,
+      );
+      lines.push(...describeRows(from, server || call.to, rows));
       const wrong = rows.filter((r) => r.row.tls !== call.expectTls);
       if (rows.length === 0) problems.push("no agent recorded the connection");
       if (wrong.length > 0) problems.push(`expected tls=${call.expectTls}, agent ${wrong[0]?.node} recorded otherwise`);
@@ -55,19 +84,20 @@ export async function runCalls(
     }
     failures += problems.length > 0 ? 1 : 0;
     const status = problems.length > 0 ? "FAIL" : "ok  ";
-    out(`  ${status} ${label} ${call.what}, ${ms} ms`);
+    out(`  ${status} ${`${call.from} -> ${to.label}`.padEnd(44)} ${call.what}, ${ms} ms`);
     for (const line of [...lines, ...problems.map((p) => `problem: ${p}`)]) out(`         ${line}`);
   }
-  return failures;
+  return { failures, answeredBy };
 }
 
-/** Waits until every agent has applied a pod file that sets `mode` on the default namespace. */
-export async function waitForMode(cluster: SimCluster, mode: PeerAuthenticationMode): Promise<void> {
-  await waitFor(`the agents to apply PeerAuthentication ${mode}`, async () => {
-    for (const node of cluster.nodes) {
-      const text = await getIn(cluster, node.netnsName, `http://127.0.0.1:${PORTS.admin}/config_dump`);
+/** Waits until every agent's PeerAuthentication decision for `pod` (namespace/name) on the app port is `mode`. */
+export async function waitForMode(cluster: SimCluster, pod: string, mode: MtlsMode): Promise<void> {
+  const node = cluster.pods.find((p) => `${p.namespace}/${p.name}` === pod)?.nodeName;
+  await waitFor(`the agents to apply PeerAuthentication ${mode} to ${pod}`, async () => {
+    for (const n of cluster.nodes.filter((x) => x.name === node)) {
+      const text = await getIn(cluster, n.netnsName, `http://127.0.0.1:${PORTS.admin}/config_dump`);
       const dump = JSON.parse(text) as ConfigDump;
-      if (dump.namespaces.find((n) => n.name === "default")?.peerAuthentication !== mode) return false;
+      if (dump.pods.find((p) => p.pod === pod)?.peerAuthentication.mode !== mode) return false;
     }
     return true;
   });

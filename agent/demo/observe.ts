@@ -25,24 +25,26 @@ export async function closedRows(cluster: SimCluster): Promise<SeenRow[]> {
 }
 
 /**
- * Rows for one call from `from` to `to`:port not reported before (`used` holds "node:id"). Waits until `want` rows
- * are there (2 when both ends are meshed: each agent reports its side) or the timeout passes.
+ * Rows for one call from `from` to one of `to` (a pod, or a Service's endpoints) on `port`, not reported before
+ * (`used` holds "node:id"). Waits until `want` rows are there (2 when both ends are meshed: each agent reports its
+ * side) or the timeout passes.
  */
 export async function rowsFor(
   cluster: SimCluster,
   from: SimPod,
-  to: SimPod,
+  to: readonly SimPod[],
   port: number,
   want: number,
   used: Set<string>,
   timeoutMs = 3000,
 ): Promise<SeenRow[]> {
   const deadline = Date.now() + timeoutMs;
+  const targets = new Set(to.map((p) => p.ipv4));
   for (;;) {
     const rows = (await closedRows(cluster)).filter(
       ({ node, row }) =>
         !used.has(`${node}:${row.id}`) &&
-        row.destination.ip === to.ipv4 &&
+        targets.has(row.destination.ip) &&
         row.destination.port === port &&
         (row.reporter === "source" ? row.pod === `${from.namespace}/${from.name}` : row.source.ip === from.ipv4),
     );
@@ -57,7 +59,7 @@ export async function rowsFor(
 const shortId = (principal: string) => principal || "(no identity: plaintext)";
 
 /** Two lines for one call: identities and tls, then bytes and which agents saw it. */
-export function describeRows(from: SimPod, to: SimPod, rows: SeenRow[]): string[] {
+export function describeRows(from: SimPod, to: string, rows: SeenRow[]): string[] {
   const src = rows.find((r) => r.row.reporter === "source")?.row;
   const dst = rows.find((r) => r.row.reporter === "destination")?.row;
   const any = src ?? dst;
@@ -68,7 +70,7 @@ export function describeRows(from: SimPod, to: SimPod, rows: SeenRow[]): string[
   const principal = (side: "source" | "destination") =>
     shortId((side === "source" ? (dst ?? src) : (src ?? dst))?.[side].principal ?? "");
   return [
-    `${from.name} ${principal("source")} -> ${to.name} ${principal("destination")}  tls=${tls}`,
+    `${from.name} ${principal("source")} -> ${to} ${principal("destination")}  tls=${tls}`,
     `request ${formatBytes(bytes?.sent ?? 0)}, response ${formatBytes(bytes?.received ?? 0)}; ` +
       `recorded by ${rows.map((r) => `agent ${r.node} (${r.row.reporter})`).join(" and ")}`,
   ];

@@ -85,7 +85,7 @@ export interface Ca {
  * other node through the fabric, as agents reach a CA Service in a cluster. Callers are authenticated by a token
  * file mapping one random token per node; the CA only signs for pods on the caller's node.
  */
-export async function startCa(cluster: SimCluster, dir: string, podFile: string): Promise<Ca> {
+export async function startCa(cluster: SimCluster, dir: string, manifests: string): Promise<Ca> {
   const host = cluster.nodes[0];
   if (!host) throw new Error("the demo cluster has no nodes");
   const tokens: Record<string, string> = {};
@@ -99,7 +99,7 @@ export async function startCa(cluster: SimCluster, dir: string, podFile: string)
   const tokenFile = join(dir, "ca-tokens.json");
   writeFileSync(tokenFile, JSON.stringify(table), { mode: 0o600 });
   const caDir = join(dir, "ca");
-  const args = [CLI, "ca", "--listen", `${host.uplink4}:${CA_PORT}`, "--ca-dir", caDir, "--pod-file", podFile];
+  const args = [CLI, "ca", "--listen", `${host.uplink4}:${CA_PORT}`, "--ca-dir", caDir, "--manifests", manifests];
   args.push("--token-file", tokenFile, "--serving-ip", host.uplink4);
   const proc = startNode(cluster, host.netnsName, "ambit ca", join(dir, "ca.log"), args);
   const bundle = join(caDir, "ca.crt");
@@ -111,7 +111,7 @@ export async function startCa(cluster: SimCluster, dir: string, podFile: string)
 }
 
 /** One `ambit agent` per node, in the node's namespace, as a DaemonSet would run them; resolves once all are ready. */
-export async function startAgents(cluster: SimCluster, dir: string, podFile: string, ca: Ca): Promise<Started[]> {
+export async function startAgents(cluster: SimCluster, dir: string, manifests: string, ca: Ca): Promise<Started[]> {
   const agents = cluster.nodes.map((node) =>
     startNode(cluster, node.netnsName, `agent ${node.name}`, join(dir, `agent-${node.name}.log`), [
       ...AGENT_NODE_FLAGS,
@@ -119,8 +119,8 @@ export async function startAgents(cluster: SimCluster, dir: string, podFile: str
       "agent",
       "--node",
       node.name,
-      "--pod-file",
-      podFile,
+      "--manifests",
+      manifests,
       "--ca-url",
       ca.url,
       "--ca-bundle",
@@ -152,7 +152,9 @@ export async function startAgents(cluster: SimCluster, dir: string, podFile: str
 export async function startApps(cluster: SimCluster, pods: string[], port: number): Promise<void> {
   await Promise.all(
     pods.map((name) => {
-      const child = cluster.spawnIn(cluster.pod(name).netnsName, process.execPath, [APP, "serve", String(port), name]);
+      const pod = cluster.pods.find((p) => p.name === name);
+      if (!pod) throw new Error(`the demo cluster has no pod ${name}`);
+      const child = cluster.spawnIn(pod.netnsName, process.execPath, [APP, "serve", String(port), name]);
       return new Promise<void>((resolve, reject) => {
         child.stdout?.once("data", () => resolve());
         child.once("exit", (code) => reject(new Error(`app in ${name} exited (${code}) before listening`)));

@@ -1,7 +1,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { createSecureContext, type SecureContext } from "node:tls";
-import { podKey } from "../kube/pod.js";
+import { objectKey } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
 import { splitPemCertificates } from "./ca.js";
 import type { CertificateSource, PodRef, SignResponse } from "./certificate-source.js";
@@ -105,7 +105,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
       entry = { id: { ...id }, uri, pods: new Map(), lapsed: false, failures: 0 };
       this.entries.set(uri, entry);
     }
-    entry.pods.set(podKey(pod), { namespace: pod.namespace, name: pod.name });
+    entry.pods.set(objectKey(pod), { namespace: pod.namespace, name: pod.name });
     if (this.usable(entry)) return;
     await this.fetch(entry);
   }
@@ -115,7 +115,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
     const uri = formatSpiffeId(id);
     const entry = this.entries.get(uri);
     if (!entry) return;
-    entry.pods.delete(podKey(pod));
+    entry.pods.delete(objectKey(pod));
     if (entry.pods.size > 0) return;
     this.drop(entry);
     this.log.info({ spiffeId: uri }, "last pod of identity left; certificate discarded");

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { request } from "node:https";
+import { type RequestOptions, request } from "node:https";
 
 /** JSON over HTTPS, the small subset the CA, its client and the TokenReview client need. */
 
@@ -45,7 +45,15 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  */
 export function requestJson(
   url: string,
-  opts: { method: "GET" | "POST"; ca: string; body?: unknown; headers?: Record<string, string>; timeoutMs: number },
+  opts: {
+    method: "GET" | "POST";
+    ca?: string | Buffer | Array<string | Buffer>;
+    /** More TLS options (a client certificate, a server name) from a kubeconfig. */
+    tls?: Pick<RequestOptions, "cert" | "key" | "pfx" | "passphrase" | "servername" | "rejectUnauthorized">;
+    body?: unknown;
+    headers?: Record<string, string>;
+    timeoutMs: number;
+  },
 ): Promise<JsonResponse> {
   return new Promise((resolve, reject) => {
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
@@ -54,7 +62,9 @@ export function requestJson(
       headers["content-type"] = "application/json";
       headers["content-length"] = Buffer.byteLength(payload);
     }
-    const req = request(url, { method: opts.method, ca: opts.ca, headers, timeout: opts.timeoutMs }, (res) => {
+    const options: RequestOptions = { ...opts.tls, method: opts.method, headers, timeout: opts.timeoutMs };
+    if (opts.ca !== undefined) options.ca = opts.ca;
+    const req = request(url, options, (res) => {
       readBody(res, MAX_JSON_BYTES * 4).then((text) => {
         try {
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? JSON.parse(text) : undefined });

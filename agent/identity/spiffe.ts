@@ -1,4 +1,4 @@
-import type { PodSpec } from "../kube/pod.js";
+import type { PodRecord } from "../kube/records.js";
 import { IdentityError } from "./errors.js";
 
 /** A workload identity: what a pod is, as far as mTLS peers are concerned. */
@@ -59,7 +59,7 @@ export function parseSpiffeId(uri: string): SpiffeId {
   return { trustDomain, namespace, serviceAccount };
 }
 
-export function identityOfPod(pod: Pick<PodSpec, "namespace" | "serviceAccount">, trustDomain: string): SpiffeId {
+export function identityOfPod(pod: Pick<PodRecord, "namespace" | "serviceAccount">, trustDomain: string): SpiffeId {
   // Kubernetes runs pods without an explicit account as "default"; the identity must say so, not be empty.
   const serviceAccount = pod.serviceAccount || "default";
   const id = { trustDomain, namespace: pod.namespace, serviceAccount };

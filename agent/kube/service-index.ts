@@ -1,5 +1,5 @@
-import { canonicalIp } from "./cluster-lookup.js";
 import type { ClusterState } from "./cluster-state.js";
+import { canonicalIp } from "./ip.js";
 import type { EndpointSliceRecord, ServicePortRecord, ServiceRecord } from "./records.js";
 import { objectKey } from "./records.js";
 

@@ -4,8 +4,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { CertManager } from "../identity/cert-manager.js";
-import type { PodSpec } from "../kube/pod.js";
-import { podKey } from "../kube/pod.js";
+import { objectKey, type PodRecord } from "../kube/records.js";
 import type { EnrollmentObserver } from "../node/node-agent.js";
 import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
 import { CpuSampler } from "./cpu-sampler.js";
@@ -127,21 +126,21 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
 
   // EnrollmentObserver
 
-  enrolled(pod: PodSpec, seconds: number): void {
-    const w = workloadKey(pod.namespace, pod.workload ?? pod.name);
+  enrolled(pod: PodRecord, seconds: number): void {
+    const w = workloadKey(pod.namespace, pod.workload);
     let pods = this.#localPods.get(w);
     if (!pods) {
       pods = new Set();
       this.#localPods.set(w, pods);
     }
-    pods.add(podKey(pod));
+    pods.add(objectKey(pod));
     this.#enrollSeconds.observe(seconds);
     this.#updateEnrolled();
   }
 
-  unenrolled(pod: PodSpec): void {
-    const key = podKey(pod);
-    const w = workloadKey(pod.namespace, pod.workload ?? pod.name);
+  unenrolled(pod: PodRecord): void {
+    const key = objectKey(pod);
+    const w = workloadKey(pod.namespace, pod.workload);
     const pods = this.#localPods.get(w);
     pods?.delete(key);
     if (!pods || pods.size === 0) {
@@ -158,7 +157,7 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
     this.#updateEnrolled();
   }
 
-  failed(_pod: PodSpec, reason: string): void {
+  failed(_pod: PodRecord, reason: string): void {
     this.#enrollFailures.inc({ reason });
   }
 
@@ -205,6 +204,25 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
       certs.off("rotated", onRotated);
       certs.off("failed", onFailed);
       certs.off("expired", onExpired);
+    });
+  }
+
+  /**
+   * Pods of this node that should be enrolled and are not, by reason (namespace not found yet, rules refused...),
+   * read from the agent at scrape time: a pod that got enrolled or left has no series any more.
+   */
+  watchNotEnrolled(failedPods: () => Array<{ reason: string }>): void {
+    new Gauge({
+      name: "ambit_pods_not_enrolled",
+      help: "Pods of this node that should be in the mesh but are not enrolled (retried), by reason",
+      labelNames: ["reason"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const { reason } of failedPods()) counts.set(reason, (counts.get(reason) ?? 0) + 1);
+        for (const [reason, n] of counts) this.set({ reason }, n);
+      },
     });
   }
 

@@ -25,7 +25,7 @@ import { performance } from "node:perf_hooks";
 import { interfaceAddresses } from "../../native-bindings/ifaddrs.js";
 import { closeFdQuietly } from "../../native-bindings/libc.js";
 import { netnsId, openNetns } from "../../native-bindings/netns.js";
-import { canonicalIp } from "../kube/cluster-lookup.js";
+import { canonicalIp } from "../kube/ip.js";
 import { type Logger, silentLogger } from "../log.js";
 import { LogThrottle } from "../log-throttle.js";
 import { inPodNetnsFd } from "../pod-netns.js";

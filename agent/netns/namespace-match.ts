@@ -2,7 +2,7 @@
  * Pure decisions of network namespace discovery (discovery.ts does the reading): which processes share a namespace,
  * which pod IPs are worth matching, which namespaces claim them, and whether that makes one answer, none, or too many.
  */
-import { canonicalIp } from "../kube/cluster-lookup.js";
+import { canonicalIp } from "../kube/ip.js";
 
 /** One process and the network namespace its /proc/PID/ns/net link names. */
 export interface ProcessNetns {

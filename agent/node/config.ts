@@ -1,11 +1,17 @@
 /** The agent's settings, from command-line flags with AMBIT_* environment variables as defaults. Pure. */
 import { parseArgs } from "node:util";
-import { AmbitError } from "../errors.js";
 import { DEFAULT_TRUST_DOMAIN } from "../identity/spiffe.js";
+import { ConfigError } from "./config-error.js";
+import { type ClusterSourceConfig, ROOT_NAMESPACE_FLAG, SOURCE_FLAGS, sourceConfig } from "./source-flags.js";
+
+export { ConfigError };
 
 export interface AgentConfig {
   nodeName: string;
-  podFile: string;
+  /** Where the cluster comes from: the API server or local manifests. */
+  source: ClusterSourceConfig;
+  /** Istio's root namespace: PeerAuthentication there without a selector is mesh-wide. */
+  rootNamespace: string;
   trustDomain: string;
   /** Embedded CA: keep (or create) the root in this directory. */
   caDir?: string;
@@ -23,12 +29,6 @@ export interface AgentConfig {
   logLevel: string;
 }
 
-export class ConfigError extends AmbitError {
-  constructor(message: string) {
-    super("bad_config", message);
-  }
-}
-
 const env = process.env;
 
 export function parseAgentConfig(argv: string[]): AgentConfig {
@@ -37,7 +37,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     strict: true,
     options: {
       node: { type: "string", default: env.AMBIT_NODE_NAME ?? env.NODE_NAME },
-      "pod-file": { type: "string", default: env.AMBIT_POD_FILE },
+      ...SOURCE_FLAGS,
+      ...ROOT_NAMESPACE_FLAG,
       "trust-domain": { type: "string", default: env.AMBIT_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN },
       "ca-dir": { type: "string", default: env.AMBIT_CA_DIR },
       "ca-url": { type: "string", default: env.AMBIT_CA_URL },
@@ -65,7 +66,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   for (const flag of ["metrics", "admin", "ready"] as const) parseHostPort(values[flag] as string, flag);
   return {
     nodeName: need(values.node, "node"),
-    podFile: need(values["pod-file"], "pod-file"),
+    source: sourceConfig(values),
+    rootNamespace: values["root-namespace"] as string,
     trustDomain: values["trust-domain"] as string,
     ...(values["ca-dir"] ? { caDir: values["ca-dir"] } : {}),
     ...(remote ? { caUrl: remote, caBundleFile: values["ca-bundle"], caTokenFile: values["ca-token-file"] } : {}),

@@ -1,21 +1,24 @@
 /**
- * One node's agent: follows the pod source, and for every meshed pod of this node obtains its identity and
- * installs its redirection into the shared proxy. Top-down, a pod's life here is:
- *   pod source change -> diffEnrollment -> certificate (identity/) + listeners and rules (redirect/) -> proxy/
+ * One node's agent: follows the cluster source, and for every meshed pod of this node finds its network namespace,
+ * obtains its identity and installs its redirection into the shared proxy. Top-down, a pod's life here is:
+ *   source change -> diffEnrollment -> namespace (netns/) -> certificate (identity/) + listeners and rules
+ *   (redirect/) -> proxy/
  */
 import type { CertManager } from "../identity/cert-manager.js";
 import { identityOfPod } from "../identity/spiffe.js";
+import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { diffEnrollment } from "../kube/enrollment-diff.js";
-import { type ClusterState, type PodSpec, podKey } from "../kube/pod.js";
+import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
+import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
 import type { MeshProxy } from "../proxy/proxy.js";
 import type { Redirector } from "../redirect/enroller.js";
 import { EnrollmentError } from "../redirect/errors.js";
 
 export interface EnrollmentObserver {
-  enrolled(pod: PodSpec, seconds: number): void;
-  unenrolled(pod: PodSpec): void;
-  failed(pod: PodSpec, reason: string): void;
+  enrolled(pod: PodRecord, seconds: number): void;
+  unenrolled(pod: PodRecord): void;
+  failed(pod: PodRecord, reason: string): void;
 }
 
 /** Fan enrollment events out to several observers. */
@@ -33,22 +36,37 @@ export function enrollmentObservers(...list: EnrollmentObserver[]): EnrollmentOb
   };
 }
 
+/** What the agent needs of the namespace registry (agent/netns/netns-registry.ts). */
+export interface PodNamespaces {
+  resolve(pod: PodNetnsRequest): NetnsResolution;
+  release(podKey: string): boolean;
+  releaseAll(): void;
+}
+
 export interface NodeAgentOptions {
   nodeName: string;
   trustDomain: string;
   certs: CertManager;
   redirector: Redirector;
   proxy: MeshProxy;
+  namespaces: PodNamespaces;
+  /**
+   * Enter a pod's namespace at the path its record names (the `ambit.dev/netns` annotation), without looking for it.
+   * Local mode and the simulator only: in a cluster any pod author can write that annotation, and it would point
+   * the agent at another process's namespace. Default false: namespaces are found in /proc.
+   */
+  netnsPaths?: boolean;
   logger: Logger;
   enrollment?: EnrollmentObserver;
-  /** How often pods whose enrollment failed are tried again. */
+  /** How often pods whose enrollment failed (namespace not found yet, rules refused...) are tried again. */
   retryMs?: number;
 }
 
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
-  #state: ClusterState = { namespaces: [], pods: [] };
-  readonly #failed = new Map<string, PodSpec>();
+  #state: ClusterState = emptyClusterState();
+  /** Pods that should be enrolled but are not, by key, with the reason (a closed set, see failedPods). */
+  readonly #failed = new Map<string, { pod: PodRecord; reason: string }>();
   #retry: NodeJS.Timeout | undefined;
 
   constructor(options: NodeAgentOptions) {
@@ -61,9 +79,9 @@ export class NodeAgent {
     return this.#state;
   }
 
-  /** Pods whose enrollment failed and is being retried, by key. */
-  failedPods(): string[] {
-    return [...this.#failed.keys()];
+  /** Pods whose enrollment failed and is being retried, by key, with why. */
+  failedPods(): Array<{ pod: string; reason: string }> {
+    return [...this.#failed].map(([pod, { reason }]) => ({ pod, reason }));
   }
 
   /** Apply a new view of the cluster: enroll, unenroll and re-enroll this node's pods as the diff says. */
@@ -88,56 +106,79 @@ export class NodeAgent {
     this.#o.redirector.closeListenersOnly();
     this.#o.proxy.close();
     this.#o.certs.close();
+    this.#o.namespaces.releaseAll();
   }
 
-  async #enroll(pod: PodSpec): Promise<void> {
-    const key = podKey(pod);
+  async #enroll(pod: PodRecord): Promise<void> {
+    const key = objectKey(pod);
     const log = this.#o.logger.child({ pod: key });
     const started = process.hrtime.bigint();
+    const fail = (reason: string, err: unknown, what: string) => {
+      const before = this.#failed.get(key)?.reason;
+      this.#failed.set(key, { pod, reason });
+      this.#o.enrollment?.failed(pod, reason);
+      // The registry logs its own failures (throttled); enrollment failures are logged once per reason.
+      if (err !== undefined && before !== reason) log.error({ err, reason }, what);
+    };
     try {
-      this.#o.redirector.enroll(pod, this.#o.proxy.serverFactory);
+      identityOfPod(pod, this.#o.trustDomain);
+    } catch (err) {
+      fail("invalid_identity", err, "pod's identity cannot be formed; not enrolled until its record changes");
+      return;
+    }
+    const found = this.#o.namespaces.resolve({
+      key,
+      uid: pod.uid,
+      ips: pod.ips,
+      ...(pod.netns && this.#o.netnsPaths ? { netns: pod.netns } : {}),
+    });
+    if (!found.ok) {
+      fail(found.reason, undefined, "");
+      return;
+    }
+    try {
+      this.#o.redirector.enroll({ pod, netns: found.netns }, this.#o.proxy.serverFactory);
     } catch (err) {
       const reason = err instanceof EnrollmentError ? err.code : "unexpected";
-      this.#failed.set(key, pod);
-      this.#o.enrollment?.failed(pod, reason);
-      log.error({ err, reason }, "enrollment failed; the pod's traffic is not redirected, retrying in the background");
+      fail(reason, err, "enrollment failed; the pod's traffic is not redirected, retrying in the background");
       return;
     }
     this.#failed.delete(key);
     const acquired = await this.#acquire(pod);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.#o.enrollment?.enrolled(pod, seconds);
-    log.info({ ips: pod.ips, identity: acquired, seconds }, "pod enrolled");
+    log.info({ ips: pod.ips, netns: found.netns.description, identity: acquired, seconds }, "pod enrolled");
   }
 
-  async #acquire(pod: PodSpec): Promise<boolean> {
+  async #acquire(pod: PodRecord): Promise<boolean> {
     try {
       await this.#o.certs.acquire(identityOfPod(pod, this.#o.trustDomain), pod);
       return true;
     } catch (err) {
       this.#o.logger.warn(
-        { err, pod: podKey(pod) },
+        { err, pod: objectKey(pod) },
         "no certificate yet; the pod's meshed traffic is refused until the CA answers (retrying)",
       );
       return false;
     }
   }
 
-  #unenroll(pod: PodSpec): void {
-    const key = podKey(pod);
-    this.#failed.delete(key);
+  #unenroll(pod: PodRecord): void {
+    const key = objectKey(pod);
+    const wasFailing = this.#failed.delete(key);
     try {
       this.#o.redirector.unenroll(key);
-      this.#o.enrollment?.unenrolled(pod);
+      if (!wasFailing) this.#o.enrollment?.unenrolled(pod);
       this.#o.logger.info({ pod: key }, "pod unenrolled; its traffic is no longer redirected");
     } catch (err) {
       this.#o.logger.error({ err, pod: key }, "unenrollment failed; rules may remain in the pod (traffic refused)");
     } finally {
-      this.#o.certs.release(identityOfPod(pod, this.#o.trustDomain), pod);
+      this.#o.namespaces.release(key);
+      if (!wasFailing) this.#o.certs.release(identityOfPod(pod, this.#o.trustDomain), pod);
     }
   }
 
   #retryFailed(): void {
-    for (const pod of [...this.#failed.values()]) void this.#enroll(pod);
+    for (const { pod } of [...this.#failed.values()]) void this.#enroll(pod);
   }
 }

@@ -6,10 +6,13 @@ import { RemoteCertificateSource } from "../identity/ca-client.js";
 import { loadOrCreateCa } from "../identity/ca-files.js";
 import { CertManager } from "../identity/cert-manager.js";
 import { type CertificateSource, EmbeddedCertificateSource } from "../identity/certificate-source.js";
-import { PodFileSource } from "../kube/pod-file-source.js";
+import type { ClusterState } from "../kube/cluster-state.js";
+import { openClusterSource } from "../kube/open-source.js";
+import type { ClusterSource } from "../kube/source.js";
 import type { Logger } from "../log.js";
 import { accessLog } from "../metrics/access-log.js";
 import { AgentMetrics, type AgentMetricsOptions } from "../metrics/agent-metrics.js";
+import { NetnsRegistry } from "../netns/netns-registry.js";
 import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { MeshProxy } from "../proxy/proxy.js";
 import { Redirector } from "../redirect/enroller.js";
@@ -22,7 +25,7 @@ export interface RunningAgent {
   certs: CertManager;
   proxy: MeshProxy;
   redirector: Redirector;
-  source: PodFileSource;
+  source: ClusterSource;
   metrics: AgentMetrics;
   connections: ConnectionTracker;
   /** Bound addresses (host:port) of the metrics, admin and readiness servers. */
@@ -35,7 +38,7 @@ export interface AgentHooks {
   observer?: ProxyObserver;
   enrollment?: EnrollmentObserver;
   metrics?: AgentMetricsOptions;
-  /** Called once the HTTP servers listen, before the pod source starts (readiness is 503 until it has). */
+  /** Called once the HTTP servers listen, before the cluster source starts (readiness is 503 until it has). */
   serving?: (endpoints: RunningAgent["endpoints"]) => void | Promise<void>;
 }
 
@@ -68,6 +71,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     certs,
     observer: observers(...observed),
     logger: log.child({ component: "proxy" }),
+    rootNamespace: config.rootNamespace,
   });
   const refreshBundle = () =>
     void certs.trustBundlePem().then(
@@ -85,20 +89,29 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     certs,
     redirector,
     proxy,
+    namespaces: new NetnsRegistry({ logger: log.child({ component: "netns" }) }),
+    netnsPaths: config.source.kind === "manifests",
     logger: log.child({ component: "agent" }),
     enrollment,
   });
+  metrics.watchNotEnrolled(() => agent.failedPods());
   let sourceStarted = false;
   let servers: AgentServers | undefined;
-  const pods = new PodFileSource({ path: config.podFile, logger: log });
+  let cluster: ClusterSource | undefined;
   const shutdown = async () => {
-    pods.close();
+    cluster?.close();
     agent.stop();
     metrics.close();
     await servers?.close();
   };
   try {
-    // Servers first: while the CA or the pod source is slow, probes get a 503 with reasons, not "connection refused".
+    const clusterSource = await openClusterSource(config.source, {
+      nodeName: config.nodeName,
+      logger: log,
+      registry: metrics.registry,
+    });
+    cluster = clusterSource;
+    // Servers first: while the CA or the cluster source is slow, probes get a 503 with reasons, not "connection refused".
     servers = await startAgentServers({
       metricsAddress: config.metricsAddress,
       adminAddress: config.adminAddress,
@@ -108,10 +121,12 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
       parts: {
         nodeName: config.nodeName,
         trustDomain: config.trustDomain,
+        rootNamespace: config.rootNamespace,
         agent,
         certs,
         redirector,
         sourceStarted: () => sourceStarted,
+        sourceHealth: () => clusterSource.health(),
       },
     });
     const endpoints = { metrics: servers.metrics, admin: servers.admin, ready: servers.ready };
@@ -124,9 +139,14 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     } catch (err) {
       log.warn({ err }, "trust bundle unavailable; it will come with the first certificate (mTLS refused until then)");
     }
-    pods.on("change", (state) => void agent.apply(state));
-    pods.on("error", (err) => log.error({ err }, "pod file unusable; keeping the last good state"));
-    await agent.apply(await pods.start());
+    // One apply at a time, in order: a burst of snapshots while one applies collapses into the newest.
+    const apply = serialized((state: ClusterState) =>
+      agent
+        .apply(state)
+        .catch((err) => log.error({ err }, "applying the cluster's state failed; the next change retries")),
+    );
+    clusterSource.on("change", (state) => void apply(state));
+    await apply(await clusterSource.start());
     sourceStarted = true;
     log.info({ node: config.nodeName, enrolled: redirector.enrolled().length }, "agent started");
 
@@ -136,7 +156,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
       certs,
       proxy,
       redirector,
-      source: pods,
+      source: clusterSource,
       metrics,
       connections,
       endpoints,
@@ -146,4 +166,31 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     await shutdown();
     throw err;
   }
+}
+
+/**
+ * Runs `fn` on the newest value only, one call at a time: values that arrive while a call runs replace each other,
+ * and the last one runs next. An agent applying a snapshot (certificates, namespaces) must not interleave with the
+ * next one, and need not apply every intermediate snapshot of a burst.
+ */
+function serialized<T>(fn: (value: T) => Promise<void>): (value: T) => Promise<void> {
+  let running: Promise<void> | undefined;
+  let pending: { value: T } | undefined;
+  const loop = async (first: T) => {
+    let value: T | undefined = first;
+    while (value !== undefined) {
+      await fn(value);
+      value = pending?.value;
+      pending = undefined;
+    }
+    running = undefined;
+  };
+  return (value) => {
+    if (running) {
+      pending = { value };
+      return running;
+    }
+    running = loop(value);
+    return running;
+  };
 }

@@ -17,17 +17,17 @@ import type { H2Stream } from "../h2/stream.js";
 import { sameSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
 import type { Logger } from "../log.js";
-import { connectFromPod } from "../pod-netns.js";
+import { connectFromPodFd } from "../pod-netns.js";
 import { HBONE_PORT, PROXY_MARK } from "../redirect/ports.js";
 import { formatAuthority } from "./authority.js";
 import { ProxyError } from "./errors.js";
 import type { ProxyObserver } from "./observer.js";
 import { watchPeer } from "./peer-timeout.js";
 import { DEFAULT_TUNING, type HboneTuning, h2Settings } from "./tuning.js";
-import type { Workload } from "./workload-index.js";
+import type { LocalWorkload, Workload } from "./workload-index.js";
 
 export interface HboneSource {
-  workload: Workload;
+  workload: LocalWorkload;
   context: SecureContext;
 }
 
@@ -125,8 +125,8 @@ export class HbonePool {
 
   async #connect(src: HboneSource, dst: Workload, ip: string): Promise<PooledSession> {
     const t = this.#tuning;
-    const raw = await connectFromPod(
-      src.workload.pod.netns,
+    const raw = await connectFromPodFd(
+      src.workload.netns,
       {
         address: ip,
         port: this.#opts.port ?? HBONE_PORT,

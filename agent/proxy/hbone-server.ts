@@ -15,7 +15,7 @@ import { headerRecord } from "../h2/validate-headers.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
 import { MESH_TLS } from "../identity/tls-policy.js";
 import { validateTlsPeer } from "../identity/validate.js";
-import { canonicalIp } from "../kube/cluster-lookup.js";
+import { canonicalIp } from "../kube/ip.js";
 import type { Logger } from "../log.js";
 import { parseAuthority, parseBaggage } from "./authority.js";
 import { connectApp } from "./connect-app.js";
@@ -26,7 +26,7 @@ import { ownDestination } from "./own-destination.js";
 import { watchPeer } from "./peer-timeout.js";
 import { relayStream } from "./stream-relay.js";
 import { h2Settings } from "./tuning.js";
-import type { Workload } from "./workload-index.js";
+import type { LocalWorkload, Workload } from "./workload-index.js";
 
 const STARTED = Symbol("ambit.handshakeStarted");
 type Timed = Socket & { [STARTED]?: bigint };
@@ -40,7 +40,7 @@ interface PeerInfo {
  * handshake, so rotation needs no restart) and require a client certificate. Only connections whose peer passes
  * validation are handed to the HTTP/2 server.
  */
-export function createHboneServer(ctx: ProxyContext, self: Workload): tls.Server {
+export function createHboneServer(ctx: ProxyContext, self: LocalWorkload): tls.Server {
   const log = ctx.log.child({ pod: self.key, listener: "hbone" });
   const mine = new Set<H2Session>();
   const server = tls.createServer({
@@ -131,7 +131,7 @@ function refuse(stream: H2Stream, status: number, ctx: ProxyContext, self: Workl
 
 function onStream(
   ctx: ProxyContext,
-  self: Workload,
+  self: LocalWorkload,
   peer: PeerInfo,
   stream: H2Stream,
   list: HeaderList,
@@ -187,7 +187,7 @@ function onStream(
     pod: self.key,
     startedAt: Date.now(),
   };
-  connectApp(ctx, self.pod, { address: target.ip, port: target.port }).then(
+  connectApp(ctx, self, { address: target.ip, port: target.port }).then(
     (app) => {
       if (stream.closed) {
         app.destroy();

@@ -10,26 +10,31 @@ import { type ConnectionInfo, reportClose } from "./observer.js";
 import { destinationOf } from "./original-destination.js";
 import { relay } from "./relay.js";
 import { resetSocket } from "./reset.js";
-import type { Workload } from "./workload-index.js";
+import type { LocalWorkload } from "./workload-index.js";
 
 export function handleInboundPlaintext(
   ctx: ProxyContext,
-  self: Workload,
+  self: LocalWorkload,
   family: 4 | 6,
   client: Socket,
   log: Logger,
 ): void {
   client.setNoDelay(true);
   client.on("error", () => {});
-  const mode = ctx.peerAuthentication(self);
-  if (mode === "STRICT") {
+  const dst = destinationOf(ctx, self, client, family, "inbound", log);
+  if (!dst) return;
+  // Per port: a workload PeerAuthentication's portLevelMtls may set another mode for this one.
+  if (ctx.peerAuthentication(self, dst.port) === "STRICT") {
     ctx.observer.connectionRefused(self.key, "inbound", "plaintext_strict");
-    log.info({ peer: client.remoteAddress }, "plaintext connection refused: PeerAuthentication STRICT");
+    ctx.throttle.hit(`${self.key}|plaintext_strict`, (suppressed) =>
+      log.info(
+        { peer: client.remoteAddress, port: dst.port, suppressed },
+        "plaintext connection refused (PeerAuthentication STRICT); reset",
+      ),
+    );
     resetSocket(client);
     return;
   }
-  const dst = destinationOf(ctx, self, client, family, "inbound", log);
-  if (!dst) return;
   const source = ctx.index().lookup(client.remoteAddress ?? "");
   const info: ConnectionInfo = {
     id: ctx.nextId(),
@@ -51,7 +56,7 @@ export function handleInboundPlaintext(
     pod: self.key,
     startedAt: Date.now(),
   };
-  connectApp(ctx, self.pod, dst).then(
+  connectApp(ctx, self, dst).then(
     (app) => {
       ctx.observer.connectionOpened(info);
       relay(client, app, reportClose(ctx.observer, info), resetSocket);

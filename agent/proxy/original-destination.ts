@@ -1,11 +1,11 @@
 import type { Socket } from "node:net";
 import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
-import { canonicalIp } from "../kube/cluster-lookup.js";
+import { canonicalIp } from "../kube/ip.js";
 import type { Logger } from "../log.js";
 import type { ProxyContext } from "./context.js";
 import { ownDestination } from "./own-destination.js";
 import { resetSocket } from "./reset.js";
-import type { Workload } from "./workload-index.js";
+import type { LocalWorkload } from "./workload-index.js";
 
 export interface OriginalDestination {
   address: string;
@@ -21,7 +21,7 @@ export interface OriginalDestination {
  */
 export function destinationOf(
   ctx: ProxyContext,
-  self: Workload,
+  self: LocalWorkload,
   client: Socket,
   family: 4 | 6,
   direction: "outbound" | "inbound",

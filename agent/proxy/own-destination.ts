@@ -1,4 +1,4 @@
-import { canonicalIp } from "../kube/cluster-lookup.js";
+import { canonicalIp } from "../kube/ip.js";
 import { HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT } from "../redirect/ports.js";
 
 /** The in-pod listener ports: a connection the agent makes to one of them inside a pod would land on itself. */

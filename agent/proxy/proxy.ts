@@ -10,21 +10,22 @@ import net from "node:net";
 import type { SecureContext } from "node:tls";
 import type { SpiffeId } from "../identity/spiffe.js";
 import { parseTrustBundle } from "../identity/validate.js";
-import { findNamespace } from "../kube/cluster-lookup.js";
-import { peerAuthenticationMode } from "../kube/mesh-selection.js";
-import type { ClusterState, PodSpec } from "../kube/pod.js";
+import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
+import { DEFAULT_ROOT_NAMESPACE, peerAuthenticationResolver } from "../kube/peer-authentication.js";
+import { ServiceIndex } from "../kube/service-index.js";
 import { type Logger, silentLogger } from "../log.js";
 import { LogThrottle } from "../log-throttle.js";
-import type { ListenerKind } from "../redirect/enroller.js";
+import type { EnrollTarget, ListenerKind } from "../redirect/enroller.js";
 import { PROXY_MARK } from "../redirect/ports.js";
 import type { ProxyContext } from "./context.js";
+import { ProxyError } from "./errors.js";
 import { HbonePool } from "./hbone-pool.js";
 import { createHboneServer } from "./hbone-server.js";
 import { handleInboundPlaintext } from "./inbound-plain.js";
 import { nullObserver, type ProxyObserver } from "./observer.js";
 import { handleOutbound } from "./outbound.js";
 import { DEFAULT_TUNING, type HboneTuning } from "./tuning.js";
-import { WorkloadIndex, workloadOf } from "./workload-index.js";
+import { type LocalWorkload, WorkloadIndex, workloadOf } from "./workload-index.js";
 
 export interface ProxyOptions {
   trustDomain: string;
@@ -33,12 +34,16 @@ export interface ProxyOptions {
   logger?: Logger;
   tuning?: Partial<HboneTuning>;
   mark?: number;
+  /** Where mesh-wide PeerAuthentication lives (Istio's root namespace). */
+  rootNamespace?: string;
 }
 
 export class MeshProxy {
   readonly #ctx: ProxyContext;
-  #state: ClusterState = { namespaces: [], pods: [] };
+  #state: ClusterState = emptyClusterState();
   #index: WorkloadIndex;
+  #services: ServiceIndex;
+  readonly #rootNamespace: string;
   #bundle: X509Certificate[] = [];
   #ids = 0;
 
@@ -46,6 +51,8 @@ export class MeshProxy {
     const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
     const observer = opts.observer ?? nullObserver;
     this.#index = new WorkloadIndex(this.#state, opts.trustDomain);
+    this.#services = ServiceIndex.of(this.#state);
+    this.#rootNamespace = opts.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
     const log = opts.logger ?? silentLogger;
     this.#ctx = {
       log,
@@ -65,19 +72,29 @@ export class MeshProxy {
       }),
       trustBundle: () => this.#bundle,
       index: () => this.#index,
-      peerAuthentication: (self) => {
-        const current = this.#state.pods.find((p) => p.namespace === self.pod.namespace && p.name === self.pod.name);
-        return peerAuthenticationMode(current ?? self.pod, findNamespace(this.#state, self.pod.namespace));
+      services: () => this.#services,
+      peerAuthentication: (self, port) => {
+        // The pod's labels as the cluster says now (they may have changed since it was enrolled); the record's own
+        // labels object keys the resolver's memo.
+        const current = this.#state.nodePods?.get(self.key) ?? this.#state.pods.get(self.key) ?? self.pod;
+        return peerAuthenticationResolver(this.#state, this.#rootNamespace).mode(current, port);
       },
       nextId: () => ++this.#ids,
       sessions: new Set(),
     };
   }
 
-  /** The cluster as the pod source sees it now: which IPs are meshed, and with which identity and policy. */
+  /** The cluster as the source sees it now: which IPs are meshed, with which identity, Services and policies. */
   setState(state: ClusterState): void {
+    const previous = this.#state;
     this.#state = state;
-    this.#index = new WorkloadIndex(state, this.#ctx.trustDomain);
+    // Rebuilt only when their inputs changed (a snapshot shares the maps of resources that did not).
+    if (state.pods !== previous.pods || state.namespaces !== previous.namespaces) {
+      this.#index = new WorkloadIndex(state, this.#ctx.trustDomain);
+    }
+    if (state.services !== previous.services || state.endpointSlices !== previous.endpointSlices) {
+      this.#services = ServiceIndex.of(state);
+    }
   }
 
   /** Roots that peers' certificates must chain to (parsed once, used by every handshake). */
@@ -89,9 +106,11 @@ export class MeshProxy {
     return this.#ctx.pool.size;
   }
 
-  /** For the redirector: the server behind one in-pod listener of `pod`. */
-  readonly serverFactory = (kind: ListenerKind, family: 4 | 6, pod: PodSpec): net.Server => {
-    const self = workloadOf(pod, this.#ctx.trustDomain);
+  /** For the redirector: the server behind one in-pod listener of an enrolled pod. */
+  readonly serverFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget): net.Server => {
+    const workload = workloadOf(target.pod, this.#ctx.trustDomain);
+    if (!workload) throw new ProxyError("no_identity", `${target.pod.namespace}/${target.pod.name}: invalid identity`);
+    const self: LocalWorkload = { ...workload, netns: target.netns };
     const log = this.#ctx.log.child({ pod: self.key, listener: kind });
     const server = kind === "hbone" ? createHboneServer(this.#ctx, self) : net.createServer({ allowHalfOpen: true });
     server.on("error", (err) => log.error({ err }, "in-pod listener failed; the pod's traffic on it is refused"));

@@ -1,28 +1,38 @@
 import { formatSpiffeId, identityOfPod, type SpiffeId } from "../identity/spiffe.js";
-import { canonicalIp, findNamespace } from "../kube/cluster-lookup.js";
+import type { ClusterState } from "../kube/cluster-state.js";
+import { canonicalIp } from "../kube/ip.js";
 import { isMeshEnrolled } from "../kube/mesh-selection.js";
-import { type ClusterState, type PodSpec, podKey } from "../kube/pod.js";
+import { objectKey, type PodRecord } from "../kube/records.js";
+import type { HeldNetnsRef } from "../pod-netns.js";
 
 /** A meshed workload as the proxy needs it: who it is and which identity its certificate must carry. */
 export interface Workload {
-  pod: PodSpec;
+  pod: PodRecord;
   key: string;
   id: SpiffeId;
   spiffe: string;
   workload: string;
 }
 
+/** An enrolled pod of this node: a workload whose network namespace the agent holds, to open its sockets there. */
+export interface LocalWorkload extends Workload {
+  netns: HeldNetnsRef;
+}
+
 /**
- * IP -> meshed workload, for every enrolled pod of every node the pod source knows. Outbound traffic to an IP in
- * here goes over HBONE and the peer must prove exactly this identity; traffic to any other IP passes through.
+ * IP -> meshed workload, for every meshed pod of the cluster. Outbound traffic to an IP in here goes over HBONE and
+ * the peer must prove exactly this identity; traffic to any other IP passes through (or is a Service: see
+ * ServiceIndex). A pod on the host's network shares the node's IP and is never a mesh destination.
  */
 export class WorkloadIndex {
   readonly #byIp = new Map<string, Workload>();
 
   constructor(state: ClusterState, trustDomain: string) {
-    for (const pod of state.pods) {
-      if (!isMeshEnrolled(pod, findNamespace(state, pod.namespace))) continue;
+    for (const pod of state.pods.values()) {
+      if (pod.hostNetwork || pod.ips.length === 0) continue;
+      if (!isMeshEnrolled(pod, state.namespaces.get(pod.namespace))) continue;
       const workload = workloadOf(pod, trustDomain);
+      if (!workload) continue;
       for (const ip of pod.ips) {
         const c = canonicalIp(ip);
         if (c !== undefined) this.#byIp.set(c, workload);
@@ -40,8 +50,13 @@ export class WorkloadIndex {
   }
 }
 
-/** The workload record of one pod (an enrolled pod of this node, whether or not the index has caught up yet). */
-export function workloadOf(pod: PodSpec, trustDomain: string): Workload {
-  const id = identityOfPod(pod, trustDomain);
-  return { pod, key: podKey(pod), id, spiffe: formatSpiffeId(id), workload: pod.workload ?? pod.name };
+/** The workload record of one pod, or undefined when its identity cannot be formed (then it is never meshed). */
+export function workloadOf(pod: PodRecord, trustDomain: string): Workload | undefined {
+  let id: SpiffeId;
+  try {
+    id = identityOfPod(pod, trustDomain);
+  } catch {
+    return undefined;
+  }
+  return { pod, key: objectKey(pod), id, spiffe: formatSpiffeId(id), workload: pod.workload };
 }

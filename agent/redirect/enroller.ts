@@ -4,14 +4,13 @@
  * something is listening. If the agent dies, the rules stay and the listeners die with it, so the pod's TCP is
  * refused (fail closed) until an agent enrolls it again and replaces the table in one transaction.
  */
-import { existsSync } from "node:fs";
 import { isIPv4, type Server } from "node:net";
 import { NftablesError } from "../../native-bindings/errors.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
 import { closeFdQuietly, openListenerFd } from "../../native-bindings/sockets.js";
-import { type PodSpec, podKey } from "../kube/pod.js";
+import { objectKey, type PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
-import { inPodNetns } from "../pod-netns.js";
+import { type HeldNetnsRef, inPodNetns, inPodNetnsFd } from "../pod-netns.js";
 import { EnrollmentError } from "./errors.js";
 import { buildHostRules } from "./host-rules.js";
 import { HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT } from "./ports.js";
@@ -25,11 +24,16 @@ import {
 
 export type ListenerKind = "outbound" | "inbound" | "hbone";
 
-/** Makes the server that will serve one in-pod listener; the proxy decides what a connection means. */
-export type ServerFactory = (kind: ListenerKind, family: 4 | 6, pod: PodSpec) => Server;
+/** A pod to enroll, with its network namespace held open by the agent (agent/netns/). */
+export interface EnrollTarget {
+  pod: PodRecord;
+  netns: HeldNetnsRef;
+}
 
-export interface EnrolledPod {
-  pod: PodSpec;
+/** Makes the server that will serve one in-pod listener; the proxy decides what a connection means. */
+export type ServerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget) => Server;
+
+export interface EnrolledPod extends EnrollTarget {
   listeners: Array<{ kind: ListenerKind; family: 4 | 6; server: Server }>;
 }
 
@@ -47,7 +51,7 @@ interface ListenerSpec {
 }
 
 /** REDIRECT in the output hook sends to loopback, so the outbound listener binds loopback; inbound binds all. */
-function listenerSpecs(pod: PodSpec): ListenerSpec[] {
+function listenerSpecs(pod: PodRecord): ListenerSpec[] {
   const listed = new Set(pod.ips.map((ip) => (isIPv4(ip) ? 4 : 6)));
   return ([4, 6] as const).flatMap((family) => {
     const required = listed.has(family);
@@ -94,12 +98,10 @@ export class Redirector {
    * Enroll (or re-enroll) a pod. Re-enrolling replaces the listeners and the table; there is no moment where the
    * pod's traffic can bypass the proxy, only one where it may be refused.
    */
-  enroll(pod: PodSpec, factory: ServerFactory): EnrolledPod {
-    const key = podKey(pod);
+  enroll(target: EnrollTarget, factory: ServerFactory): EnrolledPod {
+    const { pod, netns } = target;
+    const key = objectKey(pod);
     if (pod.ips.length === 0) throw new EnrollmentError("no_ips", key, "pod has no IPs; nothing to redirect");
-    if (!existsSync(pod.netns)) {
-      throw new EnrollmentError("netns_not_found", key, `network namespace ${pod.netns} does not exist`);
-    }
     let rules: NftDocument;
     try {
       rules = buildRedirectRules(this.#options.plan);
@@ -109,30 +111,31 @@ export class Redirector {
     }
     this.#closeListeners(key);
 
-    const { opened, skipped } = inPodNetns(pod.netns, () => openInPod(key, listenerSpecs(pod), rules), this.#log);
+    const { opened, skipped } = inPodNetnsFd(netns, () => openInPod(key, listenerSpecs(pod), rules), this.#log);
     if (skipped.length > 0) {
       this.#log.debug({ pod: key, skipped }, "unlisted address family unavailable in the pod; its traffic is refused");
     }
     const listeners = opened.map(({ spec, fd }) => {
-      const server = factory(spec.kind, spec.family, pod);
+      const server = factory(spec.kind, spec.family, target);
       server.listen({ fd });
       return { kind: spec.kind, family: spec.family, server };
     });
-    const enrolled = { pod, listeners };
+    const enrolled = { pod, netns, listeners };
     this.#pods.set(key, enrolled);
     this.#syncHostRules();
     return enrolled;
   }
 
-  /** Remove the pod's rules (if its namespace still exists) and close its listeners. Idempotent. */
+  /**
+   * Remove the pod's rules and close its listeners. Idempotent. The namespace is entered through the descriptor the
+   * agent still holds (released by the caller afterwards), which keeps it alive even if the pod's sandbox is gone.
+   */
   unenroll(key: string): void {
     const enrolled = this.#pods.get(key);
     if (!enrolled) return;
     this.#pods.delete(key);
     try {
-      if (existsSync(enrolled.pod.netns)) {
-        inPodNetns(enrolled.pod.netns, () => runNftJson(buildRemoveRules()), this.#log);
-      }
+      inPodNetnsFd(enrolled.netns, () => runNftJson(buildRemoveRules()), this.#log);
     } catch (cause) {
       throw new EnrollmentError("unenroll_failed", key, `cannot remove redirect rules: ${errorText(cause)}`, {
         cause,

@@ -1,13 +1,7 @@
 import { AmbitError } from "../errors.js";
 
 /** Reasons an enrollment fails; each is a metric label and a log field. */
-export type EnrollmentFailure =
-  | "netns_not_found"
-  | "no_ips"
-  | "invalid_plan"
-  | "listener_failed"
-  | "rules_rejected"
-  | "unenroll_failed";
+export type EnrollmentFailure = "no_ips" | "invalid_plan" | "listener_failed" | "rules_rejected" | "unenroll_failed";
 
 export class EnrollmentError extends AmbitError {
   readonly pod: string;

@@ -1,11 +1,12 @@
 import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
-import type { ClusterState, NamespaceSpec, PodSpec } from "../kube/pod.js";
-import { writePodFileAtomic } from "../kube/pod-file-write.js";
+import type { ClusterState } from "../kube/cluster-state.js";
+import { stateFromObjects } from "../kube/objects-state.js";
 import { type Logger, silentLogger } from "../log.js";
 import { deleteNetnsMany, trackChild, trackNetns, untrackNetns } from "./cleanup.js";
 import { SimCommandError, SimCreateError, SimUsageError } from "./errors.js";
+import { kubeProxyRules, type NamespaceSpec, simObjects } from "./manifests.js";
 import { claimOctet, releaseOctet } from "./octets.js";
 import { type RunResult, run } from "./run.js";
 import {
@@ -18,8 +19,10 @@ import {
   type SimNode,
   type SimPlan,
   type SimPod,
+  type SimService,
   UPLINK,
 } from "./topology.js";
+import { writeFileAtomic } from "./write-atomic.js";
 
 export interface CreateSimClusterOptions {
   logger?: Logger;
@@ -37,6 +40,8 @@ export class SimCluster {
   readonly fabricNetnsName: string;
   readonly nodes: readonly SimNode[];
   readonly pods: readonly SimPod[];
+  readonly services: readonly SimService[];
+  readonly #plan: SimPlan;
 
   /** Namespaces this cluster created, in creation order (only these are ever deleted). */
   readonly #created: string[] = [];
@@ -57,6 +62,8 @@ export class SimCluster {
     this.fabricNetnsName = plan.fabricNetnsName;
     this.nodes = plan.nodes;
     this.pods = plan.pods;
+    this.services = plan.services;
+    this.#plan = plan;
     this.#log = log;
     this.#owned = new Set([
       plan.fabricNetnsName,
@@ -116,42 +123,22 @@ export class SimCluster {
     return child;
   }
 
-  /** The pods as the agent's pod source describes them. */
-  podSpecs(): PodSpec[] {
-    return this.pods.map((p) => {
-      const spec: PodSpec = {
-        name: p.name,
-        namespace: p.namespace,
-        serviceAccount: p.serviceAccount,
-        nodeName: p.nodeName,
-        labels: { ...p.labels },
-        netns: p.netnsPath,
-        ips: p.ipv6 ? [p.ipv4, p.ipv6] : [p.ipv4],
-      };
-      if (p.workload !== undefined) spec.workload = p.workload;
-      if (p.peerAuthentication !== undefined) spec.peerAuthentication = p.peerAuthentication;
-      return spec;
-    });
-  }
-
   /**
-   * The cluster as a pod source would report it. `namespaces` are used as given; namespaces that pods use but that
-   * are not given are added without labels.
+   * The cluster as Kubernetes objects (Namespaces, Pods with their IPs, Services and EndpointSlices, per-pod
+   * PeerAuthentications), for a manifest source or an API server. `namespaces` add labels to namespaces.
    */
-  clusterState(namespaces: readonly NamespaceSpec[] = []): ClusterState {
-    const out: NamespaceSpec[] = namespaces.map((n) => ({ ...n, labels: { ...n.labels } }));
-    for (const p of this.pods) {
-      if (!out.some((n) => n.name === p.namespace)) out.push({ name: p.namespace, labels: {} });
-    }
-    return { namespaces: out, pods: this.podSpecs() };
+  objects(namespaces: readonly NamespaceSpec[] = []): Record<string, unknown>[] {
+    return simObjects(this.#plan, namespaces);
   }
 
-  /** Writes the pod file (atomically: temp file then rename), with extra namespaces and/or pods added. */
-  async writePodFile(path: string, extra: Partial<ClusterState> = {}): Promise<ClusterState> {
-    const state = this.clusterState(extra.namespaces ?? []);
-    state.pods.push(...(extra.pods ?? []));
-    await writePodFileAtomic(path, state);
-    return state;
+  /** The objects as one source would report them (for agents assembled in-process). */
+  clusterState(namespaces: readonly NamespaceSpec[] = [], extra: readonly unknown[] = []): ClusterState {
+    return stateFromObjects([...this.objects(namespaces), ...extra]);
+  }
+
+  /** Writes the objects (and `extra` ones) to `path` as one manifest file (a JSON List), atomically. */
+  async writeManifests(path: string, namespaces: readonly NamespaceSpec[] = [], extra: readonly unknown[] = []) {
+    await writeFileAtomic(path, { apiVersion: "v1", kind: "List", items: [...this.objects(namespaces), ...extra] });
   }
 
   /** Kills processes started with spawnIn and deletes every namespace this cluster made. Idempotent; never fails
@@ -245,10 +232,23 @@ export class SimCluster {
             await ip(ns, "link", "set", POD_INTERFACE, "up");
             await ip(ns, "route", "add", "default", "via", node.gateway4, "dev", POD_INTERFACE);
             if (v6) await ip(ns, "-6", "route", "add", "default", "via", `${node.gateway6}`, "dev", POD_INTERFACE);
+            // The pod's sandbox: a process that keeps the namespace visible in /proc, where a node agent finds it.
+            if (this.#plan.sandboxes) this.spawnIn(ns, "sleep", ["infinity"], { stdio: "ignore" });
           }),
         ),
       ),
     );
+
+    const services = kubeProxyRules(this.#plan);
+    if (services) {
+      await settleAll(
+        this.nodes.map((node) =>
+          step(`services on ${node.name}`, () =>
+            run("ip", ["netns", "exec", node.netnsName, "nft", "-f", "-"], { input: services }),
+          ),
+        ),
+      );
+    }
   }
 
   #checkNetns(netnsName: string): void {

@@ -1,4 +1,5 @@
-import type { PeerAuthenticationMode } from "../kube/pod.js";
+import { createHash } from "node:crypto";
+import type { MtlsMode } from "../kube/records.js";
 import { SimSpecError } from "./errors.js";
 
 /**
@@ -18,7 +19,21 @@ export interface SimPodSpec {
   serviceAccount?: string;
   labels?: Record<string, string>;
   workload?: string;
-  peerAuthentication?: PeerAuthenticationMode;
+  /** A workload PeerAuthentication selecting this pod alone (label `sim.ambit.dev/pod`), in the manifests. */
+  peerAuthentication?: MtlsMode;
+  /**
+   * Leave the namespace path out of the pod's manifest: the agent must find the namespace itself, in /proc, as on a
+   * real node (every sim pod runs a sandbox process, so its namespace is there to find).
+   */
+  discover?: boolean;
+}
+
+/** A ClusterIP Service whose endpoints are the pods its selector matches (all ready), as kube-proxy serves it. */
+export interface SimServiceSpec {
+  name: string;
+  namespace?: string;
+  selector: Record<string, string>;
+  ports: Array<{ name?: string; port: number; targetPort?: number }>;
 }
 
 export interface SimNodeSpec {
@@ -28,6 +43,12 @@ export interface SimNodeSpec {
 
 export interface SimClusterSpec {
   nodes: SimNodeSpec[];
+  services?: SimServiceSpec[];
+  /**
+   * Every pod runs a sandbox process (`sleep`) that keeps its namespace visible in /proc, as a pod's pause process
+   * does; default true. false leaves the namespaces without processes (tests of finding them).
+   */
+  sandboxes?: boolean;
   /** Dual stack (IPv4 + IPv6) when true; IPv4 only otherwise. */
   ipv6?: boolean;
   /** Netns name prefix, lowercase letters and digits, 2-10 chars; default "am" + 4 random hex digits. */
@@ -47,7 +68,10 @@ export interface SimPod {
   serviceAccount: string;
   labels: Record<string, string>;
   workload?: string;
-  peerAuthentication?: PeerAuthenticationMode;
+  peerAuthentication?: MtlsMode;
+  discover: boolean;
+  /** metadata.uid of the pod's manifest (stable for the cluster's life). */
+  uid: string;
   nodeName: string;
   netnsName: string;
   netnsPath: string;
@@ -75,8 +99,18 @@ export interface SimNode {
   pods: SimPod[];
 }
 
+export interface SimService {
+  name: string;
+  namespace: string;
+  selector: Record<string, string>;
+  ports: Array<{ name: string; port: number; targetPort: number }>;
+  /** 10.k.255.n (the pod CIDRs use 10.k.1-254.0/24), and fd00:k:ffff::n on dual stack. */
+  clusterIPs: string[];
+}
+
 export interface SimPlan {
   prefix: string;
+  sandboxes: boolean;
   octet: number;
   ipv6: boolean;
   fabricNetnsName: string;
@@ -84,6 +118,7 @@ export interface SimPlan {
   fabricCidr6?: string;
   nodes: SimNode[];
   pods: SimPod[];
+  services: SimService[];
 }
 
 export const NETNS_DIR = "/var/run/netns";
@@ -95,7 +130,7 @@ const PREFIX_RE = /^[a-z][a-z0-9]{1,9}$/;
 // DNS-1123 label (node and namespace names) and subdomain (pod names), as Kubernetes validates them.
 const LABEL_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const PA_MODES: readonly string[] = ["PERMISSIVE", "STRICT", "DISABLE"];
+const MTLS_MODES: readonly string[] = ["PERMISSIVE", "STRICT", "DISABLE"];
 
 /** Validates the spec and computes every name and address. Throws SimSpecError; has no effects. */
 export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
@@ -155,7 +190,7 @@ export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
       const key = `${namespace}/${podSpec.name}`;
       if (podKeys.has(key)) throw new SimSpecError(`pod ${key} is defined twice`);
       podKeys.add(key);
-      if (podSpec.peerAuthentication !== undefined && !PA_MODES.includes(podSpec.peerAuthentication)) {
+      if (podSpec.peerAuthentication !== undefined && !MTLS_MODES.includes(podSpec.peerAuthentication)) {
         throw new SimSpecError(`pod ${key}: unknown peerAuthentication ${JSON.stringify(podSpec.peerAuthentication)}`);
       }
       const labels = podSpec.labels ?? {};
@@ -175,6 +210,8 @@ export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
         ipv4: `10.${octet}.${index}.${host}`,
         interface: POD_INTERFACE,
         hostInterface: `veth${p + 1}`,
+        discover: podSpec.discover === true,
+        uid: uidOf(`${prefix}/${octet}/${key}`),
       };
       if (podSpec.workload !== undefined) pod.workload = podSpec.workload;
       if (podSpec.peerAuthentication !== undefined) pod.peerAuthentication = podSpec.peerAuthentication;
@@ -187,12 +224,14 @@ export function planSimCluster(spec: SimClusterSpec, prefix: string): SimPlan {
 
   const plan: SimPlan = {
     prefix,
+    sandboxes: spec.sandboxes !== false,
     octet,
     ipv6,
     fabricNetnsName: `${prefix}-fab`,
     fabricCidr4: `10.${octet}.0.0/24`,
     nodes,
     pods,
+    services: planServices(spec.services ?? [], octet, ipv6),
   };
   if (ipv6) plan.fabricCidr6 = `fd00:${k6}::/64`;
   return plan;
@@ -203,4 +242,36 @@ export function defaultOctet(prefix: string): number {
   let h = 0;
   for (const ch of prefix) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return 1 + (h % 254);
+}
+
+/** A UUID-shaped uid derived from the pod's identity in this cluster (the plan stays a pure function). */
+function uidOf(seed: string): string {
+  const h = createHash("sha256").update(seed).digest("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+function planServices(specs: SimServiceSpec[], octet: number, ipv6: boolean): SimService[] {
+  if (specs.length > 253) throw new SimSpecError(`at most 253 services, got ${specs.length}`);
+  const keys = new Set<string>();
+  return specs.map((spec, i) => {
+    const namespace = spec.namespace ?? "default";
+    const key = `${namespace}/${spec.name}`;
+    if (typeof spec.name !== "string" || !LABEL_RE.test(spec.name) || !LABEL_RE.test(namespace)) {
+      throw new SimSpecError(`service ${JSON.stringify(key)}: name and namespace must be DNS labels`);
+    }
+    if (keys.has(key)) throw new SimSpecError(`service ${key} is defined twice`);
+    keys.add(key);
+    if (!Array.isArray(spec.ports) || spec.ports.length === 0) throw new SimSpecError(`service ${key}: no ports`);
+    const ports = spec.ports.map((p, j) => {
+      const targetPort = p.targetPort ?? p.port;
+      for (const n of [p.port, targetPort]) {
+        if (!Number.isInteger(n) || n < 1 || n > 65535) throw new SimSpecError(`service ${key}: bad port ${n}`);
+      }
+      return { name: p.name ?? (spec.ports.length === 1 ? "" : `port-${j}`), port: p.port, targetPort };
+    });
+    const host = i + 1;
+    const clusterIPs = [`10.${octet}.255.${host}`];
+    if (ipv6) clusterIPs.push(`fd00:${octet.toString(16)}:ffff::${host.toString(16)}`);
+    return { name: spec.name, namespace, selector: { ...spec.selector }, ports, clusterIPs };
+  });
 }

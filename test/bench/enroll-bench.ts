@@ -10,12 +10,12 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
-import type { PodSpec } from "../../agent/kube/pod.js";
-import { podKey } from "../../agent/kube/pod.js";
-import { Redirector } from "../../agent/redirect/enroller.js";
+import { objectKey } from "../../agent/kube/records.js";
+import { NetnsRegistry } from "../../agent/netns/netns-registry.js";
+import { type EnrollTarget, Redirector } from "../../agent/redirect/enroller.js";
 import { buildRedirectRules, buildRemoveRules } from "../../agent/redirect/rules.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
-import { inNetns } from "../../native-bindings/netns.js";
+import { inNetnsFd } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
 import { fixed, pad, ratio, type Stats, stats, tempDir } from "./support.js";
 
@@ -31,7 +31,7 @@ function hasCommand(cmd: string): boolean {
   }
 }
 
-async function timeEach(pods: PodSpec[], fn: (pod: PodSpec) => unknown): Promise<number[]> {
+async function timeEach(pods: EnrollTarget[], fn: (pod: EnrollTarget) => unknown): Promise<number[]> {
   const samples: number[] = [];
   for (const pod of pods) {
     const t0 = performance.now();
@@ -41,17 +41,18 @@ async function timeEach(pods: PodSpec[], fn: (pod: PodSpec) => unknown): Promise
   return samples;
 }
 
-function removeAll(pods: PodSpec[]): void {
-  for (const pod of pods) inNetns(pod.netns, () => runNftJson(buildRemoveRules()));
+function removeAll(pods: EnrollTarget[]): void {
+  for (const pod of pods) inNetnsFd(pod.netns.fd, () => runNftJson(buildRemoveRules()));
 }
 
 /** Netns name from /var/run/netns/NAME. */
-const netnsName = (pod: PodSpec) => pod.netns.slice(pod.netns.lastIndexOf("/") + 1);
+const netnsName = ({ pod }: EnrollTarget) => (pod.netns ?? "").slice((pod.netns ?? "").lastIndexOf("/") + 1);
 
 export async function runEnrollBench(): Promise<string> {
   let cluster: SimCluster | undefined;
   const tmp = tempDir("enroll");
   const redirector = new Redirector();
+  const registry = new NetnsRegistry();
   try {
     const t0 = performance.now();
     cluster = await createSimCluster({
@@ -59,16 +60,21 @@ export async function runEnrollBench(): Promise<string> {
     });
     const c = cluster;
     const setupMs = performance.now() - t0;
-    const pods = c.podSpecs();
+    // Each pod's namespace held by descriptor, as the agent holds them (the path comes from the sim's manifests).
+    const pods = [...c.clusterState().pods.values()].map((pod): EnrollTarget => {
+      const found = registry.resolve({ key: objectKey(pod), uid: pod.uid, ips: pod.ips, netns: pod.netns ?? "" });
+      if (!found.ok) throw found.error;
+      return { pod, netns: found.netns };
+    });
     const factory = () => createServer((s) => s.destroy());
     const rows: Array<{ label: string; s: Stats; note?: string }> = [];
 
     // Warm-up (koffi symbol binding, JIT, first libnftables context), then back to a pod without the table.
-    redirector.enroll(pods[0] as PodSpec, factory);
-    redirector.unenroll(podKey(pods[0] as PodSpec));
+    redirector.enroll(pods[0] as EnrollTarget, factory);
+    redirector.unenroll(objectKey((pods[0] as EnrollTarget).pod));
     // Every variant then starts from the same state: a namespace that once had the table and no longer does.
     const firstTime = stats(
-      await timeEach(pods.slice(1), (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))),
+      await timeEach(pods.slice(1), (pod) => inNetnsFd(pod.netns.fd, () => runNftJson(buildRedirectRules()))),
     );
     removeAll(pods);
 
@@ -76,13 +82,17 @@ export async function runEnrollBench(): Promise<string> {
     const ambit = stats(await timeEach(pods, (pod) => redirector.enroll(pod, factory)));
     rows.push({ label: "(a) ambit Redirector.enroll (rules + 3 listeners)", s: ambit });
     // The text form nft itself prints for the installed table: the same ruleset for `nft -f`.
-    const listed = (await c.exec(netnsName(pods[0] as PodSpec), "nft", ["list", "table", "inet", "ambit"])).stdout;
+    const listed = (await c.exec(netnsName(pods[0] as EnrollTarget), "nft", ["list", "table", "inet", "ambit"])).stdout;
     const text = `add table inet ambit\ndelete table inet ambit\n${listed}`;
-    const unenroll = stats(await timeEach(pods, (pod) => redirector.unenroll(podKey(pod))));
+    const unenroll = stats(await timeEach(pods, (pod) => redirector.unenroll(objectKey(pod.pod))));
 
     // (a') the rules part alone, libnftables in-process.
-    const rulesOnly = stats(await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))));
-    const reapply = stats(await timeEach(pods, (pod) => inNetns(pod.netns, () => runNftJson(buildRedirectRules()))));
+    const rulesOnly = stats(
+      await timeEach(pods, (pod) => inNetnsFd(pod.netns.fd, () => runNftJson(buildRedirectRules()))),
+    );
+    const reapply = stats(
+      await timeEach(pods, (pod) => inNetnsFd(pod.netns.fd, () => runNftJson(buildRedirectRules()))),
+    );
     removeAll(pods);
     rows.push({ label: "    rules only, libnftables in-process (setns)", s: rulesOnly });
     rows.push({ label: "    same, table already there (re-enrollment)", s: reapply });
@@ -125,6 +135,7 @@ export async function runEnrollBench(): Promise<string> {
     return lines.join("\n");
   } finally {
     redirector.closeListenersOnly();
+    registry.releaseAll();
     await cluster?.destroy();
     tmp.remove();
   }

@@ -317,12 +317,12 @@ export async function runProxyBench(): Promise<string> {
     });
 
     // One agent process per node, in the node's namespace, as a DaemonSet would run them. The first creates the CA.
-    const podFile = join(tmp.dir, "pods.json");
-    await c.writePodFile(podFile);
+    const manifests = join(tmp.dir, "cluster.json");
+    await c.writeManifests(manifests);
     const agentArgs = (node: string) => [
       ...AGENT_NODE_FLAGS,
       CLI,
-      ...localAgentArgs(node, podFile, join(tmp.dir, "ca")),
+      ...localAgentArgs(node, manifests, join(tmp.dir, "ca")),
     ];
     const t0 = Date.now();
     procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));

@@ -1,10 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
-import { writePodFileAtomic } from "../../agent/kube/pod-file-write.js";
+import type { SimCluster } from "../../agent/sim/index.js";
+import { writeFileAtomic } from "../../agent/sim/index.js";
 import { localAgentArgs } from "./support/agent-args.js";
 import { meshFor } from "./support/agents.js";
 import { clusterFor } from "./support/cluster.js";
@@ -22,7 +23,14 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
   throw new Error(`timed out waiting for ${what}`);
 }
 
-test("label changes in the pod file enroll and unenroll pods live; a bad file or a bad pod leaves the rest alone", async (t) => {
+type KubeObject = Record<string, unknown> & { kind?: string; metadata?: { name?: string; labels?: object } };
+
+/** The sim's objects with the pod `name` changed by `change`. */
+function editPod(objects: KubeObject[], name: string, change: (pod: KubeObject) => KubeObject): KubeObject[] {
+  return objects.map((o) => (o.kind === "Pod" && o.metadata?.name === name ? change(structuredClone(o)) : o));
+}
+
+test("label changes in the manifests enroll and unenroll pods live; a bad file or a bad pod leaves the rest alone", async (t) => {
   const cluster = await clusterFor(t, {
     nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "c" }, { name: "d", labels: meshed }] }],
   });
@@ -38,34 +46,45 @@ test("label changes in the pod file enroll and unenroll pods live; a bad file or
       .enrolled()
       .map((e) => e.pod.name)
       .sort();
+  const write = (objects: unknown) =>
+    writeFileAtomic(mesh.clusterFile, { apiVersion: "v1", kind: "List", items: objects });
   t.deepEqual(enrolled(), ["a", "d"]);
 
   // Opt c in by labelling its namespace; opt d out with its own label.
-  const state = cluster.clusterState([{ name: "default", labels: meshed }]);
-  const relabelled = {
-    ...state,
-    pods: state.pods.map((p) => (p.name === "d" ? { ...p, labels: { "ambit.dev/mesh": "disabled" } } : p)),
-  };
-  await writePodFileAtomic(mesh.podFile, relabelled);
+  const relabelled = editPod(cluster.objects([{ name: "default", labels: meshed }]), "d", (pod) => ({
+    ...pod,
+    metadata: { ...pod.metadata, labels: { "ambit.dev/mesh": "disabled" } },
+  }));
+  await write(relabelled);
   await eventually("c enrolled, d unenrolled", async () => enrolled().join() === "a,c");
   t.is(ruleCount(d.netnsPath), 0, "d's table is gone");
   t.is(await request(c.netnsPath, d.ipv4, 8080), `d saw ${c.ipv4}`, "c -> d passes through (d not meshed)");
 
-  // A malformed file changes nothing; a pod without IPs is rejected alone.
-  await writePodFileAtomic(mesh.podFile, "{ not json");
+  // A file that does not parse changes nothing.
+  await writeFileAtomic(mesh.clusterFile, "{ not: [json");
   await new Promise((r) => setTimeout(r, 300));
   t.deepEqual(enrolled(), ["a", "c"]);
-  const broken = { ...relabelled, pods: relabelled.pods.map((p) => (p.name === "a" ? { ...p, ips: [] } : p)) };
-  await writePodFileAtomic(mesh.podFile, broken);
-  await eventually("a dropped as invalid, c kept", async () => enrolled().join() === "c");
+  t.true(
+    agent.source.health().reasons.some((r) => r.includes("cluster.json")),
+    "the source says which file",
+  );
+  // An invalid update of a pod (an address that is not one) is ignored: the valid version stays in force.
+  await write(
+    editPod(relabelled, "a", (pod) => ({ ...pod, status: { phase: "Running", podIPs: [{ ip: "10.0.0.999" }] } })),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(enrolled(), ["a", "c"]);
+  // A pod whose sandbox has no IPs (yet, or any more) is not enrolled; the others stay.
+  await write(editPod(relabelled, "a", (pod) => ({ ...pod, status: { phase: "Pending" } })));
+  await eventually("a unenrolled, c kept", async () => enrolled().join() === "c");
   t.is(await request(c.netnsPath, d.ipv4, 8080), `d saw ${c.ipv4}`);
 });
 
-function startAgentProcess(netnsName: string, args: string[]): ChildProcess {
-  const child = spawn("ip", ["netns", "exec", netnsName, process.execPath, "dist/agent/cli.js", ...args], {
+/** `ambit agent` in the node's namespace; the simulator kills it with the cluster, even if the test dies first. */
+function startAgentProcess(cluster: SimCluster, node: string, args: string[]): ChildProcess {
+  return cluster.spawnIn(cluster.node(node).netnsName, process.execPath, ["dist/agent/cli.js", ...args], {
     stdio: ["ignore", "ignore", "inherit"],
   });
-  return child;
 }
 
 test("a killed agent leaves its pods failing closed; a restarted agent re-enrolls them without duplicates", async (t) => {
@@ -80,15 +99,15 @@ test("a killed agent leaves its pods failing closed; a restarted agent re-enroll
   const app = answerIn(b.netnsPath, b.ipv4, 8080, () => "hello from b");
   t.teardown(() => closeServer(app));
   const dir = mkdtempSync(join(tmpdir(), "ambit-life-"));
-  const podFile = join(dir, "pods.json");
-  await cluster.writePodFile(podFile);
+  const manifests = join(dir, "cluster.json");
+  await cluster.writeManifests(manifests);
   const children = new Set<ChildProcess>();
   t.teardown(() => {
     for (const c of children) c.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   });
   const start = (node: string) => {
-    const child = startAgentProcess(cluster.node(node).netnsName, localAgentArgs(node, podFile, join(dir, "ca")));
+    const child = startAgentProcess(cluster, node, localAgentArgs(node, manifests, join(dir, "ca")));
     children.add(child);
     return child;
   };

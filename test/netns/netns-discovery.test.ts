@@ -19,11 +19,16 @@ import { netnsId, openNetns } from "../../native-bindings/netns.js";
 import { closeFdQuietly } from "../../native-bindings/sockets.js";
 import { capturingLogger } from "../support/log-lines.js";
 import { clusterFor } from "./support/cluster.js";
-import { fdsOn, inodeOf, sleeperIn, stop, uniqueOctet } from "./support/netns-procs.js";
+import { fdsOn, inodeOf, sleeperIn, stop } from "./support/netns-procs.js";
 import { answerIn, closeServer } from "./support/sockets.js";
 
 function simCluster(t: ExecutionContext, pods: string[], ipv6 = false): Promise<SimCluster> {
-  return clusterFor(t, { nodes: [{ name: "n1", pods: pods.map((name) => ({ name })) }], ipv6, octet: uniqueOctet() });
+  // No sandbox processes: each test decides which namespaces have a process in them.
+  return clusterFor(t, {
+    nodes: [{ name: "n1", pods: pods.map((name) => ({ name })) }],
+    ipv6,
+    sandboxes: false,
+  });
 }
 
 /** A pod as the API server describes it: no path, a UID. */

@@ -10,10 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import test, { type ExecutionContext } from "ava";
-import { writePodFileAtomic } from "../../agent/kube/pod-file-write.js";
 import { AGENT_NODE_FLAGS } from "../../agent/node/runtime-flags.js";
 import { EXIT_NETNS_LOST } from "../../agent/pod-netns.js";
-import type { SimCluster } from "../../agent/sim/index.js";
+import { type SimCluster, writeFileAtomic } from "../../agent/sim/index.js";
 import { localAgentArgs } from "./support/agent-args.js";
 import { clusterFor } from "./support/cluster.js";
 import { ruleCount } from "./support/nft.js";
@@ -27,11 +26,12 @@ const fdScript = join(import.meta.dirname, "support", "lost-netns-fd.js");
 async function sabotagedAgent(t: ExecutionContext, cluster: SimCluster) {
   const dir = mkdtempSync(join(tmpdir(), "ambit-netns-lost-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const podFile = join(dir, "pods.json");
-  await cluster.writePodFile(podFile);
-  const args = localAgentArgs("n1", podFile, join(dir, "ca"));
+  const manifests = join(dir, "cluster.json");
+  await cluster.writeManifests(manifests);
+  const args = localAgentArgs("n1", manifests, join(dir, "ca"));
+  // stdin is a pipe the script watches: if this test process dies, the script exits too.
   const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, script, ...args.slice(1)], {
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"],
   });
   t.teardown(() => child.kill("SIGKILL"));
   const lines: Array<Record<string, unknown>> = [];
@@ -48,7 +48,7 @@ async function sabotagedAgent(t: ExecutionContext, cluster: SimCluster) {
   });
   const exited = once(child, "exit").then(([code]) => ({ code: code as number | null, lines, stderr }));
   await Promise.race([ready, exited.then((r) => Promise.reject(new Error(`agent exited early: ${r.stderr}`)))]);
-  return { podFile, exited };
+  return { manifests, exited };
 }
 
 function fatalLine(lines: Array<Record<string, unknown>>) {
@@ -77,10 +77,14 @@ test("an enrollment that cannot return home stops the agent", async (t) => {
   const cluster = await clusterFor(t, {
     nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "c" }] }],
   });
-  const { podFile, exited } = await sabotagedAgent(t, cluster);
-  const state = cluster.clusterState();
-  const labelled = { ...state, pods: state.pods.map((p) => (p.name === "c" ? { ...p, labels: meshed } : p)) };
-  await writePodFileAtomic(podFile, labelled);
+  const { manifests, exited } = await sabotagedAgent(t, cluster);
+  const labelled = cluster.objects().map((o) => {
+    const pod = o as { kind?: string; metadata: { name?: string; labels?: object } };
+    return pod.kind === "Pod" && pod.metadata.name === "c"
+      ? { ...pod, metadata: { ...pod.metadata, labels: { ...pod.metadata.labels, ...meshed } } }
+      : o;
+  });
+  await writeFileAtomic(manifests, { apiVersion: "v1", kind: "List", items: labelled });
   const { code, lines } = await exited;
   t.is(code, EXIT_NETNS_LOST);
   t.truthy(fatalLine(lines));
@@ -94,7 +98,7 @@ for (const mode of ["run", "connect"]) {
   test(`entering by descriptor (${mode}) that cannot return home stops the process`, async (t) => {
     const cluster = await clusterFor(t, { nodes: [{ name: "n1", pods: [{ name: "a" }] }] });
     const child = spawn(process.execPath, [fdScript, cluster.pod("a").netnsPath, mode], {
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
     });
     t.teardown(() => child.kill("SIGKILL"));
     const lines: Array<Record<string, unknown>> = [];

@@ -47,8 +47,8 @@ test("Prometheus scrapes both agents: handshakes, Istio TCP metrics with princip
     }),
   });
   t.deepEqual(beforeStart, [
-    { status: 503, reasons: ["pod source not started"] },
-    { status: 503, reasons: ["pod source not started"] },
+    { status: 503, reasons: ["cluster source not started"] },
+    { status: 503, reasons: ["cluster source not started"] },
   ]);
   for (const agent of mesh.agents)
     t.deepEqual(await ready(agent.endpoints.ready), { status: 200, body: { ready: true, reasons: [] } });
@@ -130,11 +130,12 @@ test("readiness is 503 with reasons while the CA is unreachable at first start",
   // A real bundle and token, but nothing listens where the CA should be.
   await loadOrCreateCa(join(dir, "ca"), { trustDomain: "cluster.local", leafLifetimeSec: 3600, logger: silentLogger });
   writeFileSync(join(dir, "token"), "not-checked\n");
-  const podFile = join(dir, "pods.json");
-  await cluster.writePodFile(podFile);
+  const manifests = join(dir, "cluster.json");
+  await cluster.writeManifests(manifests);
   const config: AgentConfig = {
     nodeName: "n1",
-    podFile,
+    source: { kind: "manifests", path: manifests },
+    rootNamespace: "istio-system",
     trustDomain: "cluster.local",
     caUrl: `https://127.0.0.1:${await freePort()}`,
     caBundleFile: join(dir, "ca", "ca.crt"),

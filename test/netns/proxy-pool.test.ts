@@ -4,11 +4,11 @@
  */
 import test, { type ExecutionContext } from "ava";
 import { MeshCa } from "../../agent/identity/ca.js";
-import type { ClusterState } from "../../agent/kube/pod.js";
 import type { HboneTuning } from "../../agent/proxy/tuning.js";
 import { inNetns } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
 import { waitFor } from "../bench/support.js";
+import { withPod } from "../support/cluster-state.js";
 import { clusterFor } from "./support/cluster.js";
 import { nodeFor, recorder } from "./support/components.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
@@ -42,10 +42,7 @@ test("a pooled session is not reused once the index expects another identity at 
   t.is(n1.proxy.pooledSessions, 1);
 
   // b's IP now belongs (as n1 sees it) to a workload running as sa-other; b's agent still holds sa-b.
-  const moved: ClusterState = {
-    ...state,
-    pods: state.pods.map((p) => (p.name === "b" ? { ...p, serviceAccount: "sa-other" } : p)),
-  };
+  const moved = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-other" }));
   await n1.agent.apply(moved);
   await t.throwsAsync(get(), { code: "ECONNRESET" });
   t.true(client.events.handshakes.some((h) => h.result === "identity_mismatch"));
@@ -71,7 +68,7 @@ test("a pod leaving the mesh closes the sessions it opened", async (t) => {
   const { state, n1, get } = await setup(t);
   t.is(await get(), "hello from b");
   t.is(n1.proxy.pooledSessions, 1);
-  await n1.agent.apply({ ...state, pods: state.pods.map((p) => (p.name === "a" ? { ...p, labels: {} } : p)) });
+  await n1.agent.apply(withPod(state, "default/a", (p) => ({ ...p, labels: {} })));
   t.is(n1.redirector.enrolled().length, 0);
   await waitFor("a's sessions to close", async () => n1.proxy.pooledSessions === 0, 15_000);
 });

@@ -8,8 +8,8 @@ import { MeshCa } from "../../agent/identity/ca.js";
 import { createCsrPem } from "../../agent/identity/csr.js";
 import { generateRsaKeyPair } from "../../agent/identity/keys.js";
 import { formatSpiffeId } from "../../agent/identity/spiffe.js";
-import type { ClusterState } from "../../agent/kube/pod.js";
 import { connectInNetns } from "../../native-bindings/sockets.js";
+import { peerAuthentication, withPod } from "../support/cluster-state.js";
 import { ALPN_H2_ONLY, startCapture } from "./support/capture.js";
 import { clusterFor } from "./support/cluster.js";
 import { nodeFor, recorder } from "./support/components.js";
@@ -26,8 +26,7 @@ async function setup(t: ExecutionContext, strict = false) {
     ],
   });
   const ca = new MeshCa(await MeshCa.generateRoot(TD), { trustDomain: TD });
-  const namespaces = strict ? [{ name: "default", labels: {}, peerAuthentication: "STRICT" as const }] : [];
-  const state = cluster.clusterState(namespaces);
+  const state = cluster.clusterState([], strict ? [peerAuthentication("default", "STRICT")] : []);
   const b = cluster.pod("b");
   const app = answerIn(b.netnsPath, b.ipv4, 8080, () => "hello from b");
   t.teardown(() => closeServer(app));
@@ -54,10 +53,7 @@ test("the destination sees the client's SPIFFE identity; a destination with the 
   const server = recorder();
   const client = recorder();
   // n1 believes b runs as sa-expected; b's agent holds b's real identity, sa-b.
-  const lied: ClusterState = {
-    ...state,
-    pods: state.pods.map((p) => (p.name === "b" ? { ...p, serviceAccount: "sa-expected" } : p)),
-  };
+  const lied = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-expected" }));
   await nodeFor(t, { nodeName: "n1", ca, state: lied, observer: client.observer });
   const n2 = await nodeFor(t, { nodeName: "n2", ca, state, observer: server.observer });
   await t.throwsAsync(request(a.netnsPath, b.ipv4, 8080, "x"), { code: "ECONNRESET" });

@@ -1,29 +1,22 @@
 import { closeSync, openSync } from "node:fs";
 import net from "node:net";
 import test from "ava";
-import type { PodSpec } from "../../agent/kube/pod.js";
-import { type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
+import { type EnrollTarget, type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
 import { EnrollmentError } from "../../agent/redirect/errors.js";
 import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
-import { clusterFor } from "./support/cluster.js";
+import { clusterFor, enrollTarget } from "./support/cluster.js";
 import { ruleCount, tableExists } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
 
 /** Listeners that answer with what they are and where the connection was going. */
-function reportingFactory(kind: ListenerKind, family: 4 | 6, pod: PodSpec): net.Server {
+function reportingFactory(kind: ListenerKind, family: 4 | 6, { pod }: EnrollTarget): net.Server {
   return net.createServer({ allowHalfOpen: true }, (s) => {
     s.on("error", () => {});
     const dst = originalDestination(socketFd(s) as number, family);
     s.end(JSON.stringify({ kind, pod: pod.name, dst: `${dst.address}:${dst.port}`, src: s.remoteAddress }));
   });
-}
-
-function specOf(cluster: Awaited<ReturnType<typeof clusterFor>>, name: string): PodSpec {
-  const spec = cluster.podSpecs().find((p) => p.name === name);
-  if (!spec) throw new Error(`no pod ${name}`);
-  return spec;
 }
 
 test("outbound TCP from an enrolled pod reaches the agent's listener with its original destination (IPv4, IPv6)", async (t) => {
@@ -34,7 +27,7 @@ test("outbound TCP from an enrolled pod reaches the agent's listener with its or
   const a = cluster.pod("a");
   const b = cluster.pod("b");
   const redirector = new Redirector();
-  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.teardown(() => redirector.closeListenersOnly());
 
   const v4 = JSON.parse(await request(a.netnsPath, b.ipv4, 8080));
@@ -59,7 +52,7 @@ test("a non-enrolled pod's traffic is untouched, and unenroll restores direct tr
   t.teardown(() => closeServer(appA));
 
   const redirector = new Redirector();
-  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.is(await request(b.netnsPath, b.ipv4, 8080), "direct", "b talks to itself directly");
   t.like(JSON.parse(await request(a.netnsPath, b.ipv4, 8080)), { kind: "outbound" });
 
@@ -75,33 +68,29 @@ test("re-enrolling replaces the table atomically: same rules, no duplicates, tra
   });
   const a = cluster.pod("a");
   const first = new Redirector();
-  first.enroll(specOf(cluster, "a"), reportingFactory);
+  first.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   const rules = ruleCount(a.netnsPath);
   // An agent that stops leaves the rules: the pod's traffic is refused, never direct.
   first.closeListenersOnly();
   await t.throwsAsync(request(a.netnsPath, cluster.pod("b").ipv4, 8080), { code: "ECONNREFUSED" });
 
   const second = new Redirector();
-  second.enroll(specOf(cluster, "a"), reportingFactory);
-  second.enroll(specOf(cluster, "a"), reportingFactory);
+  second.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
+  second.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.teardown(() => second.closeListenersOnly());
   t.is(ruleCount(a.netnsPath), rules);
   t.like(JSON.parse(await request(a.netnsPath, cluster.pod("b").ipv4, 8080)), { kind: "outbound" });
 });
 
-test("bad input: a missing netns or a pod without IPs is a typed error and other pods are unaffected", async (t) => {
+test("bad input: a pod without IPs is a typed error and other pods are unaffected", async (t) => {
   const cluster = await clusterFor(t, {
     nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
   });
   const redirector = new Redirector();
   t.teardown(() => redirector.closeListenersOnly());
-  redirector.enroll(specOf(cluster, "a"), reportingFactory);
-  const ghost = { ...specOf(cluster, "b"), name: "ghost", netns: "/var/run/netns/ambit-does-not-exist" };
-  t.throws(() => redirector.enroll(ghost, reportingFactory), {
-    instanceOf: EnrollmentError,
-    message: /does not exist/,
-  });
-  const noIps = { ...specOf(cluster, "b"), ips: [] };
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
+  const b = enrollTarget(t, cluster, "b");
+  const noIps = { ...b, pod: { ...b.pod, ips: [] } };
   const err = t.throws(() => redirector.enroll(noIps, reportingFactory), { instanceOf: EnrollmentError });
   t.is(err?.code, "no_ips");
   t.false(tableExists(cluster.pod("b").netnsPath), "a failed enrollment leaves nothing behind");
@@ -117,7 +106,7 @@ test("kubelet probes from the node reach an enrolled pod's app directly, not its
   const app = answerIn(a.netnsPath, a.ipv4, 8080, (s) => `app saw ${s.remoteAddress}`);
   t.teardown(() => closeServer(app));
   const redirector = new Redirector({ hostRules: node.netnsPath });
-  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.teardown(() => {
     redirector.unenroll("default/a");
   });
@@ -134,7 +123,7 @@ test("enrollment works while the agent holds more than 1024 descriptors (libnfta
     for (const fd of hog) closeSync(fd);
   });
   const redirector = new Redirector();
-  redirector.enroll(specOf(cluster, "a"), reportingFactory);
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.teardown(() => redirector.unenroll("default/a"));
   t.like(JSON.parse(await request(cluster.pod("a").netnsPath, cluster.pod("b").ipv4, 80)), { kind: "outbound" });
 });

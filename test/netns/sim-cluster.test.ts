@@ -4,10 +4,11 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import anyTest, { type TestFn } from "ava";
-import { MESH_LABEL } from "../../agent/kube/pod.js";
+import { MESH_LABEL } from "../../agent/kube/mesh-selection.js";
 import {
   cleanupStale,
   createSimCluster,
+  SIM_POD_LABEL,
   type SimCluster,
   SimCommandError,
   SimCreateError,
@@ -108,20 +109,22 @@ test("2 nodes x 2 pods, dual stack: pods reach each other on the same node and a
     t.is(await echo(cluster, from, host as string), "ok", `${from.name} -> ${to.name} over ${family}`);
   }
 
-  // The pod-source view of the cluster.
-  const specs = cluster.podSpecs();
-  t.like(
-    specs.find((p) => p.name === "b1"),
-    { namespace: "default", serviceAccount: "api", nodeName: "node-b" },
-  );
-  t.deepEqual(specs.find((p) => p.name === "a1")?.ips, [a1.ipv4, a1.ipv6]);
-  t.is(specs.find((p) => p.name === "b2")?.peerAuthentication, "STRICT");
+  // The cluster as Kubernetes objects, and as a source reads them.
   const state = cluster.clusterState([{ name: "shop", labels: { [MESH_LABEL]: "enabled" } }]);
-  t.deepEqual(state.namespaces.map((n) => n.name).sort(), ["default", "shop"]);
+  t.like(state.pods.get("default/b1"), { namespace: "default", serviceAccount: "api", nodeName: "node-b" });
+  t.deepEqual(state.pods.get("default/a1")?.ips, [a1.ipv4, a1.ipv6]);
+  t.is(state.pods.get("default/a1")?.netns, a1.netnsPath);
+  t.like(
+    [...state.peerAuthentications.values()],
+    [{ namespace: "default", mtls: "STRICT", selector: { [SIM_POD_LABEL]: "b2" } }],
+  );
+  t.deepEqual([...state.namespaces.keys()].sort(), ["default", "shop"]);
+  t.is(state.namespaces.get("shop")?.labels[MESH_LABEL], "enabled");
   const dir = await mkdtemp(join(tmpdir(), "ambit-sim-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await cluster.writePodFile(join(dir, "pods.json"));
-  t.is(JSON.parse(await readFile(join(dir, "pods.json"), "utf8")).pods.length, 4);
+  await cluster.writeManifests(join(dir, "cluster.json"));
+  const written = JSON.parse(await readFile(join(dir, "cluster.json"), "utf8")) as { items: Array<{ kind: string }> };
+  t.is(written.items.filter((o) => o.kind === "Pod").length, 4);
 
   await t.throwsAsync(() => cluster.exec("some-other-netns", "true"), { instanceOf: SimUsageError });
   t.throws(() => cluster.spawnIn("some-other-netns", "true"), { instanceOf: SimUsageError });
@@ -139,7 +142,7 @@ test("IPv4-only cluster on one node", async (t) => {
   const cluster = await createSimCluster({ nodes: [{ name: "solo", pods: [{ name: "x" }, { name: "y" }] }] });
   t.teardown(() => cluster.destroy());
   t.is(cluster.pod("x").ipv6, undefined);
-  t.deepEqual(cluster.podSpecs()[0]?.ips, [cluster.pod("x").ipv4]);
+  t.deepEqual(cluster.clusterState().pods.get("default/x")?.ips, [cluster.pod("x").ipv4]);
   await startEcho(cluster, cluster.pod("x"));
   t.is(await echo(cluster, cluster.pod("y"), cluster.pod("x").ipv4), "ok");
   await cluster.destroy();

@@ -2,13 +2,13 @@
  * Flags of `ambit agent` for a local agent process in a simulated cluster: embedded CA in a shared directory (start
  * agents one after another: the first creates the root), servers on free loopback ports, quiet logs.
  */
-export function localAgentArgs(node: string, podFile: string, caDir: string): string[] {
+export function localAgentArgs(node: string, manifests: string, caDir: string): string[] {
   return [
     "agent",
     "--node",
     node,
-    "--pod-file",
-    podFile,
+    "--manifests",
+    manifests,
     "--ca-dir",
     caDir,
     "--metrics",

@@ -1,19 +1,20 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExecutionContext } from "ava";
-import type { NamespaceSpec } from "../../../agent/kube/pod.js";
 import { silentLogger } from "../../../agent/log.js";
 import type { AgentConfig } from "../../../agent/node/config.js";
 import { type AgentHooks, type RunningAgent, startAgent } from "../../../agent/node/run-agent.js";
-import type { SimCluster } from "../../../agent/sim/index.js";
+import type { NamespaceSpec, SimCluster } from "../../../agent/sim/index.js";
 
 export interface TestMesh {
   dir: string;
-  podFile: string;
+  /** The directory of manifests the agents follow; the cluster itself is in `clusterFile`. */
+  manifests: string;
+  clusterFile: string;
   agents: RunningAgent[];
-  /** Rewrite the pod file (atomically) and wait until every agent applied it. */
-  update(namespaces?: NamespaceSpec[]): Promise<void>;
+  /** Rewrite the cluster's manifest (atomically, with `extra` objects) and wait until every agent applied it. */
+  update(namespaces?: NamespaceSpec[], extra?: unknown[]): Promise<void>;
 }
 
 /**
@@ -26,8 +27,10 @@ export async function meshFor(
   options: { namespaces?: NamespaceSpec[]; certLifetimeSec?: number; hooks?: (node: string) => AgentHooks } = {},
 ): Promise<TestMesh> {
   const dir = mkdtempSync(join(tmpdir(), "ambit-test-"));
-  const podFile = join(dir, "pods.json");
-  await cluster.writePodFile(podFile, { namespaces: options.namespaces ?? [] });
+  const manifests = join(dir, "manifests");
+  mkdirSync(manifests);
+  const clusterFile = join(manifests, "cluster.json");
+  await cluster.writeManifests(clusterFile, options.namespaces ?? []);
   const agents: RunningAgent[] = [];
   t.teardown(async () => {
     for (const a of agents) {
@@ -39,7 +42,8 @@ export async function meshFor(
   for (const node of cluster.nodes) {
     const config: AgentConfig = {
       nodeName: node.name,
-      podFile,
+      source: { kind: "manifests", path: manifests },
+      rootNamespace: "istio-system",
       trustDomain: "cluster.local",
       caDir: join(dir, "ca"),
       certLifetimeSec: options.certLifetimeSec ?? 3600,
@@ -53,11 +57,12 @@ export async function meshFor(
   }
   return {
     dir,
-    podFile,
+    manifests,
+    clusterFile,
     agents,
-    update: async (namespaces) => {
+    update: async (namespaces, extra) => {
       const applied = agents.map((a) => new Promise((resolve) => a.source.once("change", resolve)));
-      await cluster.writePodFile(podFile, { namespaces: namespaces ?? [] });
+      await cluster.writeManifests(clusterFile, namespaces ?? [], extra ?? []);
       await Promise.all(applied);
       // Let the agents' enrollment (async certificate fetches) settle.
       await new Promise((r) => setTimeout(r, 200));

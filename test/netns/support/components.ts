@@ -7,8 +7,10 @@ import type { ExecutionContext } from "ava";
 import type { MeshCa } from "../../../agent/identity/ca.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { EmbeddedCertificateSource } from "../../../agent/identity/certificate-source.js";
-import { type ClusterState, podKey } from "../../../agent/kube/pod.js";
+import type { ClusterState } from "../../../agent/kube/cluster-state.js";
+import { objectKey } from "../../../agent/kube/records.js";
 import { type Logger, silentLogger } from "../../../agent/log.js";
+import { NetnsRegistry } from "../../../agent/netns/netns-registry.js";
 import { NodeAgent } from "../../../agent/node/node-agent.js";
 import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
 import { MeshProxy } from "../../../agent/proxy/proxy.js";
@@ -50,10 +52,12 @@ export async function nodeFor(
     certs,
     redirector,
     proxy,
+    namespaces: new NetnsRegistry({ logger }),
+    netnsPaths: true,
     logger,
   });
   t.teardown(() => {
-    for (const e of redirector.enrolled()) redirector.unenroll(podKey(e.pod));
+    for (const e of redirector.enrolled()) redirector.unenroll(objectKey(e.pod));
     agent.stop();
   });
   await agent.apply(options.state);

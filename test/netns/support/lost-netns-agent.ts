@@ -12,6 +12,9 @@ import { parseAgentConfig } from "../../../agent/node/config.js";
 import { startAgent } from "../../../agent/node/run-agent.js";
 import { O_RDONLY, open } from "../../../native-bindings/libc.js";
 
+// stdin is a pipe from the test: when the test process goes away (even killed), so does this one.
+process.stdin.on("end", () => process.exit(1)).resume();
+
 const config = parseAgentConfig(process.argv.slice(2));
 await startAgent(config, createLogger({ level: config.logLevel }));
 

@@ -11,6 +11,9 @@ import { connectFromPodFd, inPodNetnsFd } from "../../../agent/pod-netns.js";
 import { O_RDONLY, open } from "../../../native-bindings/libc.js";
 import { openNetns } from "../../../native-bindings/netns.js";
 
+// stdin is a pipe from the test: when the test process goes away (even killed), so does this one.
+process.stdin.on("end", () => process.exit(1)).resume();
+
 const [path = "", mode = "run"] = process.argv.slice(2);
 const log = createLogger({ level: "info" });
 const netns = { fd: openNetns(path), description: `test namespace ${path}` };
@@ -33,3 +36,4 @@ if (dup2(open("/dev/null", O_RDONLY), fd) !== fd) throw new Error("dup2 failed")
 if (mode === "connect") await connectFromPodFd(netns, { address: "127.0.0.1", port: 1, mark: 1 }, log).catch(() => {});
 else inPodNetnsFd(netns, () => undefined, log);
 process.stdout.write(`${JSON.stringify({ msg: "survived" })}\n`);
+process.exit(0);

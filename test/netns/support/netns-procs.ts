@@ -3,7 +3,6 @@
  * scan sees of a pod (`ip netns add` namespaces are bind mounts, invisible to it until a process is inside).
  */
 import type { ChildProcess } from "node:child_process";
-import { randomInt } from "node:crypto";
 import { once } from "node:events";
 import { readdirSync, readlinkSync, statSync } from "node:fs";
 import type { SimCluster } from "../../../agent/sim/index.js";
@@ -52,14 +51,4 @@ export function fdsOn(inode: number): number {
     }
   }
   return n;
-}
-
-/**
- * Second address octets for this file's clusters: distinct from each other (tests of a file run at once and scan
- * each other's namespaces), starting at a random point so other files' clusters rarely share one.
- */
-const base = randomInt(254);
-let next = 0;
-export function uniqueOctet(): number {
-  return 1 + ((base + next++ * 7) % 254);
 }

@@ -1,7 +1,7 @@
 import test from "ava";
 import { IdentityError } from "../../../agent/identity/errors.js";
 import { formatSpiffeId, identityOfPod, parseSpiffeId } from "../../../agent/identity/spiffe.js";
-import type { PodSpec } from "../../../agent/kube/pod.js";
+import { podRecord } from "../../support/records.js";
 
 test("format and parse round-trip", (t) => {
   const id = { trustDomain: "cluster.local", namespace: "shop", serviceAccount: "cart-v2" };
@@ -49,15 +49,7 @@ test("format refuses parts that would not round-trip", (t) => {
 });
 
 test("identityOfPod uses the pod's namespace and service account, defaulting to 'default'", (t) => {
-  const pod: PodSpec = {
-    name: "web-1",
-    namespace: "shop",
-    serviceAccount: "web",
-    nodeName: "n1",
-    labels: {},
-    netns: "/var/run/netns/x",
-    ips: ["10.0.0.1"],
-  };
+  const pod = podRecord({ name: "web-1", serviceAccount: "web" });
   t.deepEqual(identityOfPod(pod, "example.org"), {
     trustDomain: "example.org",
     namespace: "shop",

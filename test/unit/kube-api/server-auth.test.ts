@@ -2,7 +2,8 @@ import { readFile } from "node:fs/promises";
 import { request } from "node:https";
 import { join } from "node:path";
 import test from "ava";
-import { KubeTokenReviewer, NODE_NAME_EXTRA } from "../../../agent/identity/kube-token-reviewer.js";
+import { KubeTokenReviewer, NODE_NAME_EXTRA } from "../../../agent/ca/kube-token-reviewer.js";
+import { KubeApiConfig } from "../../../agent/kube/api/config.js";
 import { pod } from "../../kube-api/objects.js";
 import { KubeApiServer, type KubeApiServerOptions } from "../../kube-api/server.js";
 import { call, Watch } from "./client.js";
@@ -159,9 +160,7 @@ test("TokenReview: answers from the table with the real response shape, honours 
 
   // ambit's own TokenReview client works against it unchanged.
   const reviewer = new KubeTokenReviewer({
-    apiServer: s.url,
-    caFile: s.caFile,
-    tokenFile: s.tokenFile,
+    api: await KubeApiConfig.fromKubeconfig(await s.writeKubeconfig()),
     allowedUsers: [agent],
     audiences: ["ambit-ca"],
   });

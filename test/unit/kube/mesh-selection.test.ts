@@ -1,6 +1,5 @@
 import test from "ava";
-import { isMeshEnrolled, peerAuthenticationMode } from "../../../agent/kube/mesh-selection.js";
-import { MESH_LABEL } from "../../../agent/kube/pod.js";
+import { isMeshEnrolled, MESH_LABEL } from "../../../agent/kube/mesh-selection.js";
 
 const on = { [MESH_LABEL]: "enabled" };
 const off = { [MESH_LABEL]: "disabled" };
@@ -30,12 +29,4 @@ test("absent or unknown label means not enrolled", (t) => {
   t.false(isMeshEnrolled({ labels: {} }, { labels: off }));
   t.false(isMeshEnrolled({ labels: { [MESH_LABEL]: "true" } }));
   t.false(isMeshEnrolled({ labels: {} }, { labels: { [MESH_LABEL]: "yes" } }));
-});
-
-test("peer authentication: pod, else namespace, else PERMISSIVE", (t) => {
-  t.is(peerAuthenticationMode({}), "PERMISSIVE");
-  t.is(peerAuthenticationMode({}, {}), "PERMISSIVE");
-  t.is(peerAuthenticationMode({}, { peerAuthentication: "STRICT" }), "STRICT");
-  t.is(peerAuthenticationMode({ peerAuthentication: "DISABLE" }, { peerAuthentication: "STRICT" }), "DISABLE");
-  t.is(peerAuthenticationMode({ peerAuthentication: "STRICT" }), "STRICT");
 });

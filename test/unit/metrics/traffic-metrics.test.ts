@@ -1,8 +1,9 @@
 import test from "ava";
-import type { PodSpec } from "../../../agent/kube/pod.js";
+import type { PodRecord } from "../../../agent/kube/records.js";
 import { AgentMetrics } from "../../../agent/metrics/agent-metrics.js";
 import { principalLabel, trafficLabels } from "../../../agent/metrics/labels.js";
 import type { ConnectionInfo } from "../../../agent/proxy/observer.js";
+import { podRecord } from "../../support/records.js";
 
 const A = "spiffe://cluster.local/ns/shop/sa/front";
 const B = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -20,17 +21,8 @@ function conn(id: number, over: Partial<ConnectionInfo> = {}): ConnectionInfo {
   };
 }
 
-function pod(name: string, workload: string): PodSpec {
-  return {
-    name,
-    namespace: "shop",
-    serviceAccount: workload,
-    nodeName: "n1",
-    labels: {},
-    netns: "",
-    ips: [],
-    workload,
-  };
+function pod(name: string, workload: string): PodRecord {
+  return podRecord({ name, serviceAccount: workload, workload });
 }
 
 function metricsFor(t: { teardown(fn: () => void): void }) {

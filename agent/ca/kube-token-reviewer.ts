@@ -1,18 +1,16 @@
-import { readFile } from "node:fs/promises";
-import { IdentityError } from "./errors.js";
-import { requestJson } from "./https-json.js";
+import { IdentityError } from "../identity/errors.js";
+import { requestJson } from "../identity/https-json.js";
+import type { ApiRequestConfig } from "../kube/api/config.js";
 import type { ReviewedCaller, TokenReviewer } from "./token-reviewer.js";
 
 export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
-const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 export interface KubeTokenReviewerOptions {
-  /** API server base URL; in a pod https://kubernetes.default.svc. */
-  apiServer?: string;
-  /** CA bundle of the API server; defaults to the pod's service-account ca.crt. */
-  caFile?: string;
-  /** The CA's own service-account token (projected, so re-read each review); defaults to the pod's. */
-  tokenFile?: string;
+  /**
+   * The API server and the CA's own credentials, from the same configuration its pod watch uses (`--kube`: the
+   * pod's service account, whose projected token is re-read for every request; `--kubeconfig FILE`).
+   */
+  api: ApiRequestConfig;
   /**
    * Users allowed to ask for certificates, e.g. `system:serviceaccount:ambit-system:ambit`. Required: every pod's
    * bound service-account token carries its node name, so without this any pod could act as its node's agent.
@@ -37,32 +35,30 @@ interface TokenReviewStatus {
  * CachingTokenReviewer (review-cache.ts) in front of it, so the API server sees a bounded number of reviews.
  */
 export class KubeTokenReviewer implements TokenReviewer {
-  private readonly apiServer: string;
-  private readonly caFile: string;
-  private readonly tokenFile: string;
-  private readonly allowed: Set<string>;
+  readonly #options: KubeTokenReviewerOptions;
+  readonly #allowed: Set<string>;
 
-  constructor(private readonly options: KubeTokenReviewerOptions) {
-    this.apiServer = (options.apiServer ?? "https://kubernetes.default.svc").replace(/\/+$/, "");
-    this.caFile = options.caFile ?? `${SERVICE_ACCOUNT_DIR}/ca.crt`;
-    this.tokenFile = options.tokenFile ?? `${SERVICE_ACCOUNT_DIR}/token`;
-    this.allowed = new Set(options.allowedUsers);
+  constructor(options: KubeTokenReviewerOptions) {
+    this.#options = options;
+    this.#allowed = new Set(options.allowedUsers);
   }
 
   async review(token: string, admit?: () => void): Promise<ReviewedCaller | undefined> {
     admit?.();
-    const url = `${this.apiServer}/apis/authentication.k8s.io/v1/tokenreviews`;
+    const url = `${this.#options.api.server}/apis/authentication.k8s.io/v1/tokenreviews`;
     let status: number;
     let body: unknown;
     try {
-      const [ca, ownToken] = await Promise.all([readFile(this.caFile, "utf8"), readFile(this.tokenFile, "utf8")]);
-      const spec = this.options.audiences ? { token, audiences: this.options.audiences } : { token };
+      const { tls, headers } = await this.#options.api.requestOptions();
+      const { ca, ...rest } = tls;
+      const spec = this.#options.audiences ? { token, audiences: this.#options.audiences } : { token };
       ({ status, body } = await requestJson(url, {
         method: "POST",
-        ca,
-        headers: { authorization: `Bearer ${ownToken.trim()}` },
+        ...(ca ? { ca: ca as string } : {}),
+        tls: rest,
+        headers,
         body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec },
-        timeoutMs: this.options.timeoutMs ?? 5000,
+        timeoutMs: this.#options.timeoutMs ?? 5000,
       }));
     } catch (cause) {
       throw new IdentityError("token_review_failed", `TokenReview request to ${url} failed`, { cause });
@@ -73,8 +69,8 @@ export class KubeTokenReviewer implements TokenReviewer {
     const review = (body as { status?: TokenReviewStatus } | undefined)?.status;
     if (!review?.authenticated) return undefined;
     const user = review.user?.username ?? "";
-    if (!this.allowed.has(user)) return undefined;
-    const wanted = this.options.audiences;
+    if (!this.#allowed.has(user)) return undefined;
+    const wanted = this.#options.audiences;
     if (wanted && !wanted.some((a) => review.audiences?.includes(a))) return undefined;
     const nodeName = review.user?.extra?.[NODE_NAME_EXTRA]?.[0];
     return nodeName ? { nodeName, user } : undefined;

@@ -4,20 +4,21 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import test from "ava";
 import pino from "pino";
-import type { AddressRateLimitOptions } from "../../../agent/identity/address-rate-limit.js";
+import type { AddressRateLimitOptions } from "../../../agent/ca/address-rate-limit.js";
+import { startCaServer } from "../../../agent/ca/ca-server.js";
+import { KubeTokenReviewer } from "../../../agent/ca/kube-token-reviewer.js";
+import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/ca/review-cache.js";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
-import { startCaServer } from "../../../agent/identity/ca-server.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
 import { CaRequestError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
-import { KubeTokenReviewer } from "../../../agent/identity/kube-token-reviewer.js";
-import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/identity/review-cache.js";
+import { podRecord } from "../../support/records.js";
+import { newCa, sid } from "../identity/helpers.js";
 import { AGENT, fakeApiServer } from "./fake-api-server.js";
-import { newCa, sid } from "./helpers.js";
 
 const CART = "spiffe://cluster.local/ns/shop/sa/cart";
-const pod = { name: "cart-1", namespace: "shop", serviceAccount: "cart", nodeName: "node-a", labels: {}, netns: "" };
+const pod = podRecord({ name: "cart-1", serviceAccount: "cart", nodeName: "node-a" });
 
 /** The CA as `ambit ca` runs it in a cluster: a cached, bounded Kubernetes reviewer against the stand-in API server. */
 async function setup(
@@ -26,12 +27,7 @@ async function setup(
 ) {
   const api = await fakeApiServer(t);
   const ca = await newCa(3600);
-  const kube = new KubeTokenReviewer({
-    apiServer: api.apiServer,
-    caFile: api.files.ca,
-    tokenFile: api.files.token,
-    allowedUsers: [AGENT],
-  });
+  const kube = new KubeTokenReviewer({ api: api.api, allowedUsers: [AGENT] });
   const lines: Array<{ level: number; code?: string }> = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -44,7 +40,7 @@ async function setup(
     logger: pino({ level: "info" }, sink),
     reviewer: new CachingTokenReviewer(kube, opts.cache),
     rateLimit: opts.rateLimit,
-    lookupPod: () => ({ ...pod, ips: [] }),
+    lookupPod: () => pod,
     host: "127.0.0.1",
     port: 0,
   });

@@ -1,17 +1,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
+import { KubeTokenReviewer } from "../../../agent/ca/kube-token-reviewer.js";
+import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/ca/review-cache.js";
 import type { IdentityError } from "../../../agent/identity/errors.js";
-import { KubeTokenReviewer } from "../../../agent/identity/kube-token-reviewer.js";
-import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/identity/review-cache.js";
 import { AGENT, fakeApiServer } from "./fake-api-server.js";
 
 /** The Kubernetes reviewer against the stand-in API server, wrapped; `admits` counts reviews that were charged. */
 async function setup(t: import("ava").ExecutionContext, options: ReviewCacheOptions = {}) {
   const api = await fakeApiServer(t);
   const kube = new KubeTokenReviewer({
-    apiServer: api.apiServer,
-    caFile: api.files.ca,
-    tokenFile: api.files.token,
+    api: api.api,
     allowedUsers: [AGENT],
   });
   const cache = new CachingTokenReviewer(kube, options);

@@ -2,10 +2,11 @@ import { randomBytes } from "node:crypto";
 import { rename, rm, writeFile } from "node:fs/promises";
 
 /**
- * Writes a pod file the way a well-behaved producer should: to a temp file in the same directory, then rename, so a
- * watcher never reads half a file. A string is written as is (tests use it for malformed files), anything else as JSON.
+ * Writes a file the way a well-behaved producer of manifests should: to a temp file in the same directory, then
+ * rename, so a watcher never reads half a file. A string is written as is (tests use it for malformed files),
+ * anything else as JSON.
  */
-export async function writePodFileAtomic(path: string, content: unknown): Promise<void> {
+export async function writeFileAtomic(path: string, content: unknown): Promise<void> {
   const text = typeof content === "string" ? content : `${JSON.stringify(content, null, 2)}\n`;
   const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
   try {

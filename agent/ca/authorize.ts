@@ -1,6 +1,6 @@
-import type { PodSpec } from "../kube/pod.js";
-import type { PodRef } from "./certificate-source.js";
-import { formatSpiffeId, identityOfPod, type SpiffeId, sameSpiffeId } from "./spiffe.js";
+import type { PodRef } from "../identity/certificate-source.js";
+import { formatSpiffeId, identityOfPod, type SpiffeId, sameSpiffeId } from "../identity/spiffe.js";
+import type { PodRecord } from "../kube/records.js";
 
 export type SignDecision =
   | { ok: true }
@@ -13,7 +13,7 @@ export type SignDecision =
 export function authorizeSign(input: {
   callerNode: string;
   podRef: PodRef;
-  pod: PodSpec | undefined;
+  pod: PodRecord | undefined;
   identity: SpiffeId;
 }): SignDecision {
   const { callerNode, podRef, pod, identity } = input;

@@ -1,15 +1,16 @@
 import { parseArgs } from "node:util";
-import { DEFAULT_ADDRESS_RATE_LIMIT } from "../identity/address-rate-limit.js";
 import { loadCaFromFiles, loadOrCreateCa } from "../identity/ca-files.js";
-import { startCaServer } from "../identity/ca-server.js";
-import { KubeTokenReviewer } from "../identity/kube-token-reviewer.js";
-import { CachingTokenReviewer } from "../identity/review-cache.js";
 import { DEFAULT_TRUST_DOMAIN } from "../identity/spiffe.js";
-import { FileTokenReviewer } from "../identity/token-reviewer.js";
-import { findPod } from "../kube/cluster-lookup.js";
-import { PodFileSource } from "../kube/pod-file-source.js";
+import { openClusterSource } from "../kube/open-source.js";
+import { objectKey } from "../kube/records.js";
 import { createLogger } from "../log.js";
 import { ConfigError, parseHostPort } from "../node/config.js";
+import { SOURCE_FLAGS, sourceConfig } from "../node/source-flags.js";
+import { DEFAULT_ADDRESS_RATE_LIMIT } from "./address-rate-limit.js";
+import { startCaServer } from "./ca-server.js";
+import { KubeTokenReviewer } from "./kube-token-reviewer.js";
+import { CachingTokenReviewer } from "./review-cache.js";
+import { FileTokenReviewer, type TokenReviewer } from "./token-reviewer.js";
 
 function positive(value: unknown, flag: string, integer = false): number {
   const n = Number(value);
@@ -21,7 +22,8 @@ function positive(value: unknown, flag: string, integer = false): number {
 
 /**
  * `ambit ca`: the mesh CA as its own HTTPS server. Root from --ca-cert/--ca-key (a Secret) or --ca-dir (created on
- * first start); callers authenticated by --token-file (local) or Kubernetes TokenReview (--kube-allowed-user).
+ * first start); callers authenticated by --token-file (local) or Kubernetes TokenReview (--kube-allowed-user); pods
+ * from the API server's watch (--kube, --kubeconfig) or local manifests (--manifests).
  * TokenReviews are cached and bounded (review-cache.ts) and charged per source address (--review-rate/-burst).
  */
 export async function caCommand(argv: string[]): Promise<void> {
@@ -35,7 +37,7 @@ export async function caCommand(argv: string[]): Promise<void> {
       "ca-dir": { type: "string", default: env.AMBIT_CA_DIR },
       "ca-cert": { type: "string", default: env.AMBIT_CA_CERT },
       "ca-key": { type: "string", default: env.AMBIT_CA_KEY },
-      "pod-file": { type: "string", default: env.AMBIT_POD_FILE },
+      ...SOURCE_FLAGS,
       "token-file": { type: "string", default: env.AMBIT_CA_TOKENS },
       "kube-allowed-user": { type: "string", multiple: true, default: [] },
       audience: { type: "string", multiple: true, default: [] },
@@ -57,7 +59,8 @@ export async function caCommand(argv: string[]): Promise<void> {
   const log = createLogger({ level: values["log-level"] as string, name: "ambit-ca" });
   const trustDomain = values["trust-domain"] as string;
   const leafLifetimeSec = Number(values["cert-lifetime"]);
-  if (!values["pod-file"]) throw new ConfigError("--pod-file is required (the CA authorizes against the pod list)");
+  // The CA authorizes against the pods the cluster has: a node only gets the identities of pods scheduled on it.
+  const source = sourceConfig(values);
   const rateLimit = {
     ratePerSec: positive(values["review-rate"], "review-rate"),
     burst: positive(values["review-burst"], "review-burst", true),
@@ -75,23 +78,26 @@ export async function caCommand(argv: string[]): Promise<void> {
   const allowed = values["kube-allowed-user"] as string[];
   const audiences = values.audience as string[];
   // The token file is local and re-read on each request so a removed token stops working at once: not cached.
-  const reviewer = values["token-file"]
-    ? new FileTokenReviewer(values["token-file"])
-    : allowed.length > 0
-      ? new CachingTokenReviewer(
-          new KubeTokenReviewer({ allowedUsers: allowed, ...(audiences.length ? { audiences } : {}) }),
-        )
-      : undefined;
-  if (!reviewer) throw new ConfigError("--token-file or --kube-allowed-user is required");
+  let reviewer: TokenReviewer;
+  if (values["token-file"]) reviewer = new FileTokenReviewer(values["token-file"]);
+  else if (allowed.length > 0) {
+    if (source.kind !== "kube")
+      throw new ConfigError("--kube-allowed-user needs the API server: --kube or --kubeconfig");
+    const { apiConfig } = await import("../kube/api/open.js");
+    const api = await apiConfig(source);
+    reviewer = new CachingTokenReviewer(
+      new KubeTokenReviewer({ api, allowedUsers: allowed, ...(audiences.length ? { audiences } : {}) }),
+    );
+  } else throw new ConfigError("--token-file or --kube-allowed-user is required");
 
-  const pods = new PodFileSource({ path: values["pod-file"], logger: log });
-  await pods.start();
+  const cluster = await openClusterSource(source, { podsOnly: true, logger: log });
+  await cluster.start();
   const { host, port } = parseHostPort(values.listen as string, "listen");
   const server = await startCaServer({
     ca,
     reviewer,
     rateLimit,
-    lookupPod: (namespace, name) => findPod(pods.current(), namespace, name),
+    lookupPod: (namespace, name) => cluster.current().pods.get(objectKey({ namespace, name })),
     host,
     port,
     servingNames: {
@@ -103,7 +109,7 @@ export async function caCommand(argv: string[]): Promise<void> {
   log.info({ url: server.url }, "mesh CA serving");
   const stop = () =>
     void server.close().then(() => {
-      pods.close();
+      cluster.close();
       process.exit(0);
     });
   process.once("SIGINT", stop);

@@ -7,19 +7,20 @@ import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
 import forge from "node-forge";
 import pino from "pino";
+import { startCaServer } from "../../../agent/ca/ca-server.js";
+import { FileTokenReviewer } from "../../../agent/ca/token-reviewer.js";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
-import { startCaServer } from "../../../agent/identity/ca-server.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
 import { CaRequestError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
-import { FileTokenReviewer } from "../../../agent/identity/token-reviewer.js";
-import type { PodSpec } from "../../../agent/kube/pod.js";
-import { hostileCsr, newCa, sid } from "./helpers.js";
+import type { PodRecord } from "../../../agent/kube/records.js";
+import { podRecord } from "../../support/records.js";
+import { hostileCsr, newCa, sid } from "../identity/helpers.js";
 
-const pods: PodSpec[] = [
-  { name: "cart-1", namespace: "shop", serviceAccount: "cart", nodeName: "node-a", labels: {}, netns: "", ips: [] },
-  { name: "db-1", namespace: "shop", serviceAccount: "db", nodeName: "node-b", labels: {}, netns: "", ips: [] },
+const pods: PodRecord[] = [
+  podRecord({ name: "cart-1", serviceAccount: "cart", nodeName: "node-a" }),
+  podRecord({ name: "db-1", serviceAccount: "db", nodeName: "node-b" }),
 ];
 const lookupPod = (ns: string, name: string) => pods.find((p) => p.namespace === ns && p.name === name);
 

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { IdentityError } from "./errors.js";
+import { IdentityError } from "../identity/errors.js";
 
 /** Who is calling the CA: the node an authenticated agent runs on. */
 export interface ReviewedCaller {

@@ -1,24 +1,20 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import test from "ava";
+import { startCaServer } from "../../../agent/ca/ca-server.js";
+import { KubeTokenReviewer } from "../../../agent/ca/kube-token-reviewer.js";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
-import { startCaServer } from "../../../agent/identity/ca-server.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
 import { IdentityError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
-import { KubeTokenReviewer } from "../../../agent/identity/kube-token-reviewer.js";
-import { AGENT, fakeApiServer as startFakeApiServer } from "./fake-api-server.js";
-import { newCa, sid } from "./helpers.js";
+import { podRecord } from "../../support/records.js";
+import { newCa, sid } from "../identity/helpers.js";
+import { AGENT, apiAt, fakeApiServer as startFakeApiServer } from "./fake-api-server.js";
 
 /** The Kubernetes reviewer, pointed at a stand-in API server. */
 async function fakeApiServer(t: import("ava").ExecutionContext) {
   const api = await startFakeApiServer(t);
-  const reviewer = new KubeTokenReviewer({
-    apiServer: api.apiServer,
-    caFile: api.files.ca,
-    tokenFile: api.files.token,
-    allowedUsers: [AGENT],
-  });
+  const reviewer = new KubeTokenReviewer({ api: api.api, allowedUsers: [AGENT] });
   return { ...api, reviewer };
 }
 
@@ -40,8 +36,8 @@ test("TokenReview: unauthenticated, another service account, or no node claim ->
 });
 
 test("TokenReview: audiences are sent and enforced", async (t) => {
-  const { apiServer, files, seen } = await fakeApiServer(t);
-  const opts = { apiServer, caFile: files.ca, tokenFile: files.token, allowedUsers: [AGENT] };
+  const { api, seen } = await fakeApiServer(t);
+  const opts = { api, allowedUsers: [AGENT] };
   const ok = new KubeTokenReviewer({ ...opts, audiences: ["ambit-ca"] });
   t.like(await ok.review("agent-token"), { nodeName: "node-a" });
   t.deepEqual((seen.at(-1)?.body.spec as { audiences?: string[] } | undefined)?.audiences, ["ambit-ca"]);
@@ -49,30 +45,17 @@ test("TokenReview: audiences are sent and enforced", async (t) => {
 });
 
 test("TokenReview: API errors and an unreachable API server throw token_review_failed", async (t) => {
-  const { reviewer, files } = await fakeApiServer(t);
+  const { reviewer, files, dir } = await fakeApiServer(t);
   const err = await t.throwsAsync(reviewer.review("boom"), { instanceOf: IdentityError });
   t.is((err as IdentityError).code, "token_review_failed");
-  const down = new KubeTokenReviewer({
-    apiServer: "https://127.0.0.1:1",
-    caFile: files.ca,
-    tokenFile: files.token,
-    allowedUsers: [AGENT],
-  });
+  const down = new KubeTokenReviewer({ api: await apiAt("https://127.0.0.1:1", dir, files), allowedUsers: [AGENT] });
   t.is(((await t.throwsAsync(down.review("agent-token"))) as IdentityError).code, "token_review_failed");
 });
 
 test("the CA server with the Kubernetes reviewer: node from TokenReview, API failure -> 503", async (t) => {
   const { reviewer, dir } = await fakeApiServer(t);
   const ca = await newCa(3600);
-  const pod = {
-    name: "cart-1",
-    namespace: "shop",
-    serviceAccount: "cart",
-    nodeName: "node-a",
-    labels: {},
-    netns: "",
-    ips: [],
-  };
+  const pod = podRecord({ name: "cart-1", serviceAccount: "cart", nodeName: "node-a" });
   const server = await startCaServer({ ca, reviewer, lookupPod: () => pod, host: "127.0.0.1", port: 0 });
   t.teardown(() => server.close());
   await writeFile(join(dir, "bundle.pem"), ca.trustBundlePem());

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { IdentityError } from "./errors.js";
+import { IdentityError } from "../identity/errors.js";
 import type { ReviewedCaller, TokenReviewer } from "./token-reviewer.js";
 
 export interface ReviewCacheOptions {

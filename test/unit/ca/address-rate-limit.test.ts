@@ -1,5 +1,5 @@
 import test from "ava";
-import { AddressRateLimiter, RateLimitedError } from "../../../agent/identity/address-rate-limit.js";
+import { AddressRateLimiter, RateLimitedError } from "../../../agent/ca/address-rate-limit.js";
 
 function refusal(limiter: AddressRateLimiter, address: string, now: number): RateLimitedError | undefined {
   try {

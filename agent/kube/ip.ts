@@ -1,22 +1,4 @@
 import { isIP } from "node:net";
-import type { ClusterState, NamespaceSpec, PodSpec } from "./pod.js";
-
-/** Lookups over a ClusterState (the CA checks a requester against these; the proxy maps peer IPs to pods). */
-
-export function findPod(state: ClusterState, namespace: string, name: string): PodSpec | undefined {
-  return state.pods.find((p) => p.namespace === namespace && p.name === name);
-}
-
-export function findNamespace(state: ClusterState, name: string): NamespaceSpec | undefined {
-  return state.namespaces.find((n) => n.name === name);
-}
-
-/** The pod owning `ip` (IPv4 or IPv6, any textual form; IPv4-mapped IPv6 counts as IPv4). */
-export function findPodByIp(state: ClusterState, ip: string): PodSpec | undefined {
-  const wanted = canonicalIp(ip);
-  if (wanted === undefined) return undefined;
-  return state.pods.find((p) => p.ips.some((a) => canonicalIp(a) === wanted));
-}
 
 /** A comparable form of an IP address, or undefined if it is not one. */
 export function canonicalIp(ip: string): string | undefined {

@@ -1,4 +1,4 @@
-import { IdentityError } from "./errors.js";
+import { IdentityError } from "../identity/errors.js";
 
 export interface AddressRateLimitOptions {
   /** Tokens each source address earns per second. */

@@ -4,9 +4,10 @@ import { createServer } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { NODE_NAME_EXTRA } from "../../../agent/ca/kube-token-reviewer.js";
 import { generateRsaKeyPair } from "../../../agent/identity/keys.js";
-import { NODE_NAME_EXTRA } from "../../../agent/identity/kube-token-reviewer.js";
-import { newCa } from "./helpers.js";
+import { KubeApiConfig } from "../../../agent/kube/api/config.js";
+import { newCa } from "../identity/helpers.js";
 
 export const AGENT = "system:serviceaccount:ambit-system:ambit";
 
@@ -71,5 +72,30 @@ export async function fakeApiServer(t: import("ava").ExecutionContext) {
     await rm(dir, { recursive: true, force: true });
   });
   const apiServer = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
-  return { state, seen: state.seen, apiServer, files, dir };
+  return { state, seen: state.seen, apiServer, files, dir, api: await apiAt(apiServer, dir, files) };
+}
+
+/**
+ * The CA's configuration for an API server at `server` (a kubeconfig with the CA bundle and a token file), through
+ * the same loader `ambit ca --kubeconfig` uses.
+ */
+export async function apiAt(server: string, dir: string, files: { ca: string; token: string }): Promise<KubeApiConfig> {
+  const path = join(dir, `kubeconfig-${server.replace(/\W/g, "")}`);
+  await writeFile(
+    path,
+    [
+      "apiVersion: v1",
+      "kind: Config",
+      "clusters: [{name: c, cluster: {server: " +
+        JSON.stringify(server) +
+        ", certificate-authority: " +
+        JSON.stringify(files.ca) +
+        "}}]",
+      "users: [{name: u, user: {tokenFile: " + JSON.stringify(files.token) + "}}]",
+      "contexts: [{name: x, context: {cluster: c, user: u}}]",
+      "current-context: x",
+      "",
+    ].join("\n"),
+  );
+  return KubeApiConfig.fromKubeconfig(path);
 }

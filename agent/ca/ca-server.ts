@@ -2,19 +2,19 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AmbitError } from "../errors.js";
-import type { PodSpec } from "../kube/pod.js";
+import type { MeshCa } from "../identity/ca.js";
+import { IdentityError } from "../identity/errors.js";
+import { BodyTooLargeError, readBody, sendJson } from "../identity/https-json.js";
+import { generateRsaKeyPair } from "../identity/keys.js";
+import { refreshDelayMs } from "../identity/refresh-policy.js";
+import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
+import type { PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
 import { AddressRateLimiter, type AddressRateLimitOptions, RateLimitedError } from "./address-rate-limit.js";
 import { authorizeSign } from "./authorize.js";
-import type { MeshCa } from "./ca.js";
-import { IdentityError } from "./errors.js";
-import { BodyTooLargeError, readBody, sendJson } from "./https-json.js";
-import { generateRsaKeyPair } from "./keys.js";
-import { refreshDelayMs } from "./refresh-policy.js";
-import { formatSpiffeId, type SpiffeId } from "./spiffe.js";
 import type { TokenReviewer } from "./token-reviewer.js";
 
-export type PodLookup = (namespace: string, name: string) => PodSpec | undefined;
+export type PodLookup = (namespace: string, name: string) => PodRecord | undefined;
 
 export interface CaServerOptions {
   ca: MeshCa;

@@ -1,0 +1,7 @@
+import { AmbitError } from "../errors.js";
+
+export class ConfigError extends AmbitError {
+  constructor(message: string) {
+    super("bad_config", message);
+  }
+}
