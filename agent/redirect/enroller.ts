@@ -146,6 +146,15 @@ export class Redirector {
     }
   }
 
+  /**
+   * Forget a pod whose namespace is gone (its sandbox was replaced, or it died): its listeners close, and its rules
+   * went with the namespace. Idempotent.
+   */
+  abandon(key: string): void {
+    this.#closeListeners(key);
+    if (this.#pods.delete(key)) this.#syncHostRules();
+  }
+
   /** Stop serving without touching any pod's rules: what an agent shutdown looks like to the pods (fail closed). */
   closeListenersOnly(): void {
     for (const key of this.#pods.keys()) this.#closeListeners(key);

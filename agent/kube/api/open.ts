@@ -34,7 +34,11 @@ class ApiClusterSource extends EventEmitter<SourceEvents> implements ClusterSour
   readonly #api: KubeApiSource;
   readonly #log: Logger;
 
-  constructor(config: KubeApiConfig, resources: WatchedResource[], options: ApiSourceOptions) {
+  constructor(
+    config: KubeApiConfig,
+    resources: WatchedResource[],
+    options: ApiSourceOptions & { stallSeconds?: number | undefined },
+  ) {
     super();
     this.#log = options.logger.child({ component: "cluster-source" });
     this.#store = new ClusterStore({
@@ -47,6 +51,7 @@ class ApiClusterSource extends EventEmitter<SourceEvents> implements ClusterSour
       resources,
       sink: this.#store,
       logger: options.logger,
+      ...(options.stallSeconds ? { timing: { stallMs: options.stallSeconds * 1000 } } : {}),
       ...(options.registry ? { observer: registerKubeWatchMetrics(options.registry) } : {}),
     });
   }
@@ -87,5 +92,5 @@ export async function kubeApiSource(
 ): Promise<ClusterSource> {
   const resources =
     options.podsOnly || !options.nodeName ? caWatchedResources() : agentWatchedResources(options.nodeName);
-  return new ApiClusterSource(await apiConfig(config), resources, options);
+  return new ApiClusterSource(await apiConfig(config), resources, { ...options, stallSeconds: config.stallSeconds });
 }
