@@ -75,6 +75,8 @@ export class NodeAgent {
   readonly #failed = new Map<string, { pod: PodRecord; reason: string }>();
   /** Pods holding a reference on their identity's certificate (released exactly once when they leave). */
   readonly #certified = new Set<string>();
+  /** Certificate acquisitions under way (see apply). */
+  readonly #pending = new Set<Promise<unknown>>();
   readonly #timers: NodeJS.Timeout[];
 
   constructor(options: NodeAgentOptions) {
@@ -95,8 +97,14 @@ export class NodeAgent {
     return [...this.#failed].map(([pod, { reason }]) => ({ pod, reason }));
   }
 
-  /** Apply a new view of the cluster: enroll, unenroll and re-enroll this node's pods as the diff says. */
-  async apply(next: ClusterState): Promise<void> {
+  /**
+   * Apply a new view of the cluster: enroll, unenroll and re-enroll this node's pods as the diff says. Returns once
+   * every pod's redirection is in place; certificates are fetched in the background (settled() waits for them), so
+   * the next view never waits for a key generation and a CA round trip: 20 pods scheduled one after another get
+   * their rules one after another, not each behind the previous one's certificate. Until its certificate comes, a
+   * pod's meshed traffic is refused (fail closed) and readiness says so.
+   */
+  apply(next: ClusterState): void {
     const diff = diffEnrollment(this.#state, next, this.#o.nodeName);
     this.#state = next;
     this.#o.proxy.setState(next);
@@ -105,10 +113,15 @@ export class NodeAgent {
     for (const { previous, current } of diff.updated) {
       if (previous.serviceAccount !== current.serviceAccount && this.#certified.has(objectKey(current))) {
         this.#releaseCertificate(previous);
-        await this.#acquire(current);
+        this.#background(this.#acquire(current));
       }
     }
-    await Promise.all([...diff.enroll, ...diff.reenroll.map((c) => c.current)].map((pod) => this.#enroll(pod)));
+    for (const pod of [...diff.enroll, ...diff.reenroll.map((c) => c.current)]) this.#enroll(pod);
+  }
+
+  /** Resolves once every certificate request started so far has been answered (issued or failed). */
+  async settled(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.all(this.#pending);
   }
 
   /** Stop serving, leaving every pod's rules in place: their traffic is refused until an agent returns. */
@@ -120,7 +133,13 @@ export class NodeAgent {
     this.#o.namespaces.releaseAll();
   }
 
-  async #enroll(pod: PodRecord): Promise<void> {
+  #background(work: Promise<unknown>): void {
+    this.#pending.add(work);
+    void work.finally(() => this.#pending.delete(work));
+  }
+
+  /** Rules and listeners now; the certificate in the background. */
+  #enroll(pod: PodRecord): void {
     const key = objectKey(pod);
     const log = this.#o.logger.child({ pod: key });
     const started = process.hrtime.bigint();
@@ -150,10 +169,15 @@ export class NodeAgent {
       return;
     }
     this.#failed.delete(key);
-    const acquired = this.#certified.has(key) || (await this.#acquire(pod));
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    this.#o.enrollment?.enrolled(pod, seconds);
-    log.info({ ips: pod.ips, netns: found.netns.description, identity: acquired, seconds }, "pod enrolled");
+    const redirected = Number(process.hrtime.bigint() - started) / 1e9;
+    const acquired = this.#certified.has(key) ? Promise.resolve(true) : this.#acquire(pod);
+    this.#background(
+      acquired.then((identity) => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        this.#o.enrollment?.enrolled(pod, seconds);
+        log.info({ ips: pod.ips, netns: found.netns.description, identity, redirected, seconds }, "pod enrolled");
+      }),
+    );
   }
 
   async #acquire(pod: PodRecord): Promise<boolean> {
@@ -208,7 +232,7 @@ export class NodeAgent {
         continue;
       }
       log.warn({ netns: found.netns.description }, "the pod's sandbox was replaced; enrolling it in the new namespace");
-      void this.#enroll(pod);
+      this.#enroll(pod);
     }
   }
 
@@ -217,6 +241,6 @@ export class NodeAgent {
   }
 
   #retryFailed(): void {
-    for (const { pod } of [...this.#failed.values()]) void this.#enroll(pod);
+    for (const { pod } of [...this.#failed.values()]) this.#enroll(pod);
   }
 }

@@ -139,14 +139,17 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     } catch (err) {
       log.warn({ err }, "trust bundle unavailable; it will come with the first certificate (mTLS refused until then)");
     }
-    // One apply at a time, in order: a burst of snapshots while one applies collapses into the newest.
-    const apply = serialized((state: ClusterState) =>
-      agent
-        .apply(state)
-        .catch((err) => log.error({ err }, "applying the cluster's state failed; the next change retries")),
-    );
-    clusterSource.on("change", (state) => void apply(state));
-    await apply(await clusterSource.start());
+    const apply = (state: ClusterState) => {
+      try {
+        agent.apply(state);
+      } catch (err) {
+        log.error({ err }, "applying the cluster's state failed; the next change retries");
+      }
+    };
+    clusterSource.on("change", apply);
+    apply(await clusterSource.start());
+    // The first view's certificates too, before calling the agent started (readiness waits for them anyway).
+    await agent.settled();
     sourceStarted = true;
     log.info({ node: config.nodeName, enrolled: redirector.enrolled().length }, "agent started");
 
@@ -166,31 +169,4 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     await shutdown();
     throw err;
   }
-}
-
-/**
- * Runs `fn` on the newest value only, one call at a time: values that arrive while a call runs replace each other,
- * and the last one runs next. An agent applying a snapshot (certificates, namespaces) must not interleave with the
- * next one, and need not apply every intermediate snapshot of a burst.
- */
-function serialized<T>(fn: (value: T) => Promise<void>): (value: T) => Promise<void> {
-  let running: Promise<void> | undefined;
-  let pending: { value: T } | undefined;
-  const loop = async (first: T) => {
-    let value: T | undefined = first;
-    while (value !== undefined) {
-      await fn(value);
-      value = pending?.value;
-      pending = undefined;
-    }
-    running = undefined;
-  };
-  return (value) => {
-    if (running) {
-      pending = { value };
-      return running;
-    }
-    running = loop(value);
-    return running;
-  };
 }

@@ -27,11 +27,15 @@ export interface LocalWorkload extends Workload {
 export class WorkloadIndex {
   readonly #byIp = new Map<string, Workload>();
 
+  /**
+   * Rebuilt on every change of pods or namespaces. A snapshot keeps unchanged pod records as the same objects, so
+   * their workloads (identity parsed and validated) are reused: with 10,000 pods a rebuild is map inserts only.
+   */
   constructor(state: ClusterState, trustDomain: string) {
     for (const pod of state.pods.values()) {
       if (pod.hostNetwork || pod.ips.length === 0) continue;
       if (!isMeshEnrolled(pod, state.namespaces.get(pod.namespace))) continue;
-      const workload = workloadOf(pod, trustDomain);
+      const workload = cachedWorkload(pod, trustDomain);
       if (!workload) continue;
       for (const ip of pod.ips) {
         const c = canonicalIp(ip);
@@ -48,6 +52,16 @@ export class WorkloadIndex {
   get size(): number {
     return this.#byIp.size;
   }
+}
+
+const workloads = new WeakMap<PodRecord, { trustDomain: string; workload: Workload | undefined }>();
+
+function cachedWorkload(pod: PodRecord, trustDomain: string): Workload | undefined {
+  const hit = workloads.get(pod);
+  if (hit?.trustDomain === trustDomain) return hit.workload;
+  const workload = workloadOf(pod, trustDomain);
+  workloads.set(pod, { trustDomain, workload });
+  return workload;
 }
 
 /** The workload record of one pod, or undefined when its identity cannot be formed (then it is never meshed). */

@@ -43,11 +43,11 @@ test("a pooled session is not reused once the index expects another identity at 
 
   // b's IP now belongs (as n1 sees it) to a workload running as sa-other; b's agent still holds sa-b.
   const moved = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-other" }));
-  await n1.agent.apply(moved);
+  n1.agent.apply(moved);
   await t.throwsAsync(get(), { code: "ECONNRESET" });
   t.true(client.events.handshakes.some((h) => h.result === "identity_mismatch"));
 
-  await n1.agent.apply(state);
+  n1.agent.apply(state);
   t.is(await get(), "hello from b");
   t.is(
     client.events.handshakes.filter((h) => h.role === "client" && h.result === "ok").length,
@@ -68,7 +68,7 @@ test("a pod leaving the mesh closes the sessions it opened", async (t) => {
   const { state, n1, get } = await setup(t);
   t.is(await get(), "hello from b");
   t.is(n1.proxy.pooledSessions, 1);
-  await n1.agent.apply(withPod(state, "default/a", (p) => ({ ...p, labels: {} })));
+  n1.agent.apply(withPod(state, "default/a", (p) => ({ ...p, labels: {} })));
   t.is(n1.redirector.enrolled().length, 0);
   await waitFor("a's sessions to close", async () => n1.proxy.pooledSessions === 0, 15_000);
 });

@@ -60,7 +60,8 @@ export async function nodeFor(
     for (const e of redirector.enrolled()) redirector.unenroll(objectKey(e.pod));
     agent.stop();
   });
-  await agent.apply(options.state);
+  agent.apply(options.state);
+  await agent.settled();
   return { agent, proxy, certs, redirector };
 }
 

@@ -11,7 +11,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import type { ExecutionContext } from "ava";
 import { NODE_NAME_EXTRA } from "../../../agent/ca/kube-token-reviewer.js";
 import { AGENT_NODE_FLAGS } from "../../../agent/node/runtime-flags.js";
 import { trackChild } from "../../../agent/sim/cleanup.js";
@@ -22,6 +21,12 @@ import { KubeApiServer } from "../../kube-api/server.js";
 
 const CLI = join(import.meta.dirname, "..", "..", "..", "agent", "cli.js");
 export const AGENT_USER = "system:serviceaccount:ambit-system:ambit-agent";
+
+/** What the processes are tied to: an ava test (`t`) or a bench (its own cleanup list). */
+export interface Owner {
+  teardown(fn: () => unknown): void;
+  log(...values: unknown[]): void;
+}
 
 export interface Proc {
   child: ChildProcess;
@@ -47,7 +52,7 @@ export interface KubeMesh {
   stopAgent(node: string, signal?: NodeJS.Signals): Promise<void>;
 }
 
-function run(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Proc {
+function run(t: Owner, args: string[], env: Record<string, string> = {}): Proc {
   const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, CLI, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
@@ -87,11 +92,18 @@ async function logged(p: Proc, msg: string, what: string): Promise<Record<string
 }
 
 export async function kubeMeshFor(
-  t: ExecutionContext,
+  t: Owner,
   cluster: SimCluster,
-  options: { namespaces?: NamespaceSpec[]; extra?: Record<string, unknown>[]; agents?: string[] } = {},
+  options: {
+    namespaces?: NamespaceSpec[];
+    extra?: Record<string, unknown>[];
+    agents?: string[];
+    /** Bookmarks every 300 ms and a 2 s stall watchdog by default: outages show within a test's time. */
+    bookmarkIntervalMs?: number;
+    stallSeconds?: number;
+  } = {},
 ): Promise<KubeMesh> {
-  const api = await KubeApiServer.start({ bookmarkIntervalMs: 300 });
+  const api = await KubeApiServer.start({ bookmarkIntervalMs: options.bookmarkIntervalMs ?? 300 });
   t.teardown(() => api.close());
   api.applyAll([...cluster.objects(options.namespaces ?? []), ...(options.extra ?? [])] as KubeObject[]);
   const dir = mkdtempSync(join(tmpdir(), "ambit-kube-mesh-"));
@@ -127,7 +139,7 @@ export async function kubeMeshFor(
       "--kubeconfig",
       kubeconfig,
       "--watch-stall-timeout",
-      "2",
+      String(options.stallSeconds ?? 2),
       "--ca-url",
       ca.url,
       "--ca-bundle",
