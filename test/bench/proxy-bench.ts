@@ -7,6 +7,8 @@
  *   nginx:    dclient nginx 127.0.0.1 -> TLS -> dserver nginx -> lo
  *   js-relay: dclient relay 127.0.0.1 -> plain TCP -> dserver relay -> lo (bare Node.js relays, see js-relay.ts:
  *             what Node's own sockets give on this path with ambit's process layout, before any TLS or HTTP/2)
+ *   node-h2:  dclient relay 127.0.0.1 -> HTTP/2 CONNECT over one pooled mTLS session (node:http2) -> dserver relay
+ *             (node-h2-relay.ts: HBONE's shape on Node's own HTTP/2, re-measuring the choice of ambit's own)
  *   ambit:    client -> server (captured in both pods, HBONE between the two agents, one process per node)
  *
  * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
@@ -32,16 +34,18 @@ const IPERF_PORT = 5201;
 const HTTP_PORT = 8080;
 const TUNNEL = { iperf: { local: 7002, remote: 7444 }, http: { local: 7003, remote: 7445 } };
 const RELAY = { iperf: { local: 7004, remote: 7446 }, http: { local: 7005, remote: 7447 } };
+const H2_RELAY = { iperf: { local: 7006 }, http: { local: 7007 }, remote: 7448 };
 const MESHED = { "ambit.dev/mesh": "enabled" };
 
 const CLI = fileURLToPath(new URL("../../agent/cli.js", import.meta.url));
 const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
 const JS_RELAY = fileURLToPath(new URL("./js-relay.js", import.meta.url));
+const NODE_H2_RELAY = fileURLToPath(new URL("./node-h2-relay.js", import.meta.url));
 const STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
-type Mode = "direct" | "nginx" | "js-relay" | "ambit";
-const MODES: Mode[] = ["direct", "nginx", "js-relay", "ambit"];
-const COMPARED: Mode[] = ["nginx", "js-relay", "ambit"];
+type Mode = "direct" | "nginx" | "js-relay" | "node-h2" | "ambit";
+const MODES: Mode[] = ["direct", "nginx", "js-relay", "node-h2", "ambit"];
+const COMPARED: Mode[] = ["nginx", "js-relay", "node-h2", "ambit"];
 
 interface Target {
   netns: string;
@@ -201,8 +205,9 @@ function report(results: Record<Mode, ModeResult>, notes: string[]): string {
     `proxy bench: client pod on n1 -> server pod on n2 (veth + bridges + fabric), node ${process.version}, ${cpus().length} cores`,
     `  iperf3 1 stream ${SECONDS}s; wrk -c16 -t2 -d${SECONDS}s; ${PROBE_ROUNDS}x${PROBES_PER_ROUND} sequential connect+first-byte probes (modes alternating)`,
     "  js-relay: two bare Node.js TCP relays, no TLS: what Node's own sockets give with ambit's process layout",
+    "  node-h2: HBONE's shape (CONNECT over one pooled mTLS HTTP/2 session) on node:http2, ambit's windows",
     "",
-    `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${COMPARED.map((m) => pad(`${m.replace("js-", "")}/dir`, w)).join("")}`,
+    `${"".padEnd(30)}${MODES.map((m) => pad(m, w)).join("")}${COMPARED.map((m) => pad(`${m.replace(/^(js|node)-/, "")}/dir`, w)).join("")}`,
     row("throughput Gbit/s", (r) => r.gbps, 2),
     row("keep-alive req/s", (r) => r.keepAlive.rps, 0),
     row("keep-alive p50 ms", (r) => r.keepAlive.p50Ms, 3),
@@ -305,6 +310,22 @@ export async function runProxyBench(): Promise<string> {
       `${dserver.ipv4}:${iperf.remote}=127.0.0.1:${IPERF_PORT}`,
       `${dserver.ipv4}:${http.remote}=127.0.0.1:${HTTP_PORT}`,
     ]);
+    const h2Peer = `${dserver.ipv4}:${H2_RELAY.remote}`;
+    procs.start("node-h2 n1", dclient.netnsName, process.execPath, [
+      ...AGENT_NODE_FLAGS,
+      NODE_H2_RELAY,
+      "client",
+      pki,
+      `127.0.0.1:${H2_RELAY.iperf.local}=${h2Peer}/127.0.0.1:${IPERF_PORT}`,
+      `127.0.0.1:${H2_RELAY.http.local}=${h2Peer}/127.0.0.1:${HTTP_PORT}`,
+    ]);
+    procs.start("node-h2 n2", dserver.netnsName, process.execPath, [
+      ...AGENT_NODE_FLAGS,
+      NODE_H2_RELAY,
+      "server",
+      pki,
+      h2Peer,
+    ]);
     const served = async (host: string, port: number) =>
       (await probeGet(c, dclient.netnsName, host, port, "/index.html")) === "ambit bench\n";
     await waitFor("the apps, the nginx tunnel and the js relays", async () => {
@@ -312,7 +333,8 @@ export async function runProxyBench(): Promise<string> {
       return (
         (await served(dserver.ipv4, HTTP_PORT)) &&
         (!tunnel || (await served("127.0.0.1", TUNNEL.http.local))) &&
-        (await served("127.0.0.1", RELAY.http.local))
+        (await served("127.0.0.1", RELAY.http.local)) &&
+        (await served("127.0.0.1", H2_RELAY.http.local))
       );
     });
 
@@ -354,6 +376,11 @@ export async function runProxyBench(): Promise<string> {
         iperf: { host: "127.0.0.1", port: RELAY.iperf.local },
         http: { host: "127.0.0.1", port: RELAY.http.local },
       },
+      "node-h2": {
+        netns: dclient.netnsName,
+        iperf: { host: "127.0.0.1", port: H2_RELAY.iperf.local },
+        http: { host: "127.0.0.1", port: H2_RELAY.http.local },
+      },
       ambit: {
         netns: client.netnsName,
         iperf: { host: server.ipv4, port: IPERF_PORT },
@@ -364,9 +391,10 @@ export async function runProxyBench(): Promise<string> {
       direct: {},
       nginx: { "client-side": procs.pid("nginx tunnel client"), "server-side": procs.pid("nginx tunnel server") },
       "js-relay": { "relay n1": procs.pid("js-relay n1"), "relay n2": procs.pid("js-relay n2") },
+      "node-h2": { "relay n1": procs.pid("node-h2 n1"), "relay n2": procs.pid("node-h2 n2") },
       ambit: { "agent n1": procs.pid("agent n1"), "agent n2": procs.pid("agent n2") },
     };
-    const results = { direct: MISSING, nginx: MISSING, "js-relay": MISSING, ambit: MISSING };
+    const results = { direct: MISSING, nginx: MISSING, "js-relay": MISSING, "node-h2": MISSING, ambit: MISSING };
     const active = MODES.filter((m) => m !== "nginx" || tunnel);
     for (const mode of active) results[mode] = { ...MISSING, cpu: {} };
     // Connect probes first: the load tests leave tens of thousands of TIME_WAIT sockets in the server pods.
