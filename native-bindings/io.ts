@@ -1,0 +1,139 @@
+import koffi from "koffi";
+import { SyscallError } from "./errors.js";
+
+/**
+ * libc calls for ambit's own event loop (data path v2). The hot-path wrappers do not throw: they return the
+ * result, or minus errno, because EAGAIN is the common case of a non-blocking read and an exception per call would
+ * cost more than the call (a koffi call is well under a microsecond). Set-up calls throw a SyscallError.
+ */
+const libc = koffi.load("libc.so.6");
+
+const raw = {
+  epoll_create1: libc.func("int epoll_create1(int flags)"),
+  epoll_ctl: libc.func("int epoll_ctl(int epfd, int op, int fd, void *event)"),
+  epoll_wait: libc.func("int epoll_wait(int epfd, void *events, int maxevents, int timeout)"),
+  accept4: libc.func("int accept4(int fd, void *addr, _Inout_ uint32_t *len, int flags)"),
+  connect: libc.func("int connect(int fd, const void *addr, uint32_t len)"),
+  read: libc.func("intptr_t read(int fd, void *buf, uintptr_t count)"),
+  write: libc.func("intptr_t write(int fd, const void *buf, uintptr_t count)"),
+  shutdown: libc.func("int shutdown(int fd, int how)"),
+  eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
+  socketpair: libc.func("int socketpair(int domain, int type, int protocol, void *sv)"),
+  close: libc.func("int close(int fd)"),
+};
+
+export const EPOLL_CLOEXEC = 0o2000000;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLL_CTL_MOD = 3;
+export const EPOLLIN = 0x001;
+export const EPOLLOUT = 0x004;
+export const EPOLLERR = 0x008;
+export const EPOLLHUP = 0x010;
+export const EPOLLRDHUP = 0x2000;
+export const EPOLLEXCLUSIVE = 1 << 28;
+export const EPOLLET = 1 << 31;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const AF_UNIX = 1;
+export const SHUT_WR = 1;
+export const SO_ERROR = 4;
+
+export const EAGAIN = 11;
+export const EINTR = 4;
+export const EINPROGRESS = 115;
+export const EMFILE = 24;
+export const ENFILE = 23;
+
+/**
+ * `struct epoll_event` is `{ uint32_t events; uint64_t data; }`, packed on x86-64 (12 bytes) and naturally aligned
+ * elsewhere (16 bytes, data at offset 8). Only the low 32 bits of `data` are used: a token chosen by the loop.
+ */
+export const EPOLL_EVENT_SIZE = process.arch === "x64" ? 12 : 16;
+const DATA_OFFSET = process.arch === "x64" ? 4 : 8;
+
+/** A buffer for `max` events, read with eventMask/eventToken. */
+export function epollEvents(max: number): Buffer {
+  return Buffer.alloc(max * EPOLL_EVENT_SIZE);
+}
+
+export function eventMask(events: Buffer, i: number): number {
+  return events.readUInt32LE(i * EPOLL_EVENT_SIZE);
+}
+
+export function eventToken(events: Buffer, i: number): number {
+  return events.readUInt32LE(i * EPOLL_EVENT_SIZE + DATA_OFFSET);
+}
+
+function check(call: string, result: number, detail?: string): number {
+  if (result < 0) throw new SyscallError(call, koffi.errno(), detail);
+  return result;
+}
+
+/** The result, or minus errno: for calls whose failures are part of normal flow (EAGAIN, EINPROGRESS). */
+function orErrno(result: number): number {
+  return result < 0 ? -koffi.errno() : result;
+}
+
+export function epollCreate(): number {
+  return check("epoll_create1", raw.epoll_create1(EPOLL_CLOEXEC));
+}
+
+const ctlEvent = Buffer.alloc(16);
+
+/** Adds, modifies or removes `fd` in `epfd`; `token` comes back with its events. */
+export function epollCtl(epfd: number, op: number, fd: number, mask: number, token: number): number {
+  ctlEvent.writeUInt32LE(mask >>> 0, 0);
+  ctlEvent.writeUInt32LE(token >>> 0, DATA_OFFSET);
+  ctlEvent.writeUInt32LE(0, DATA_OFFSET + 4);
+  return orErrno(raw.epoll_ctl(epfd, op, fd, ctlEvent));
+}
+
+/** Ready events into `events` (from epollEvents); `timeoutMs` 0 never blocks. Returns the count or minus errno. */
+export function epollWait(epfd: number, events: Buffer, timeoutMs: number): number {
+  return orErrno(raw.epoll_wait(epfd, events, events.length / EPOLL_EVENT_SIZE, timeoutMs));
+}
+
+const acceptLen = [0];
+
+/** accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC; the peer's sockaddr into `addr` when given. Returns the fd or -errno. */
+export function accept(fd: number, addr: Buffer | null): number {
+  acceptLen[0] = addr ? addr.length : 0;
+  return orErrno(raw.accept4(fd, addr, acceptLen, 0o4000 | 0o2000000));
+}
+
+/** Starts a connect; a non-blocking socket returns -EINPROGRESS and reports the outcome as writable + SO_ERROR. */
+export function connect(fd: number, addr: Buffer): number {
+  return orErrno(raw.connect(fd, addr, addr.length));
+}
+
+/** Reads up to `length` bytes into `buf` (from its start); 0 is end of stream. Returns the count or -errno. */
+export function read(fd: number, buf: Buffer, length: number): number {
+  return orErrno(Number(raw.read(fd, buf, length)));
+}
+
+/** Writes `length` bytes of `buf` from its start. Returns the count written or -errno. */
+export function write(fd: number, buf: Buffer, length: number): number {
+  return orErrno(Number(raw.write(fd, buf, length)));
+}
+
+export function shutdown(fd: number, how: number): number {
+  return orErrno(raw.shutdown(fd, how));
+}
+
+/** A non-blocking eventfd: the control plane writes it to wake a worker's loop. */
+export function eventfd(): number {
+  return check("eventfd", raw.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+}
+
+/** Two connected sockets (AF_UNIX by default), non-blocking and close-on-exec. */
+export function socketpair(type = 1): [number, number] {
+  const sv = Buffer.alloc(8);
+  check("socketpair", raw.socketpair(AF_UNIX, type | 0o4000 | 0o2000000, 0, sv));
+  return [sv.readInt32LE(0), sv.readInt32LE(4)];
+}
+
+/** close(2) for the loop: returns 0 or -errno, never throws (the fd is gone either way). */
+export function closeFd(fd: number): number {
+  return orErrno(raw.close(fd));
+}
