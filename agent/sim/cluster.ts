@@ -8,7 +8,7 @@ import { deleteNetnsMany, trackChild, trackNetns, untrackNetns } from "./cleanup
 import { SimCommandError, SimCreateError, SimUsageError } from "./errors.js";
 import { kubeProxyRules, type NamespaceSpec, simObjects } from "./manifests.js";
 import { claimOctet, releaseOctet } from "./octets.js";
-import { type RunResult, run } from "./run.js";
+import { type RunResult, run, systemToolsEnv } from "./run.js";
 import {
   BRIDGE,
   defaultOctet,
@@ -116,7 +116,11 @@ export class SimCluster {
   spawnIn(netnsName: string, cmd: string, args: readonly string[] = [], options: SpawnOptions = {}): ChildProcess {
     this.#checkNetns(netnsName);
     // `ip netns exec` execs the command in place, so the child's pid is the command's.
-    const child = spawn("ip", ["netns", "exec", netnsName, cmd, ...args], { stdio: "pipe", ...options });
+    const child = spawn("ip", ["netns", "exec", netnsName, cmd, ...args], {
+      stdio: "pipe",
+      env: systemToolsEnv(),
+      ...options,
+    });
     this.#children.add(child);
     trackChild(child);
     child.once("exit", () => this.#children.delete(child));

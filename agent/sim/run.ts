@@ -6,6 +6,14 @@ export interface RunResult {
   stderr: string;
 }
 
+/**
+ * The environment the sim's commands run in: the system's tool directories come first, so a `node_modules/.bin` on
+ * PATH cannot shadow them (npx puts one there, where @vercel/nft, an ava dependency, installs a binary named `nft`).
+ */
+export function systemToolsEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ""}` };
+}
+
 /** Runs a command without a shell; rejects with SimCommandError (command, args, stderr, exit code, cause). */
 export function run(
   command: string,
@@ -16,7 +24,7 @@ export function run(
     const child = execFile(
       command,
       args,
-      { encoding: "utf8", timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 * 1024 * 1024 },
+      { encoding: "utf8", timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 * 1024 * 1024, env: systemToolsEnv() },
       (error, stdout, stderr) => {
         if (error) {
           const code = typeof error.code === "number" ? error.code : null;
@@ -33,7 +41,7 @@ export function run(
 /** Synchronous variant for exit hooks, where no event loop is left; never throws. */
 export function runSyncQuiet(command: string, args: readonly string[], input?: string): boolean {
   try {
-    execFileSync(command, args, { stdio: ["pipe", "ignore", "ignore"], input, timeout: 10_000 });
+    execFileSync(command, args, { stdio: ["pipe", "ignore", "ignore"], input, timeout: 10_000, env: systemToolsEnv() });
     return true;
   } catch {
     return false;

@@ -81,13 +81,19 @@ function run(t: Owner, args: string[], env: Record<string, string> = {}): Proc {
 }
 
 /** The value of a field of the first log line whose message matches, once there is one. */
+/**
+ * Waits for a process's log line. A process takes ~1.5 s of CPU to load and start (half of it is
+ * @kubernetes/client-node); beside the whole suite and a test's other processes on 2 cores, 20 s has been seen,
+ * so the bound is a minute: it only catches a process that never gets there.
+ */
 async function logged(p: Proc, msg: string, what: string): Promise<Record<string, unknown>> {
   let found: Record<string, unknown> | undefined;
-  await waitFor(what, async () => {
+  const check = async () => {
     if (p.child.exitCode !== null) throw new Error(`${what}: the process exited`);
     found = p.lines.find((l) => String(l.msg).includes(msg));
     return found !== undefined;
-  });
+  };
+  await waitFor(what, check, 60_000);
   return found as Record<string, unknown>;
 }
 
@@ -164,7 +170,7 @@ export async function kubeMeshFor(
       metrics: String(endpoints.metrics),
     };
     agents.set(node, agent);
-    await waitFor(`agent ${node} ready`, async () => (await fetch(`http://${agent.ready}/healthz/ready`)).ok, 30_000);
+    await waitFor(`agent ${node} ready`, async () => (await fetch(`http://${agent.ready}/healthz/ready`)).ok, 60_000);
     return agent;
   };
   const stopAgent = async (node: string, signal: NodeJS.Signals = "SIGTERM") => {
@@ -174,7 +180,8 @@ export async function kubeMeshFor(
     await agent.exited;
     agents.delete(node);
   };
-  for (const node of options.agents ?? cluster.nodes.map((n) => n.name)) await startAgent(node);
+  // Side by side, as a DaemonSet's pods start: each agent's start-up is mostly its own process loading (~1.7 s).
+  await Promise.all((options.agents ?? cluster.nodes.map((n) => n.name)).map(startAgent));
   return { api, dir, ca, agents, startAgent, stopAgent };
 }
 

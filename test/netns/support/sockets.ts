@@ -34,9 +34,15 @@ export function dialFrom(netns: string, ip: string, port: number): Promise<net.S
   return connectInNetns(netns, { address: ip, port, mark: 0 });
 }
 
-/** Connect, optionally send, and read until the peer closes. Rejects with the socket error (ECONNREFUSED...). */
+/**
+ * Connect, optionally send, and read until the peer closes. Rejects with the socket error (ECONNREFUSED...), or
+ * with ETIMEDOUT when nothing happens for 15 s, so a connection that hangs fails the test where it hangs.
+ */
 export async function request(netns: string, ip: string, port: number, send?: string | Buffer): Promise<string> {
   const s = await dialFrom(netns, ip, port);
+  s.setTimeout(15_000, () =>
+    s.destroy(Object.assign(new Error(`no answer from ${ip}:${port} in 15 s`), { code: "ETIMEDOUT" })),
+  );
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     s.on("data", (c: Buffer) => chunks.push(c));
