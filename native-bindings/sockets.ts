@@ -41,6 +41,14 @@ function tcpSocket(family: 4 | 6): number {
 
 export { closeFdQuietly };
 
+/**
+ * Accept queue of ambit's listeners. Node calls listen(2) again on an fd it is handed, with 511 unless a backlog
+ * is passed as the second argument (`server.listen({ fd }, LISTEN_BACKLOG)`; Node reads no `backlog` option for an
+ * fd): with 511, 1000 connects while the loop was busy overflowed the queue (6,262 ListenOverflows in the pod) and
+ * 141 connections were reset.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 export interface ListenerOptions {
   address: string;
   port: number;
@@ -51,7 +59,7 @@ export interface ListenerOptions {
 
 /**
  * A listening TCP socket, created in the calling thread's current network namespace.
- * Hand the fd to Node with `server.listen({ fd })`.
+ * Hand the fd to Node with `server.listen({ fd }, LISTEN_BACKLOG)`.
  */
 export function openListenerFd(options: ListenerOptions): number {
   const family = familyOf(options.address);
@@ -64,7 +72,7 @@ export function openListenerFd(options: ListenerOptions): number {
       setsockoptInt(fd, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1, where);
     }
     bind(fd, encodeSockaddr(options.address, options.port), where);
-    listen(fd, options.backlog ?? 4096);
+    listen(fd, options.backlog ?? LISTEN_BACKLOG);
     return fd;
   } catch (err) {
     closeFdQuietly(fd);

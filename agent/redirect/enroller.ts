@@ -7,7 +7,7 @@
 import { isIPv4, type Server } from "node:net";
 import { NftablesError } from "../../native-bindings/errors.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
-import { closeFdQuietly, openListenerFd } from "../../native-bindings/sockets.js";
+import { closeFdQuietly, LISTEN_BACKLOG, openListenerFd } from "../../native-bindings/sockets.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
 import { type HeldNetnsRef, inPodNetns, inPodNetnsFd } from "../pod-netns.js";
@@ -117,7 +117,7 @@ export class Redirector {
     }
     const listeners = opened.map(({ spec, fd }) => {
       const server = factory(spec.kind, spec.family, target);
-      server.listen({ fd });
+      server.listen({ fd }, LISTEN_BACKLOG);
       return { kind: spec.kind, family: spec.family, server };
     });
     const enrolled = { pod, netns, listeners };

@@ -4,25 +4,18 @@
  * EndpointSlices. Prints the agent's memory and CPU with that index, and how long a label takes, from the API
  * event to the pod's rules being live in its namespace (and gone again).
  */
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { ConfigDump } from "../../agent/admin/facts.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import type { KubeObject } from "../kube-api/resources.js";
 import { adminJson, kubeMeshFor, type Owner } from "../netns/support/kube-agents.js";
 import { tableExists } from "../netns/support/nft.js";
-import { cpuSeconds, fixed, sleep, stats, waitFor } from "./support.js";
+import { cpuSeconds, fixed, rssMiB, sleep, stats, waitFor } from "./support.js";
 
 const CLUSTER_PODS = 10_000;
 const SERVICES = 2_000;
 const NODE_PODS = 20;
 const NAMESPACES = 100;
-
-/** Resident memory of a process, in MiB. */
-function rssMiB(pid: number | undefined): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
-}
 
 /** 100.64.0.0/10 (shared address space): never a simulated pod's address (those are 10.k.x.y). */
 const podIp = (i: number) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;

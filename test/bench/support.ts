@@ -69,7 +69,7 @@ function machineJiffies(): { busy: number; total: number } {
 export async function withCpu<T>(
   pids: Record<string, number | undefined>,
   fn: () => Promise<T>,
-): Promise<{ result: T; cpu: Record<string, number> }> {
+): Promise<{ result: T; cpu: Record<string, number>; wall: number }> {
   const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, treeCpuSeconds(p)]));
   const m0 = machineJiffies();
   const t0 = performance.now();
@@ -80,7 +80,7 @@ export async function withCpu<T>(
     Object.entries(pids).map(([k, p]) => [k, ((treeCpuSeconds(p) - (before[k] as number)) / wall) * 100]),
   );
   cpu.machine = ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * 100;
-  return { result, cpu };
+  return { result, cpu, wall };
 }
 
 /** Keeps the last `limit` characters a child wrote to stdout/stderr, for error messages. */
@@ -92,6 +92,12 @@ export function captureOutput(child: ChildProcess, limit = 4000): () => string {
   child.stdout?.on("data", add);
   child.stderr?.on("data", add);
   return () => text;
+}
+
+/** Resident memory of a process, in MiB. */
+export function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -3,7 +3,7 @@ import net from "node:net";
 import test from "ava";
 import { type EnrollTarget, type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
 import { EnrollmentError } from "../../agent/redirect/errors.js";
-import { originalDestination, socketFd } from "../../native-bindings/sockets.js";
+import { LISTEN_BACKLOG, originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import { clusterFor, enrollTarget } from "./support/cluster.js";
 import { ruleCount, tableExists } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
@@ -126,4 +126,26 @@ test("enrollment works while the agent holds more than 1024 descriptors (libnfta
   redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
   t.teardown(() => redirector.unenroll("default/a"));
   t.like(JSON.parse(await request(cluster.pod("a").netnsPath, cluster.pod("b").ipv4, 80)), { kind: "outbound" });
+});
+
+test("the pod's listeners keep their full accept queue once Node serves them (Node re-listens an fd with 511)", async (t) => {
+  const cluster = await clusterFor(t, {
+    ipv6: true,
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }] }],
+  });
+  const redirector = new Redirector();
+  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
+  t.teardown(() => redirector.unenroll("default/a"));
+  // ss prints a listener's accept-queue limit in its Send-Q column.
+  const { stdout } = await cluster.exec(cluster.pod("a").netnsName, "ss", ["-ltnH"]);
+  const queues = stdout
+    .trim()
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .map(([, , limit, local]) => ({ local, limit: Number(limit) }));
+  t.is(queues.length, 6, "15001, 15006 and 15008, both families");
+  t.deepEqual(
+    queues.filter((q) => q.limit !== LISTEN_BACKLOG),
+    [],
+  );
 });

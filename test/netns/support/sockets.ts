@@ -3,7 +3,7 @@
  * inside the pods' namespaces through the same bindings the agent uses (clients unmarked, so they are captured).
  */
 import net from "node:net";
-import { connectInNetns, openListenerFdInNetns } from "../../../native-bindings/sockets.js";
+import { connectInNetns, LISTEN_BACKLOG, openListenerFdInNetns } from "../../../native-bindings/sockets.js";
 
 /** A TCP server inside `netns` on ip:port; `onConnection` gets each accepted socket. */
 export function serveIn(netns: string, ip: string, port: number, onConnection: (s: net.Socket) => void): net.Server {
@@ -14,7 +14,7 @@ export function serveIn(netns: string, ip: string, port: number, onConnection: (
     onConnection(s);
   });
   openSockets.set(server, open);
-  server.listen({ fd: openListenerFdInNetns(netns, { address: ip, port }) });
+  server.listen({ fd: openListenerFdInNetns(netns, { address: ip, port }) }, LISTEN_BACKLOG);
   return server;
 }
 

@@ -1,0 +1,60 @@
+/**
+ * What an agent costs while nothing happens: a real `ambit agent` (--kubeconfig, as deployed) on a node of 100
+ * enrolled pods, each with its listeners, rules and certificate, against an API server that sends a bookmark a
+ * minute. Issue 12's target: under 1% of a core and under 100 MB resident.
+ */
+import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
+import { kubeMeshFor, type Owner } from "../netns/support/kube-agents.js";
+import { cpuSeconds, rssMiB, sleep, waitFor } from "./support.js";
+
+const PODS = 100;
+const IDLE_SECONDS = 20;
+const MESHED = { "ambit.dev/mesh": "enabled" };
+
+export interface IdleAgent {
+  pods: number;
+  /** Percent of one core over IDLE_SECONDS, once every pod is enrolled and certified. */
+  cpuPercent: number;
+  rssMiB: number;
+  seconds: number;
+}
+
+async function enrolledPods(metricsAddress: string): Promise<number> {
+  const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+  return Number(/^ambit_pods_enrolled (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+export async function measureIdleAgent(): Promise<IdleAgent> {
+  const cleanups: Array<() => unknown> = [];
+  const owner: Owner = { teardown: (fn) => cleanups.push(fn), log: () => {} };
+  let cluster: SimCluster | undefined;
+  try {
+    cluster = await createSimCluster({
+      nodes: [
+        {
+          name: "n1",
+          pods: Array.from({ length: PODS }, (_, i) => ({ name: `p${i}`, namespace: "idle", discover: true })),
+        },
+      ],
+    });
+    // Bookmarks once a minute and the agent's default stall watchdog, as against a real API server.
+    const mesh = await kubeMeshFor(owner, cluster, {
+      namespaces: [{ name: "idle", labels: MESHED }],
+      bookmarkIntervalMs: 60_000,
+      stallSeconds: 120,
+    });
+    const agent = mesh.agents.get("n1");
+    if (!agent) throw new Error("no agent");
+    await waitFor(`${PODS} pods enrolled`, async () => (await enrolledPods(agent.metrics)) >= PODS, 120_000);
+    // Let start-up work (certificate fetches, GC of the start-up garbage) finish before the quiet part is measured.
+    await sleep(5000);
+    const pid = agent.child.pid;
+    const cpu0 = cpuSeconds(pid);
+    await sleep(IDLE_SECONDS * 1000);
+    const cpuPercent = ((cpuSeconds(pid) - cpu0) / IDLE_SECONDS) * 100;
+    return { pods: PODS, cpuPercent, rssMiB: rssMiB(pid), seconds: IDLE_SECONDS };
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+    await cluster?.destroy();
+  }
+}
