@@ -1,7 +1,8 @@
 /**
  * Splits the byte stream of an HTTP/2 connection into frames. DATA payloads are handed on as they arrive, slice by
  * slice, never reassembled: a 1 MiB DATA frame spread over many TLS records costs no copy here. Every other frame
- * is delivered whole.
+ * is delivered whole. Slices handed to the sink point into the pushed buffer and are valid only during the call
+ * when the caller reuses that buffer; the reader itself keeps nothing of it past push.
  */
 import { ErrorCode, Flag, FRAME_HEADER_LENGTH, FrameType } from "./constants.js";
 import { H2Error, protocolError } from "./errors.js";
@@ -106,7 +107,12 @@ export class FrameReader {
         this.sink.dataEnd(this.#stream, this.#flags, this.#padding);
       }
     }
-    if (!this.#stopped && pos < buf.length) this.#pending = buf.subarray(pos);
+    // A partial frame waits for the next push: copied when it lies in the caller's buffer, which may be reused once
+    // this returns (a poll loop's shared read buffer). It is short (a frame header, or a control frame cut by a
+    // read), and a joined buffer above is ours already.
+    if (!this.#stopped && pos < buf.length) {
+      this.#pending = buf === chunk ? Buffer.from(buf.subarray(pos)) : buf.subarray(pos);
+    }
   }
 
   #startData(): void {

@@ -1,14 +1,15 @@
 /**
- * An HTTP/2 connection (RFC 9113) over an already-secured duplex, carrying HBONE's CONNECT streams. Written for
- * the proxy's hot path: frames go straight to the socket (batched per turn of the event loop), DATA is forwarded
- * slice by slice, and a stream costs a map entry and a HEADERS frame each way.
+ * An HTTP/2 connection (RFC 9113) over an already-secured byte transport, carrying HBONE's CONNECT streams. Written
+ * for the proxy's hot path: frames go straight to the transport (batched per turn of the event loop), DATA is
+ * forwarded slice by slice, and a stream costs a map entry and a HEADERS frame each way. The transport is a Node
+ * socket (SocketTransport) or anything else that moves bytes (transport.ts): the session never touches a socket.
  *
  * Scope: everything a conforming peer may send is understood (HPACK in full, padding, CONTINUATION, PRIORITY,
  * PING, GOAWAY, flow control); what HBONE never uses is refused cleanly (server push, streams opened by a server).
  * Connection errors send GOAWAY and close; stream errors send RST_STREAM.
  */
 import { EventEmitter } from "node:events";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 import {
   DEFAULT_MAX_FRAME_SIZE,
   DEFAULT_WINDOW,
@@ -24,7 +25,9 @@ import { H2Error, protocolError } from "./errors.js";
 import { FrameReader, type FrameSink } from "./frame-reader.js";
 import { encodeHeaders, type HeaderList, HpackDecoder } from "./hpack.js";
 import { DEFAULT_LOCAL_SETTINGS, encodeSettings, type LocalSettings } from "./settings.js";
+import { SocketTransport } from "./socket-transport.js";
 import { H2Stream, type StreamOwner } from "./stream.js";
+import type { Transport, TransportSink } from "./transport.js";
 import { checkHeaders } from "./validate-headers.js";
 
 export interface SessionOptions {
@@ -54,10 +57,6 @@ export interface ResetLimit {
  */
 const EARLY_RESETS: ResetLimit = { burst: 1000, perSecond: 100 };
 
-/** Outgoing bytes beyond which DATA waits for the socket to drain (control frames never wait). */
-const SOCKET_HIGH_WATER = 1024 * 1024;
-/** Batches up to this size are copied into one buffer; Node serves allocations this small from a shared pool. */
-const SMALL_BATCH = 4096;
 /** Frames queued in one turn are written together once they reach this size. */
 const BATCH_BYTES = 64 * 1024;
 
@@ -72,14 +71,16 @@ interface HeaderBlock {
  * Events: "stream" (server: a new request, with its stream and headers), "goaway" (the peer will take no new
  * streams), "idle" (the last open stream closed), "close" (the connection is gone; Error if it ended by one).
  */
-export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
+export class H2Session extends EventEmitter implements StreamOwner, FrameSink, TransportSink {
   readonly role: "client" | "server";
   readonly settings: LocalSettings;
-  readonly #socket: Duplex;
+  /** DATA handed to streams' data handlers is valid only during the call (see Transport.lendsReads). */
+  readonly lendsData: boolean;
+  readonly #transport: Transport;
   readonly #streams = new Map<number, H2Stream>();
   readonly #reader: FrameReader;
   readonly #hpack: HpackDecoder;
-  /** Streams holding data that waits for window or socket space. */
+  /** Streams holding data that waits for window or transport space. */
   readonly #waiting = new Set<H2Stream>();
   #nextStreamId: number;
   /** Highest stream id the peer opened; stays 0 on a client (servers open no streams: push is off). */
@@ -106,11 +107,13 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   #resetTokens: number;
   #resetRefilledAt = performance.now();
 
-  constructor(socket: Duplex, opts: SessionOptions) {
+  /** A bare Duplex is wrapped in a SocketTransport. */
+  constructor(transport: Transport | Duplex, opts: SessionOptions) {
     super();
     this.role = opts.role;
     this.settings = { ...DEFAULT_LOCAL_SETTINGS, ...opts.settings };
-    this.#socket = socket;
+    this.#transport = transport instanceof Duplex ? new SocketTransport(transport) : transport;
+    this.lendsData = this.#transport.lendsReads;
     this.#nextStreamId = opts.role === "client" ? 1 : 2;
     this.#prefaceLeft = opts.role === "server" ? PREFACE.length : 0;
     this.#reader = new FrameReader(this, this.settings.maxFrameSize);
@@ -132,11 +135,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
         opts.settingsTimeoutMs,
       );
     }
-    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
-    socket.on("drain", () => this.#onDrain());
-    socket.on("end", () => this.destroy());
-    socket.on("error", (err) => this.destroy(err));
-    socket.on("close", () => this.destroy());
+    this.#transport.start(this);
   }
 
   get destroyed(): boolean {
@@ -177,7 +176,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     if (this.#streams.size === 0) this.#end();
   }
 
-  /** Abrupt close: every stream is reset and the socket destroyed. */
+  /** Abrupt close: every stream is reset and the transport destroyed. */
   destroy(err?: Error): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
@@ -187,8 +186,47 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#flush();
     const code = err instanceof H2Error ? err.h2code : ErrorCode.CANCEL;
     for (const stream of [...this.#streams.values()]) stream.receiveReset(code);
-    this.#socket.destroy();
+    this.#transport.destroy();
     this.emit("close", this.#error);
+  }
+
+  // TransportSink: what the transport hands us.
+
+  receive(buf: Buffer): void {
+    if (this.#destroyed) return;
+    try {
+      let rest = buf;
+      if (this.#prefaceLeft > 0) {
+        const n = Math.min(this.#prefaceLeft, rest.length);
+        const offset = PREFACE.length - this.#prefaceLeft;
+        if (!rest.subarray(0, n).equals(PREFACE.subarray(offset, offset + n))) {
+          throw protocolError("not an HTTP/2 connection preface");
+        }
+        this.#prefaceLeft -= n;
+        rest = rest.subarray(n);
+        if (rest.length === 0) return;
+      }
+      this.#reader.push(rest);
+    } catch (err) {
+      this.#fail(err instanceof H2Error ? err : new H2Error(ErrorCode.INTERNAL_ERROR, String(err), { cause: err }));
+    }
+  }
+
+  drained(): void {
+    this.#blocked = false;
+    this.#resumeWaiting();
+  }
+
+  ended(): void {
+    this.destroy();
+  }
+
+  errored(err: Error): void {
+    this.destroy(err);
+  }
+
+  closed(): void {
+    this.destroy();
   }
 
   // StreamOwner: what streams ask of their session.
@@ -353,12 +391,15 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
 
   #addBlockFragment(flags: number, fragment: Buffer): void {
     const block = this.#block as HeaderBlock;
-    block.chunks.push(fragment);
+    const more = !(flags & Flag.END_HEADERS);
+    // A fragment waiting for its CONTINUATION outlives this receive: copied, as the transport may reuse its buffer
+    // (and a slice would pin a whole socket read). Blocks in one frame, nearly all of them, are decoded in place.
+    block.chunks.push(more ? Buffer.from(fragment) : fragment);
     block.size += fragment.length;
     if (block.size > this.settings.maxHeaderListSize) {
       throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block over ${this.settings.maxHeaderListSize} bytes`);
     }
-    if (!(flags & Flag.END_HEADERS)) return;
+    if (more) return;
     this.#block = undefined;
     // Decoded even for streams about to be refused: the HPACK table must stay in step with the peer's.
     const headers = this.#hpack.decode(
@@ -526,31 +567,6 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     this.#frame(FrameType.RST_STREAM, 0, stream.id, u32(code));
   }
 
-  #onData(chunk: Buffer): void {
-    if (this.#destroyed) return;
-    try {
-      let rest = chunk;
-      if (this.#prefaceLeft > 0) {
-        const n = Math.min(this.#prefaceLeft, rest.length);
-        const offset = PREFACE.length - this.#prefaceLeft;
-        if (!rest.subarray(0, n).equals(PREFACE.subarray(offset, offset + n))) {
-          throw protocolError("not an HTTP/2 connection preface");
-        }
-        this.#prefaceLeft -= n;
-        rest = rest.subarray(n);
-        if (rest.length === 0) return;
-      }
-      this.#reader.push(rest);
-    } catch (err) {
-      this.#fail(err instanceof H2Error ? err : new H2Error(ErrorCode.INTERNAL_ERROR, String(err), { cause: err }));
-    }
-  }
-
-  #onDrain(): void {
-    this.#blocked = false;
-    this.#resumeWaiting();
-  }
-
   #resumeWaiting(): void {
     for (const stream of [...this.#waiting]) {
       if (this.#blocked || this.#connSendWindow <= 0) return;
@@ -562,7 +578,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   #fail(err: H2Error): void {
     if (this.#destroyed) return;
     this.#goaway(err.h2code, err.message);
-    // destroy() writes out what is queued, this GOAWAY included, before closing the socket.
+    // destroy() writes out what is queued, this GOAWAY included, before closing the transport.
     this.destroy(err);
   }
 
@@ -578,7 +594,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
 
   #end(): void {
     this.#flush();
-    this.#socket.end();
+    this.#transport.end();
   }
 
   #frame(type: number, flags: number, streamId: number, payload?: Buffer): void {
@@ -610,18 +626,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     const bytes = this.#outBytes;
     this.#out = [];
     this.#outBytes = 0;
-    if (this.#socket.destroyed || !this.#socket.writable) return;
-    // Small batches are joined into one buffer (Node carves those from a shared pool). Large ones go out as one
-    // writev instead: a large JS-side concatenation counts as external memory, and that brings V8's full
-    // collections on far more often.
-    if (out.length === 1) this.#socket.write(out[0] as Buffer);
-    else if (bytes <= SMALL_BATCH) this.#socket.write(Buffer.concat(out, bytes));
-    else {
-      this.#socket.cork();
-      for (const b of out) this.#socket.write(b);
-      this.#socket.uncork();
-    }
-    if (this.#socket.writableLength >= SOCKET_HIGH_WATER) this.#blocked = true;
+    if (!this.#transport.writable) return;
+    if (!this.#transport.write(out, bytes)) this.#blocked = true;
   }
 }
 

@@ -13,6 +13,7 @@ import type { HeaderList } from "./hpack.js";
 export interface StreamHandlers {
   /** Response headers (client side); `endStream` if the response has no body. */
   headers?(headers: HeaderList, endStream: boolean): void;
+  /** Received bytes. With `H2Stream.lendsData`, `chunk` is valid only during this call: copy what is kept. */
   data(chunk: Buffer): void;
   /** The peer half-closed (END_STREAM). */
   end(): void;
@@ -26,6 +27,8 @@ export interface StreamHandlers {
 
 /** What a stream needs from its session; implemented by H2Session. */
 export interface StreamOwner {
+  /** Received DATA points into a buffer the transport reuses once the current receive returns. */
+  readonly lendsData: boolean;
   sendHeaders(stream: H2Stream, headers: HeaderList, endStream: boolean): void;
   flushStream(stream: H2Stream): void;
   sendReset(stream: H2Stream, code: number): void;
@@ -73,6 +76,14 @@ export class H2Stream {
   ) {
     this.sendWindow = sendWindow;
     this.recvWindow = windowSize;
+  }
+
+  /**
+   * `data` callbacks get a view of the transport's read buffer, valid only during the call (a poll loop's shared
+   * buffer): a handler that keeps a chunk (queues it for a socket, say) must copy it. False over Node sockets.
+   */
+  get lendsData(): boolean {
+    return this.owner.lendsData;
   }
 
   /** Start receiving callbacks; anything that arrived before is replayed now, in order. */
@@ -157,7 +168,9 @@ export class H2Stream {
   }
 
   receiveData(chunk: Buffer): void {
-    this.#emit({ kind: "data", chunk });
+    if (this.#handlers) this.#handlers.data(chunk);
+    // Held until attach, past the receive that brought it: a lent buffer is copied (at most a window's worth).
+    else this.#held.push({ kind: "data", chunk: this.owner.lendsData ? Buffer.from(chunk) : chunk });
   }
 
   receiveEnd(): void {

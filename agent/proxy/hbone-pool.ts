@@ -13,6 +13,7 @@ import type { X509Certificate } from "node:crypto";
 import tls, { type SecureContext } from "node:tls";
 import type { HeaderList } from "../h2/hpack.js";
 import { H2Session } from "../h2/session.js";
+import { SocketTransport } from "../h2/socket-transport.js";
 import type { H2Stream } from "../h2/stream.js";
 import { sameSpiffeId } from "../identity/spiffe.js";
 import { validateTlsPeer } from "../identity/validate.js";
@@ -177,7 +178,7 @@ export class HbonePool {
         resolve();
       });
     });
-    const session = new H2Session(socket, {
+    const session = new H2Session(new SocketTransport(socket), {
       role: "client",
       settings: h2Settings(t),
       settingsTimeoutMs: t.handshakeTimeoutMs,

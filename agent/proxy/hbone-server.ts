@@ -10,6 +10,7 @@ import { ErrorCode } from "../h2/constants.js";
 import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
 import { H2Session } from "../h2/session.js";
+import { SocketTransport } from "../h2/socket-transport.js";
 import type { H2Stream } from "../h2/stream.js";
 import { headerRecord } from "../h2/validate-headers.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
@@ -97,7 +98,7 @@ export function createHboneServer(ctx: ProxyContext, self: LocalWorkload): tls.S
     if (secure.alpnProtocol !== "h2") return fail("bad_alpn", `ALPN ${String(secure.alpnProtocol)}`);
     ctx.observer.handshake("server", "ok", seconds(secure));
     const from: PeerInfo = { spiffe: formatSpiffeId(peer.id), ip: secure.remoteAddress ?? "" };
-    const session = new H2Session(secure, {
+    const session = new H2Session(new SocketTransport(secure), {
       role: "server",
       settings: h2Settings(ctx.tuning),
       settingsTimeoutMs: ctx.tuning.handshakeTimeoutMs,
