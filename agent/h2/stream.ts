@@ -103,7 +103,10 @@ export class H2Stream {
     if (endStream) this.#localEnd();
   }
 
-  /** Queue data; false means stop writing until drain(). Data written after end() or a reset is dropped. */
+  /**
+   * Queue data; false means stop writing until drain(). Data written after end() or a reset is dropped. `chunk` is
+   * held, not copied, until the transport has written it: the caller must not reuse its memory.
+   */
   write(chunk: Buffer): boolean {
     if (this.closed || this.endQueued) return true;
     if (chunk.length === 0) return true;

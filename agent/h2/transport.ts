@@ -22,6 +22,8 @@ export interface Transport {
   start(sink: TransportSink): void;
   /**
    * Send `chunks` (`bytes` in all) in order, as one batch. They become the transport's, to hold until written.
+   * The session calls this once per microtask checkpoint with what it queued since (sooner once 64 KiB wait), so a
+   * driver that runs outside Node's callback scopes must let microtasks run after handing over its reads.
    * False: the peer side is backed up; the session holds back DATA (control frames still come) until the transport
    * calls sink.drained().
    */
