@@ -8,6 +8,7 @@ import net from "node:net";
 import test, { type ExecutionContext } from "ava";
 import { ErrorCode, Flag, FrameType } from "../../../agent/h2/constants.js";
 import { H2Error } from "../../../agent/h2/errors.js";
+import { FrameReader } from "../../../agent/h2/frame-reader.js";
 import { encodeHeaders } from "../../../agent/h2/hpack.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { headerRecord } from "../../../agent/h2/validate-headers.js";
@@ -220,4 +221,34 @@ test("a client session treats a frame on a server-opened stream id as a protocol
   const err = await closed;
   t.true(err instanceof H2Error);
   t.is((err as H2Error).h2code, ErrorCode.PROTOCOL_ERROR);
+});
+
+test("a large control frame sent a byte at a time costs each byte one copy (the reader joined it per read before)", async (t) => {
+  // 512 KiB in 1-byte pushes: joining what had arrived on every push copied ~130 GB (minutes); filled in place, a
+  // fraction of a second. The bound only catches the quadratic path.
+  t.timeout(10_000);
+  const length = 512 * KiB;
+  const payload = Buffer.alloc(length, 0x5a);
+  payload.writeUInt32BE(0xdeadbeef, length - 4);
+  const wire = frame(0xfa, 0, 0, payload);
+  const frames: Array<{ type: number; payload: Buffer }> = [];
+  const reader = new FrameReader(
+    {
+      frame: (type, _flags, _stream, p) => frames.push({ type, payload: Buffer.from(p) }),
+      dataStart: () => {},
+      data: () => {},
+      dataEnd: () => {},
+    },
+    1 << 20,
+  );
+  const shared = Buffer.alloc(1);
+  for (let i = 0; i < wire.length; i++) {
+    shared[0] = wire[i] as number;
+    reader.push(shared);
+    // Let the test's timeout fire while the reader works.
+    if (i % 4096 === 0) await new Promise((r) => setImmediate(r));
+  }
+  t.is(frames.length, 1);
+  t.is(frames[0]?.type, 0xfa);
+  t.true(frames[0]?.payload.equals(payload));
 });
