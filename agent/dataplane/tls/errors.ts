@@ -1,0 +1,26 @@
+import { AmbitError } from "../../errors.js";
+
+/** Stable reasons a TLS operation of the data path fails; metric labels, so they never change meaning. */
+export type TlsErrorCode =
+  | "tls_context" // a context could not be built: bad PEM, key not matching the certificate, OpenSSL refused a setting
+  | "tls_handshake" // the handshake failed: OpenSSL's reason (peer refused, bad certificate, protocol) in `reasons`
+  | "tls_protocol" // a record-layer failure after the handshake (bad record, alert from the peer)
+  | "tls_io" // the socket itself failed under TLS (ECONNRESET, EPIPE): `errno` holds it
+  | "tls_closed"; // the connection was used after free()
+
+/**
+ * A TLS failure of OpenSSL bound through koffi. `reasons` is OpenSSL's error queue for this failure (drained, so
+ * nothing leaks into the next call or into Node's own crypto on the same thread), `errno` the socket's errno when
+ * the failure was a system call's.
+ */
+export class TlsError extends AmbitError {
+  declare readonly code: TlsErrorCode;
+  readonly reasons: readonly string[];
+  readonly errno: number;
+
+  constructor(code: TlsErrorCode, message: string, reasons: readonly string[] = [], errno = 0) {
+    super(code, reasons.length > 0 ? `${message}: ${reasons.join("; ")}` : message);
+    this.reasons = reasons;
+    this.errno = errno;
+  }
+}

@@ -1,0 +1,295 @@
+import { createHash, randomBytes } from "node:crypto";
+import test, { type ExecutionContext } from "ava";
+import { TLS_EOF, TLS_EOF_UNCLEAN, TLS_WANT_READ } from "../../../agent/dataplane/tls/connection.js";
+import { TlsContext } from "../../../agent/dataplane/tls/context.js";
+import { TlsError } from "../../../agent/dataplane/tls/errors.js";
+import { closeFd } from "../../../native-bindings/io.js";
+import { errDrain, opensslVersion } from "../../../native-bindings/openssl.js";
+import { issue, newCa, sid, TD, type Workload } from "../identity/helpers.js";
+import {
+  contextOf,
+  handshakeBoth,
+  liveObjects,
+  openFds,
+  type Pair,
+  readAll,
+  tlsPair,
+  transfer,
+} from "./tls-support.js";
+
+interface Fixture {
+  db: Workload;
+  cart: Workload;
+  foreign: Workload;
+}
+
+let fixture: Promise<Fixture> | undefined;
+function workloads(): Promise<Fixture> {
+  fixture ??= (async () => {
+    const ca = await newCa();
+    const [db, cart, foreign] = await Promise.all([
+      issue(ca, sid("shop", "db")),
+      issue(ca, sid("shop", "cart")),
+      issue(await newCa(), sid("shop", "cart")),
+    ]);
+    return { db, cart, foreign };
+  })();
+  return fixture;
+}
+
+/**
+ * Runs `body` and then checks that it left no fd open and no OpenSSL object alive: every test here builds and
+ * disposes its own contexts and connections.
+ */
+async function leakChecked(t: ExecutionContext, body: (f: Fixture) => void | Promise<void>): Promise<void> {
+  const f = await workloads();
+  const fds = openFds();
+  const objects = liveObjects();
+  await body(f);
+  t.deepEqual(openFds(), fds, "fds opened by the test are all closed");
+  t.deepEqual(liveObjects(), objects, "every SSL and SSL_CTX is freed");
+  t.deepEqual(objects, { contexts: 0, connections: 0 });
+  t.deepEqual(errDrain(), [], "OpenSSL's error queue is left empty");
+}
+
+function withPair(serverW: Workload, clientW: Workload, body: (p: Pair) => void, clientBundle?: string): void {
+  const serverCtx = contextOf(serverW);
+  const clientCtx = contextOf(clientW, clientBundle);
+  const pair = tlsPair(serverCtx, clientCtx);
+  try {
+    body(pair);
+  } finally {
+    pair.close();
+    serverCtx.dispose();
+    clientCtx.dispose();
+  }
+}
+
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+test.serial("binds Node's own OpenSSL from the running executable", (t) => {
+  t.true(opensslVersion().startsWith(`OpenSSL ${process.versions.openssl}`), opensslVersion());
+});
+
+test.serial("mTLS over a socketpair: both handshakes finish, ALPN h2, data both ways, SPIFFE IDs of both peers", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    withPair(db, cart, (p) => {
+      const { server, client } = handshakeBoth(p);
+      t.deepEqual(server, { step: "done" });
+      t.deepEqual(client, { step: "done" });
+      t.is(p.server.alpn(), "h2");
+      t.is(p.client.alpn(), "h2");
+      t.false(p.client.sessionReused());
+      t.deepEqual(p.server.peerIdentity(), { ok: true, id: sid("shop", "cart") });
+      t.deepEqual(p.client.peerIdentity(), { ok: true, id: sid("shop", "db") });
+
+      t.is(p.client.write(Buffer.from("GET /cart")), 9);
+      t.is(String(readAll(p.server).data), "GET /cart");
+      t.is(p.server.write(Buffer.from("200 OK")), 6);
+      const back = readAll(p.client);
+      t.is(String(back.data), "200 OK");
+      t.is(back.end, TLS_WANT_READ, "the server's session tickets were consumed on the way, nothing else pending");
+    });
+  }),
+);
+
+test.serial("a client certificate from a foreign CA is refused by the server; the client sees it on first read", (t) =>
+  leakChecked(t, ({ db, foreign }) => {
+    // The client trusts the server's CA, so only the server's judgement fails.
+    withPair(
+      db,
+      foreign,
+      (p) => {
+        const { server, client } = handshakeBoth(p);
+        t.true("error" in server);
+        const serverError = (server as { error: TlsError }).error;
+        t.is(serverError.code, "tls_handshake");
+        t.regex(serverError.message, /certificate verify failed/);
+        // TLS 1.3: the client finished its part before the server judged its certificate.
+        t.deepEqual(client, { step: "done" });
+        const err = t.throws(() => readAll(p.client), { instanceOf: TlsError });
+        t.is(err?.code, "tls_protocol");
+        t.regex(err?.message ?? "", /unknown ca/);
+      },
+      db.bundlePem,
+    );
+  }),
+);
+
+test.serial("a server certificate from a foreign CA fails the client's handshake", (t) =>
+  leakChecked(t, ({ foreign, cart }) => {
+    withPair(
+      foreign,
+      cart,
+      (p) => {
+        const { client } = handshakeBoth(p);
+        t.true("error" in client);
+        const err = (client as { error: TlsError }).error;
+        t.is(err.code, "tls_handshake");
+        t.regex(err.message, /certificate verify failed/);
+      },
+      cart.bundlePem,
+    );
+  }),
+);
+
+test.serial("several MiB each way: writes wait for the socket (TLS_WANT_WRITE) and every byte arrives in order", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    withPair(db, cart, (p) => {
+      handshakeBoth(p);
+      const up = randomBytes(6 * 1024 * 1024);
+      const sent = transfer(p.client, p.server, up);
+      t.is(sent.received.length, up.length);
+      t.is(sha(sent.received), sha(up));
+      t.true(sent.writeWaits > 0, "the socketpair filled up at least once");
+      const down = randomBytes(5 * 1024 * 1024 + 17);
+      const back = transfer(p.server, p.client, down, 1 << 20);
+      t.is(sha(back.received), sha(down));
+      t.true(back.writeWaits > 0);
+    });
+  }),
+);
+
+test.serial("clean shutdown: close_notify reads as TLS_EOF, and the other direction stays open until its own", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    withPair(db, cart, (p) => {
+      handshakeBoth(p);
+      p.client.write(Buffer.from("last words"));
+      t.is(p.client.shutdown(), "done");
+      const got = readAll(p.server);
+      t.is(String(got.data), "last words");
+      t.is(got.end, TLS_EOF);
+      // TLS 1.3 half-close: the server may still answer after the client's close_notify.
+      t.is(p.server.write(Buffer.from("reply")), 5);
+      t.is(p.server.shutdown(), "done");
+      const reply = readAll(p.client);
+      t.is(String(reply.data), "reply");
+      t.is(reply.end, TLS_EOF);
+    });
+  }),
+);
+
+test.serial("bare EOF (TCP FIN without close_notify) reads as TLS_EOF_UNCLEAN after the data, not as an error", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    const serverCtx = contextOf(db);
+    const clientCtx = contextOf(cart);
+    const p = tlsPair(serverCtx, clientCtx);
+    handshakeBoth(p);
+    p.client.write(Buffer.from("cut short"));
+    // Unread data at close makes the kernel send a reset instead of a FIN: take the server's session tickets first.
+    t.is(readAll(p.client).end, TLS_WANT_READ);
+    p.client.free();
+    closeFd(p.clientFd);
+    const got = readAll(p.server);
+    t.is(String(got.data), "cut short");
+    t.is(got.end, TLS_EOF_UNCLEAN);
+    t.is(p.server.shutdown(), "done", "no close_notify after a fatal end (OpenSSL forbids it)");
+    p.server.free();
+    closeFd(p.serverFd);
+    serverCtx.dispose();
+    clientCtx.dispose();
+  }),
+);
+
+test.serial("a peer reset mid-stream is a typed tls_io/tls_protocol error, not a crash", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    const serverCtx = contextOf(db);
+    const clientCtx = contextOf(cart);
+    const p = tlsPair(serverCtx, clientCtx);
+    handshakeBoth(p);
+    readAll(p.client);
+    p.server.free();
+    closeFd(p.serverFd);
+    const err = t.throws(
+      () => {
+        for (let i = 0; i < 1000; i++) p.client.write(Buffer.alloc(16384));
+      },
+      { instanceOf: TlsError },
+    );
+    t.is(err?.code, "tls_io");
+    t.is(err?.errno, 32, "EPIPE");
+    p.client.free();
+    closeFd(p.clientFd);
+    serverCtx.dispose();
+    clientCtx.dispose();
+  }),
+);
+
+test.serial("free and dispose happen once; a connection outlives its disposed context; use after free is typed", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    const serverCtx = contextOf(db);
+    const clientCtx = contextOf(cart);
+    const p = tlsPair(serverCtx, clientCtx);
+    serverCtx.dispose();
+    clientCtx.dispose();
+    serverCtx.dispose();
+    t.true(serverCtx.disposed);
+    t.throws(() => serverCtx.pointer(), { instanceOf: TlsError, message: /after dispose/ });
+    // OpenSSL's own reference keeps the SSL_CTX alive for connections made before a rotation.
+    t.deepEqual(handshakeBoth(p), { server: { step: "done" }, client: { step: "done" } });
+    t.deepEqual(p.server.peerIdentity(), { ok: true, id: sid("shop", "cart") });
+    p.client.write(Buffer.from("still here"));
+    t.is(String(readAll(p.server).data), "still here");
+    p.close();
+    p.close();
+    t.true(p.server.freed);
+    const err = t.throws(() => p.server.read(Buffer.alloc(16)), { instanceOf: TlsError });
+    t.is(err?.code, "tls_closed");
+  }),
+);
+
+test.serial("a context refuses a key that does not match its certificate, and unparseable PEM, with a reason", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    const mismatch = t.throws(
+      () =>
+        TlsContext.create({
+          chainPem: db.chainPem,
+          keyPem: cart.keys.privateKeyPem,
+          bundlePem: db.bundlePem,
+          trustDomain: TD,
+        }),
+      { instanceOf: TlsError },
+    );
+    t.is(mismatch?.code, "tls_context");
+    t.regex(mismatch?.message ?? "", /private key refused: .*key values mismatch/);
+    const noCert = t.throws(
+      () =>
+        TlsContext.create({
+          chainPem: "junk",
+          keyPem: db.keys.privateKeyPem,
+          bundlePem: db.bundlePem,
+          trustDomain: TD,
+        }),
+      { instanceOf: TlsError },
+    );
+    t.regex(noCert?.message ?? "", /certificate chain holds no certificate/);
+    const noKey = t.throws(
+      () => TlsContext.create({ chainPem: db.chainPem, keyPem: "junk", bundlePem: db.bundlePem, trustDomain: TD }),
+      { instanceOf: TlsError },
+    );
+    t.regex(noKey?.message ?? "", /private key cannot be parsed/);
+  }),
+);
+
+test.serial(
+  "peer identity runs the project's SPIFFE validation: a peer from another trust domain is named as such",
+  (t) =>
+    leakChecked(t, async ({ db }) => {
+      const other = await newCa(3600, "other.example");
+      const stranger = await issue(other, sid("shop", "cart", "other.example"));
+      // The server trusts the stranger's root too, so OpenSSL accepts the chain and only the SPIFFE check refuses.
+      const serverCtx = contextOf(db, db.bundlePem + stranger.bundlePem);
+      const clientCtx = contextOf(stranger, db.bundlePem);
+      const p = tlsPair(serverCtx, clientCtx);
+      try {
+        t.deepEqual(handshakeBoth(p), { server: { step: "done" }, client: { step: "done" } });
+        const v = p.server.peerIdentity();
+        t.false(v.ok);
+        t.is((v as { reason: string }).reason, "wrong_trust_domain");
+      } finally {
+        p.close();
+        serverCtx.dispose();
+        clientCtx.dispose();
+      }
+    }),
+);
