@@ -59,6 +59,7 @@ const raw = {
   SSL_get0_alpn_selected: lib.func("void SSL_get0_alpn_selected(const void *ssl, void *data, void *len)"),
   SSL_get_verify_result: lib.func("long SSL_get_verify_result(const void *ssl)"),
   SSL_session_reused: lib.func("int SSL_session_reused(const void *ssl)"),
+  SSL_has_pending: lib.func("int SSL_has_pending(const void *ssl)"),
   OPENSSL_sk_num: lib.func("int OPENSSL_sk_num(const void *stack)"),
   OPENSSL_sk_value: lib.func("void *OPENSSL_sk_value(const void *stack, int i)"),
   i2d_X509: lib.func("int i2d_X509(const void *x, void *out)"),
@@ -77,6 +78,7 @@ const raw = {
 
 export const TLS1_3_VERSION = 0x0304;
 const SSL_CTRL_MODE = 33;
+const SSL_CTRL_SET_READ_AHEAD = 41;
 const SSL_CTRL_CHAIN_CERT = 89;
 const SSL_CTRL_SET_MIN_PROTO_VERSION = 123;
 const SSL_CTRL_SET_MAX_PROTO_VERSION = 124;
@@ -131,6 +133,11 @@ export function sslCtxSetProtoVersions(ctx: SslCtxPtr, min: number, max: number)
 /** SSL_CTX_set_mode (a macro over SSL_CTX_ctrl): adds `mode` bits, returns the new mode. */
 export function sslCtxSetMode(ctx: SslCtxPtr, mode: number): number {
   return Number(raw.SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, mode, null));
+}
+
+/** SSL_CTX_set_read_ahead (a macro over SSL_CTX_ctrl): read whole socket buffers, not one record at a time. */
+export function sslCtxSetReadAhead(ctx: SslCtxPtr, on: boolean): void {
+  raw.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_READ_AHEAD, on ? 1 : 0, null);
 }
 
 /** SSL_CTX_set_options takes and returns a uint64_t in OpenSSL 3 (bits above 31 are used). */
@@ -297,6 +304,11 @@ export function sslAlpnSelected(ssl: SslPtr): string {
 
 export function sslGetVerifyResult(ssl: SslPtr): number {
   return Number(raw.SSL_get_verify_result(ssl));
+}
+
+/** True when OpenSSL holds bytes (decrypted or not) that a read would return without touching the socket. */
+export function sslHasPending(ssl: SslPtr): boolean {
+  return raw.SSL_has_pending(ssl) === 1;
 }
 
 export function sslSessionReused(ssl: SslPtr): boolean {

@@ -14,6 +14,7 @@ import {
   sslGet1PeerCertificate,
   sslGetError,
   sslGetVerifyResult,
+  sslHasPending,
   sslNew,
   sslPeerCertChain,
   sslReadEx,
@@ -211,6 +212,15 @@ export class TlsConnection {
       peerRole: this.role === "server" ? "client" : "server",
       ...(now === undefined ? {} : { now }),
     });
+  }
+
+  /**
+   * Whether OpenSSL already holds bytes a read() would return without the socket. A reader whose last read()
+   * returned less than it asked for may stop when this is false (level-triggered epoll reports what is still in
+   * the socket), saving the read(2) that would only say EAGAIN; when true it must read on.
+   */
+  hasPending(): boolean {
+    return sslHasPending(this.#live());
   }
 
   /** The ALPN protocol both ends agreed on ("" for none). */

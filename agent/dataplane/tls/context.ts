@@ -23,6 +23,7 @@ import {
   sslCtxSetMode,
   sslCtxSetOptions,
   sslCtxSetProtoVersions,
+  sslCtxSetReadAhead,
   sslCtxSetVerify,
   sslCtxUseCertificate,
   sslCtxUsePrivateKey,
@@ -131,6 +132,8 @@ function configure(ctx: SslCtxPtr, opts: TlsContextOptions): void {
   if (!sslCtxSetCiphersuites(ctx, MESH_TLS.ciphers)) fail(`cipher suites refused: ${MESH_TLS.ciphers}`);
   sslCtxSetOptions(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
   sslCtxSetMode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Without read-ahead OpenSSL reads each record's 5-byte header and then its body: two read(2) per record.
+  sslCtxSetReadAhead(ctx, true);
 
   const chain = pemCertificates(opts.chainPem);
   try {
