@@ -150,6 +150,26 @@ test.serial("several MiB each way: writes wait for the socket (TLS_WANT_WRITE) a
   }),
 );
 
+test.serial(
+  "records OpenSSL already holds are reported by hasPending(), so a reader never waits on epoll for them",
+  (t) =>
+    leakChecked(t, ({ db, cart }) => {
+      withPair(db, cart, (p) => {
+        handshakeBoth(p);
+        readAll(p.client);
+        for (const word of ["one", "two", "three"]) p.client.write(Buffer.from(word));
+        const small = Buffer.alloc(2);
+        t.is(p.server.read(small), 2);
+        // Read-ahead pulled all three records out of the socket: epoll would not wake for the rest.
+        t.true(p.server.hasPending());
+        const rest = readAll(p.server);
+        t.is(`${small}${rest.data}`, "onetwothree");
+        t.is(rest.end, TLS_WANT_READ);
+        t.false(p.server.hasPending());
+      });
+    }),
+);
+
 test.serial("clean shutdown: close_notify reads as TLS_EOF, and the other direction stays open until its own", (t) =>
   leakChecked(t, ({ db, cart }) => {
     withPair(db, cart, (p) => {

@@ -236,3 +236,42 @@ test.serial("OpenSSL client -> Node tls server (requestCert, rejectUnauthorized)
     }
   }),
 );
+
+test.serial("ALPN: a client offering only http/1.1 is refused (alert 120); one offering none gets no protocol", (t) =>
+  leakChecked(t, async ({ db, cart }) => {
+    const ctx = contextOf(db);
+    const base = {
+      host: "127.0.0.1",
+      key: cart.keys.privateKeyPem,
+      cert: cart.chainPem,
+      ca: cart.bundlePem,
+      checkServerIdentity: noHostnameCheck,
+    };
+    let clientError: NodeJS.ErrnoException | undefined;
+    const refused = await opensslServerOnce(
+      ctx,
+      (port) =>
+        connect({ ...base, port, ALPNProtocols: ["http/1.1"] }).on("error", (err) => {
+          clientError = err;
+        }),
+      async () => {},
+      true,
+    );
+    t.true(refused.server instanceof TlsError);
+    t.regex((refused.server as TlsError).message, /no application protocol/);
+    await pollUntil(() => clientError);
+    t.is(clientError?.code, "ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL");
+
+    let alpn: string | undefined;
+    const plain = await opensslServerOnce(
+      ctx,
+      (port) => connect({ ...base, port }).on("error", () => {}),
+      async (conn) => {
+        alpn = conn.alpn();
+      },
+    );
+    ctx.dispose();
+    t.is(plain.server, "done");
+    t.is(alpn, "");
+  }),
+);
