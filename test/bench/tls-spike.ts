@@ -2,6 +2,7 @@
  * Data path v2 TLS spike: which TLS the worker loop should use, measured.
  *
  *   node dist/test/bench/tls-spike.js [seconds per phase, default 4] [rounds, default 3]
+ *   TLS_SPIKE_STRACE=1 node dist/test/bench/tls-spike.js 4 0    (syscalls per request only, under strace -c)
  *
  * Candidate 1 ("openssl"): Node's own OpenSSL bound through koffi (agent/dataplane/tls), driven non-blocking over
  * socket fds by a small epoll loop written here over native-bindings/io.ts. Candidate 2 ("node-tls"): Node's own
@@ -17,7 +18,9 @@
  * connection, one 64-byte request and echo, close: server CPU per connection (a full handshake, no resumption).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, createSecureContext, createServer, type SecureContext, type TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
@@ -347,6 +350,41 @@ async function runCandidate(candidate: Candidate, server: Material, client: Mate
   }
 }
 
+/**
+ * Syscalls per keep-alive request of one candidate's server, counted by `strace -c -f` (it slows the server, so
+ * this runs apart from the CPU rounds): where the kernel part of the CPU figure goes.
+ */
+async function syscallsPerRequest(candidate: Candidate, server: Material, client: Material, seconds: number) {
+  const { child, port } = await startServer(candidate, server);
+  const pid = child.pid as number;
+  const out = join(tmpdir(), `tls-spike-strace-${process.pid}-${candidate}.txt`);
+  const noCpu = () => () => ({ count: 0, user: 0, sys: 0, wall: 0 });
+  try {
+    await handshakes(port, client, 0.5, noCpu);
+    const strace = spawn("strace", ["-c", "-f", "-o", out, "-p", String(pid)], { stdio: "ignore" });
+    await new Promise((r) => setTimeout(r, 500));
+    const ka = await keepAlive(port, client, seconds, noCpu);
+    const exited = new Promise((r) => strace.once("exit", r));
+    strace.kill("SIGINT");
+    await exited;
+    const rows = readFileSync(out, "utf8")
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/))
+      .filter((f) => f.length >= 5 && /^\d/.test(f[0] ?? "") && f[f.length - 1] !== "total")
+      .map((f) => ({ calls: Number(f[3]), name: f[f.length - 1] as string }))
+      .filter((r) => Number.isFinite(r.calls))
+      .sort((a, b) => b.calls - a.calls)
+      .slice(0, 6);
+    const perRequest = rows.map((r) => `${r.name} ${(r.calls / ka.count).toFixed(2)}`).join(", ");
+    console.log(`${candidate.padEnd(9)} syscalls per request (${ka.count} requests under strace): ${perRequest}`);
+  } finally {
+    rmSync(out, { force: true });
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+  }
+}
+
 const us = (sec: number, count: number) => ((sec / count) * 1e6).toFixed(1);
 
 async function main(): Promise<void> {
@@ -375,6 +413,9 @@ async function main(): Promise<void> {
         ].join(" | "),
       );
     }
+  }
+  if (process.env.TLS_SPIKE_STRACE === "1") {
+    for (const candidate of ["openssl", "node-tls"] as const) await syscallsPerRequest(candidate, server, client, 2);
   }
 }
 

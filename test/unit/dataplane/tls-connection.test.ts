@@ -4,7 +4,7 @@ import { TLS_EOF, TLS_EOF_UNCLEAN, TLS_WANT_READ } from "../../../agent/dataplan
 import { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
 import { closeFd } from "../../../native-bindings/io.js";
-import { errDrain, opensslVersion } from "../../../native-bindings/openssl.js";
+import { errDrain, opensslVersion, pemPrivateKey } from "../../../native-bindings/openssl.js";
 import { issue, newCa, sid, TD, type Workload } from "../identity/helpers.js";
 import {
   contextOf,
@@ -167,6 +167,25 @@ test.serial(
         t.is(`${first}${rest.data}`, "onetwothree");
         t.is(rest.end, TLS_WANT_READ);
         t.false(p.server.hasPending());
+      });
+    }),
+);
+
+test.serial(
+  "a stale error on the thread's OpenSSL queue (left by other code) does not turn a wait into a failure",
+  (t) =>
+    leakChecked(t, ({ db, cart }) => {
+      withPair(db, cart, (p) => {
+        handshakeBoth(p);
+        readAll(p.client);
+        // SSL_get_error reports SSL_ERROR_SSL whenever the queue holds anything: as if Node's crypto had failed a
+        // moment before on this thread. A failed PEM parse leaves such an error behind.
+        t.is(pemPrivateKey("not a key"), null);
+        t.is(p.server.read(Buffer.alloc(64)), TLS_WANT_READ);
+        t.is(pemPrivateKey("not a key"), null);
+        t.is(p.client.write(Buffer.from("fine")), 4);
+        t.is(pemPrivateKey("not a key"), null);
+        t.is(String(readAll(p.server).data), "fine");
       });
     }),
 );
