@@ -16,6 +16,15 @@
  * Phases: "keep-alive": 16 kept-alive connections, each sending a 64-byte request and waiting for its 64-byte
  * echo, over and over: server CPU per request. "handshake": 8 clients in parallel, each opening a new mTLS
  * connection, one 64-byte request and echo, close: server CPU per connection (a full handshake, no resumption).
+ *
+ * Measured 2026-12-01 on the 2-core machine (shared, load average 5-8, so rates vary; CPU per unit is the figure),
+ * 3 rounds, 4 s per phase, server CPU user+sys:
+ *   keep-alive µs/request: openssl 17.1-18.1 (user 6.8-8.9), node-tls 20.4-23.5 (user 11.2-14.7)
+ *   handshake ms/connection: openssl 2.11-2.85, node-tls 3.10-3.59
+ * Syscalls per request (strace -c): read 1.01, write 1.01, epoll_wait 0.07 for both; OpenSSL needs read-ahead for
+ * that (without it: a header read, a body read and an EAGAIN read per record) and hasPending() to stop after a
+ * short read. Decision: candidate 1, ~15% less CPU per request and ~25% less per handshake, on the same loop as the
+ * plaintext side (no Node stream anywhere in the data path).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
