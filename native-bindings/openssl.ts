@@ -203,6 +203,7 @@ export function sslCtxSelectAlpn(ctx: SslCtxPtr, protocol: string): void {
     alpnWanted = protocol;
     alpnSelectCb = koffi.register(
       (_ssl: bigint, out: bigint, outlen: bigint, inp: bigint, inlen: number, _arg: bigint) => {
+        if (inlen === 0) return SSL_TLSEXT_ERR_ALERT_FATAL;
         const list = Buffer.from(koffi.view(inp, inlen));
         for (let i = 0; i < list.length; ) {
           const len = list[i] as number;
@@ -250,16 +251,24 @@ export function sslDoHandshake(ssl: SslPtr): number {
   return raw.SSL_do_handshake(ssl) as number;
 }
 
+/** OpenSSL trusts the length it is given: one past the Buffer is a write (or read) into someone else's memory. */
+function checkLength(buf: Buffer, length: number): void {
+  if (!(length >= 0 && length <= buf.length))
+    throw new RangeError(`length ${length} outside a ${buf.length}-byte buffer`);
+}
+
 /**
  * SSL_read_ex into `buf` (from its start, up to `length`); 1 on success with the count in `count` (an 8-byte
  * size_t out buffer, read as its low 32 bits: a read is never near 4 GiB), else 0.
  */
 export function sslReadEx(ssl: SslPtr, buf: Buffer, length: number, count: Buffer): number {
+  checkLength(buf, length);
   return raw.SSL_read_ex(ssl, buf, length, count) as number;
 }
 
 /** SSL_write_ex of `length` bytes from the start of `buf`; 1 on success with the count in `count`, else 0. */
 export function sslWriteEx(ssl: SslPtr, buf: Buffer, length: number, count: Buffer): number {
+  checkLength(buf, length);
   return raw.SSL_write_ex(ssl, buf, length, count) as number;
 }
 

@@ -270,6 +270,8 @@ test.serial("free and dispose happen once; a connection outlives its disposed co
     t.deepEqual(p.server.peerIdentity(), { ok: true, id: sid("shop", "cart") });
     p.client.write(Buffer.from("still here"));
     t.is(String(readAll(p.server).data), "still here");
+    t.throws(() => p.server.read(Buffer.alloc(16), 17), { instanceOf: RangeError }, "never past the Buffer's end");
+    t.throws(() => p.client.write(Buffer.alloc(16), 17), { instanceOf: RangeError });
     p.close();
     p.close();
     t.true(p.server.freed);
