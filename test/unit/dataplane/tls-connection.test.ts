@@ -255,6 +255,39 @@ test.serial("a peer reset mid-stream is a typed tls_io/tls_protocol error, not a
   }),
 );
 
+test.serial(
+  "a peer gone during the handshake (after its ClientHello) fails the server's handshake with a typed error",
+  (t) =>
+    leakChecked(t, ({ db, cart }) => {
+      const serverCtx = contextOf(db);
+      const clientCtx = contextOf(cart);
+      const p = tlsPair(serverCtx, clientCtx);
+      t.is(p.client.handshake(), "want_read", "ClientHello sent");
+      t.is(p.server.handshake(), "want_read", "ServerHello..Finished sent, waiting for the client's Finished");
+      p.client.free();
+      closeFd(p.clientFd);
+      const err = t.throws(() => p.server.handshake(), { instanceOf: TlsError });
+      t.true(err?.code === "tls_handshake" || err?.code === "tls_io", err?.code);
+      t.regex(err?.message ?? "", /unexpected eof|ECONNRESET|peer closed/);
+      p.server.free();
+      closeFd(p.serverFd);
+      serverCtx.dispose();
+      clientCtx.dispose();
+    }),
+);
+
+test.serial("both ends close at once: each sends close_notify, each reads the other's as TLS_EOF", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    withPair(db, cart, (p) => {
+      handshakeBoth(p);
+      t.is(p.client.shutdown(), "done");
+      t.is(p.server.shutdown(), "done");
+      t.is(readAll(p.server).end, TLS_EOF);
+      t.is(readAll(p.client).end, TLS_EOF);
+    });
+  }),
+);
+
 test.serial("free and dispose happen once; a connection outlives its disposed context; use after free is typed", (t) =>
   leakChecked(t, ({ db, cart }) => {
     const serverCtx = contextOf(db);
