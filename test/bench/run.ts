@@ -5,6 +5,7 @@
 import { runEnrollBench } from "./enroll-bench.js";
 import { runIdentityBench } from "./identity-bench.js";
 import { runKubeBench } from "./kube-bench.js";
+import { runKubeConfigBench } from "./kube-config-bench.js";
 import { runNetnsBench } from "./netns-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
 
@@ -12,6 +13,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   enroll: runEnrollBench,
   identity: runIdentityBench,
   kube: runKubeBench,
+  "kube-config": runKubeConfigBench,
   netns: runNetnsBench,
   proxy: runProxyBench,
 };
