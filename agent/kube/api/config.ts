@@ -1,25 +1,31 @@
-import { readFile } from "node:fs/promises";
 import type { RequestOptions } from "node:https";
 import { isIPv6 } from "node:net";
-import { dirname, resolve } from "node:path";
-import type { KubeConfig } from "@kubernetes/client-node";
-import { parse as parseYaml } from "yaml";
+import { MAX_CREDENTIAL_FILE_BYTES, readLimited } from "./config-files.js";
 import { KubeApiError } from "./errors.js";
+import {
+  type KubeconfigCluster,
+  type KubeconfigUser,
+  MAX_KUBECONFIG_BYTES,
+  parseKubeconfig,
+  type TlsMaterial,
+} from "./kubeconfig.js";
 
 /**
  * Where the API server is and how to authenticate to it, from `--kubeconfig FILE` or the pod's service account.
+ * Requests go out on node:https (list-watch.ts says why); this only says what each one carries.
  *
- * @kubernetes/client-node does the configuration and auth (kubeconfig parsing, contexts, client certificates, exec
- * and OIDC plugins, in-cluster discovery) and nothing else: requests go out on node:https (list-watch.ts says why).
- * Its applyToHTTPSOptions runs again for every request, so what it reads from files (CA bundle, client
- * certificate) and what plugins refresh is always current.
+ * In-cluster and kubeconfig users with a token, token file, client certificate or basic auth are handled here
+ * (kubeconfig.ts parses the file). Only a user with an `exec` plugin or an `auth-provider` loads
+ * @kubernetes/client-node (library-credentials.ts): importing it costs ~66 MB resident of an agent that must idle
+ * under 100 MB (issue 12; 105 MB vs 39 MB for a bare node, `make bench BENCH=kube-config`) and ~0.8 s of CPU.
  *
- * Token files are read here, not by the library, on every request: in 1.4.0 it reads a kubeconfig's `token-file`
- * once at load (and does not know client-go's actual key, `tokenFile`, at all: such a user sends no token), and its
- * in-cluster FileAuth re-reads the service-account token at most once a minute. A projected token is rotated by
- * the kubelet; where the old one stops working at once (as the test server's rotateToken() does), a minute of
- * 401s would follow. The file is a few hundred bytes and requests are rare (a watch lives minutes), so reading it
- * each time costs nothing and a rotated token is used by the very next request.
+ * Every file the configuration names (token, CA bundle, client certificate and key) is read again for every
+ * request, as the library's applyToHTTPSOptions did, so a rotated one is used by the very next request: a
+ * projected service-account token is rotated by the kubelet and, where the old one stops working at once (as the
+ * test server's rotateToken() does), a cached one means 401s; the service-account CA bundle changes when the
+ * cluster's CA is rotated. The files are a few KB and requests are rare (a watch lives minutes), so reading them
+ * each time costs nothing. (The library itself read a kubeconfig's `token-file` once at load, did not know
+ * client-go's actual key, `tokenFile`, at all, and re-read the in-cluster token at most once a minute.)
  */
 
 /** What one request needs besides method and path: the server and node:https TLS/auth options (no agent). */
@@ -41,76 +47,93 @@ export interface ApiRequestConfig {
   describe(): string;
 }
 
+type Prepare = () => Promise<Omit<ApiRequestOptions, "server">>;
+
 const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-// Loaded on first use: importing the library costs ~0.8 s of CPU (its generated API client comes with it), which
-// an agent following a pod file instead of the API server should not pay.
-async function library(): Promise<typeof import("@kubernetes/client-node")> {
-  return import("@kubernetes/client-node");
+async function readMaterial(m: TlsMaterial, what: string): Promise<Buffer> {
+  if ("data" in m) return m.data;
+  try {
+    return await readLimited(m.file, MAX_CREDENTIAL_FILE_BYTES);
+  } catch (cause) {
+    throw new KubeApiError("credentials_unreadable", `cannot read ${what} ${m.file}: ${(cause as Error).message}`, {
+      cause,
+    });
+  }
 }
 
-/** The current user's token file in a kubeconfig, which the library does not handle (see above); relative to the file. */
-function kubeconfigTokenFile(text: string, path: string, context: string): string | undefined {
-  type Named<T> = Array<{ name?: unknown } & T>;
-  const doc = parseYaml(text) as {
-    contexts?: Named<{ context?: { user?: unknown } }>;
-    users?: Named<{ user?: Record<string, unknown> }>;
-  } | null;
-  const userName = doc?.contexts?.find((c) => c?.name === context)?.context?.user;
-  const user = doc?.users?.find((u) => u?.name === userName)?.user;
-  // kubeconfig semantics: a token given inline wins over a token file.
-  if (!user || typeof user.token === "string") return undefined;
-  const file = user.tokenFile ?? user["token-file"];
-  return typeof file === "string" && file !== "" ? resolve(dirname(path), file) : undefined;
+/** The options a cluster and user without plugins give, with every file read now. */
+function direct(cluster: KubeconfigCluster, user: KubeconfigUser): Prepare {
+  return async () => {
+    const tls: ApiRequestOptions["tls"] = {};
+    if (cluster.ca) tls.ca = await readMaterial(cluster.ca, "certificate-authority");
+    if (user.cert) tls.cert = await readMaterial(user.cert, "client-certificate");
+    if (user.key) tls.key = await readMaterial(user.key, "client-key");
+    if (cluster.tlsServerName !== undefined) tls.servername = cluster.tlsServerName;
+    if (cluster.insecureSkipTlsVerify) tls.rejectUnauthorized = false;
+    const headers: Record<string, string> = {};
+    if (user.token !== undefined) headers.authorization = `Bearer ${user.token}`;
+    if (user.impersonate !== undefined) headers["impersonate-user"] = user.impersonate;
+    const options: Omit<ApiRequestOptions, "server"> = { tls, headers };
+    if (user.username !== undefined) options.auth = `${user.username}:${user.password ?? ""}`;
+    return options;
+  };
+}
+
+/** How a user authenticates, for describe(): kinds and file paths, never a secret. */
+function describeAuth(cluster: KubeconfigCluster, user: KubeconfigUser, tokenFile: string | undefined): string {
+  const parts: string[] = [];
+  if (user.plugin?.kind === "exec") parts.push(`exec plugin ${user.plugin.command} (via @kubernetes/client-node)`);
+  if (user.plugin?.kind === "auth-provider") {
+    parts.push(`auth provider ${user.plugin.name} (via @kubernetes/client-node)`);
+  }
+  if (tokenFile) parts.push(`token file ${tokenFile}`);
+  else if (user.token !== undefined) parts.push("token");
+  if (user.cert) parts.push("client certificate");
+  if (user.username !== undefined) parts.push(`basic auth as ${user.username}`);
+  if (parts.length === 0) parts.push("no credentials");
+  if (user.impersonate !== undefined) parts.push(`impersonating ${user.impersonate}`);
+  if (cluster.insecureSkipTlsVerify) parts.push("insecure-skip-tls-verify: server certificate NOT verified");
+  return parts.join(", ");
 }
 
 export class KubeApiConfig implements ApiRequestConfig {
   readonly server: string;
-  readonly #kc: KubeConfig;
   readonly #origin: string;
+  readonly #auth: string;
+  readonly #prepare: Prepare;
+  /** Read for every request; overrides what #prepare put in Authorization. */
   readonly #tokenFile: string | undefined;
 
-  private constructor(kc: KubeConfig, origin: string, tokenFile: string | undefined) {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new KubeApiError("kubeconfig_invalid", `${origin}: no current context or cluster`);
-    if (!cluster.server.startsWith("https://")) {
-      throw new KubeApiError("kubeconfig_invalid", `${origin}: server ${cluster.server} is not https://`);
-    }
-    if (cluster.proxyUrl) {
-      throw new KubeApiError("kubeconfig_invalid", `${origin}: proxy-url is not supported (${cluster.proxyUrl})`);
-    }
-    this.#kc = kc;
+  private constructor(cluster: KubeconfigCluster, user: KubeconfigUser, origin: string, prepare: Prepare) {
+    this.server = cluster.server;
     this.#origin = origin;
-    this.#tokenFile = tokenFile;
-    this.server = cluster.server.replace(/\/+$/, "");
+    // kubeconfig semantics: a token given inline wins over a token file.
+    this.#tokenFile = user.token === undefined ? user.tokenFile : undefined;
+    this.#auth = describeAuth(cluster, user, this.#tokenFile);
+    this.#prepare = prepare;
   }
 
   /** `--kubeconfig FILE`: its current context, or `context`. */
   static async fromKubeconfig(path: string, options: { context?: string } = {}): Promise<KubeApiConfig> {
-    const { KubeConfig } = await library();
-    const kc = new KubeConfig();
     let text: string;
     try {
-      text = await readFile(path, "utf8");
-      kc.loadFromString(text);
-      kc.makePathsAbsolute(dirname(path));
+      text = (await readLimited(path, MAX_KUBECONFIG_BYTES)).toString("utf8");
     } catch (cause) {
       throw new KubeApiError("kubeconfig_invalid", `cannot load kubeconfig ${path}: ${(cause as Error).message}`, {
         cause,
       });
     }
-    if (options.context !== undefined) {
-      if (!kc.getContextObject(options.context)) {
-        throw new KubeApiError("kubeconfig_invalid", `kubeconfig ${path} has no context "${options.context}"`);
-      }
-      kc.setCurrentContext(options.context);
-    }
-    return new KubeApiConfig(kc, `kubeconfig ${path}`, kubeconfigTokenFile(text, path, kc.getCurrentContext()));
+    const { context, cluster, user } = parseKubeconfig(text, path, options);
+    const origin = `kubeconfig ${path}, context ${context}`;
+    if (!user.plugin) return new KubeApiConfig(cluster, user, origin, direct(cluster, user));
+    const { libraryCredentials } = await import("./library-credentials.js");
+    return new KubeApiConfig(cluster, user, origin, libraryCredentials(text, path, context));
   }
 
   /**
-   * In a pod: KUBERNETES_SERVICE_HOST/PORT and the service account's token and CA bundle (the library's
-   * loadFromCluster). `fsRoot` is prefixed to /var/run/secrets/kubernetes.io/serviceaccount (tests); `env` is
+   * In a pod: KUBERNETES_SERVICE_HOST/PORT and the service account's token and CA bundle, as client-go's
+   * InClusterConfig. `fsRoot` is prefixed to /var/run/secrets/kubernetes.io/serviceaccount (tests); `env` is
    * where the two variables are read (process.env by default).
    */
   static async inCluster(
@@ -126,60 +149,41 @@ export class KubeApiConfig implements ApiRequestConfig {
           `"${port ?? ""}"): not running in a pod? Pass --kubeconfig instead`,
       );
     }
-    const { KubeConfig } = await library();
-    const kc = new KubeConfig();
-    const fsRoot = options.fsRoot ?? "";
-    kc.loadFromCluster(fsRoot);
-    // loadFromCluster reads process.env itself (and writes "https://undefined:undefined" when the variables are
-    // unset); the server is set from the checked `env`, so a caller may pass its own.
-    const server = `https://${isIPv6(host) ? `[${host}]` : host}:${port}`;
-    kc.clusters = kc.clusters.map((c) => ({ ...c, server }));
-    const user = kc.getCurrentUser();
-    const tokenFile = (user?.authProvider as { config?: { tokenFile?: string } } | undefined)?.config?.tokenFile;
-    return new KubeApiConfig(kc, `in-cluster (${fsRoot}${SERVICE_ACCOUNT_DIR})`, tokenFile);
+    const dir = `${options.fsRoot ?? ""}${SERVICE_ACCOUNT_DIR}`;
+    const cluster: KubeconfigCluster = {
+      server: `https://${isIPv6(host) ? `[${host}]` : host}:${port}`,
+      ca: { file: `${dir}/ca.crt` },
+      insecureSkipTlsVerify: false,
+    };
+    const user: KubeconfigUser = { tokenFile: `${dir}/token` };
+    return new KubeApiConfig(cluster, user, `in-cluster (${dir})`, direct(cluster, user));
   }
 
   describe(): string {
-    const user = this.#kc.getCurrentUser();
-    let auth = "no credentials";
-    if (this.#tokenFile) auth = `token file ${this.#tokenFile}`;
-    else if (user?.token) auth = "token";
-    else if (user?.certFile || user?.certData) auth = "client certificate";
-    else if (user?.exec) auth = "exec plugin";
-    else if (user?.authProvider) auth = `auth provider ${String(user.authProvider.name)}`;
-    else if (user?.username) auth = "basic auth";
-    return `${this.server} (${this.#origin}, ${auth})`;
+    return `${this.server} (${this.#origin}, ${this.#auth})`;
   }
 
   async requestOptions(): Promise<ApiRequestOptions> {
-    const applied: RequestOptions = { headers: {} };
+    let prepared: Omit<ApiRequestOptions, "server">;
     try {
-      await this.#kc.applyToHTTPSOptions(applied);
+      prepared = await this.#prepare();
     } catch (cause) {
+      if (cause instanceof KubeApiError)
+        throw new KubeApiError(cause.code, `${this.#origin}: ${cause.message}`, { cause });
       throw new KubeApiError(
         "credentials_unreadable",
         `${this.#origin}: cannot prepare credentials: ${(cause as Error).message}`,
         { cause },
       );
     }
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(applied.headers ?? {})) {
-      if (typeof v === "string" || typeof v === "number") headers[k.toLowerCase()] = String(v);
-    }
-    if (this.#tokenFile) headers.authorization = `Bearer ${await this.#readToken(this.#tokenFile)}`;
-    const tls: ApiRequestOptions["tls"] = {};
-    for (const k of ["ca", "cert", "key", "pfx", "passphrase", "servername", "rejectUnauthorized"] as const) {
-      if (applied[k] !== undefined) (tls as Record<string, unknown>)[k] = applied[k];
-    }
-    const options: ApiRequestOptions = { server: this.server, tls, headers };
-    if (typeof applied.auth === "string") options.auth = applied.auth;
-    return options;
+    if (this.#tokenFile) prepared.headers.authorization = `Bearer ${await this.#readToken(this.#tokenFile)}`;
+    return { server: this.server, ...prepared };
   }
 
   async #readToken(path: string): Promise<string> {
     let token: string;
     try {
-      token = (await readFile(path, "utf8")).trim();
+      token = (await readLimited(path, MAX_CREDENTIAL_FILE_BYTES)).toString("utf8").trim();
     } catch (cause) {
       throw new KubeApiError("credentials_unreadable", `cannot read token file ${path}: ${(cause as Error).message}`, {
         cause,

@@ -82,9 +82,9 @@ function run(t: Owner, args: string[], env: Record<string, string> = {}): Proc {
 
 /** The value of a field of the first log line whose message matches, once there is one. */
 /**
- * Waits for a process's log line. A process takes ~1.5 s of CPU to load and start (half of it is
- * @kubernetes/client-node); beside the whole suite and a test's other processes on 2 cores, 20 s has been seen,
- * so the bound is a minute: it only catches a process that never gets there.
+ * Waits for a process's log line. A process took ~1.5 s of CPU to load and start when the kube configuration
+ * still loaded @kubernetes/client-node (half of it); beside the whole suite and a test's other processes on 2
+ * cores, 20 s has been seen, so the bound is a minute: it only catches a process that never gets there.
  */
 async function logged(p: Proc, msg: string, what: string): Promise<Record<string, unknown>> {
   let found: Record<string, unknown> | undefined;

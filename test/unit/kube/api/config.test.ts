@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import type { RequestOptions } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,9 +10,14 @@ import { kubeconfigYaml } from "../../../kube-api/credentials.js";
 import { pod } from "../../../kube-api/objects.js";
 import type { KubeApiServer } from "../../../kube-api/server.js";
 import { capturingLogger } from "../../../support/log-lines.js";
+import { fileUrl, loadedPackage, runProbe } from "../../../support/module-probe.js";
 import { apiServer, source, until } from "./support.js";
+import { echoServer, get, selfSigned } from "./tls-echo.js";
 
-/** Configuration and auth: kubeconfig (token, token file), in-cluster, and what the library does with token files. */
+/**
+ * Configuration and auth: kubeconfig (token, token file), in-cluster (token and CA rotation, IPv6), what the library
+ * does with token files, and which configurations load it at all. kubeconfig.test.ts has every kubeconfig field.
+ */
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "ambit-kubecfg-"));
@@ -157,4 +162,95 @@ test("a token file that cannot be used fails the request clearly (and is retried
   await started;
   t.deepEqual(sink.keys("pods"), []);
   t.is(api.unauthorizedCount, 0, "nothing was sent without a token");
+});
+
+test("in-cluster: ca.crt and token are read per request, so a rotated CA bundle or token is used at once", async (t) => {
+  const echo = await echoServer(t);
+  const root = await tempDir(t);
+  const dir = join(root, "var/run/secrets/kubernetes.io/serviceaccount");
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "token"), "first-token\n");
+  await writeFile(join(dir, "ca.crt"), (await selfSigned()).certPem); // the cluster's CA before a rotation
+  const env = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(echo.port) };
+  const config = await KubeApiConfig.inCluster({ env, fsRoot: root });
+  t.is(config.describe(), `${echo.url} (in-cluster (${dir}), token file ${dir}/token)`);
+  await t.throwsAsync(get(config), { message: /self[- ]signed|unable to verify|certificate/i });
+  await writeFile(join(dir, "ca.crt"), echo.caPem);
+  t.is((await get(config)).authorization, "Bearer first-token");
+  await writeFile(join(dir, "token"), "second-token");
+  t.is((await get(config)).authorization, "Bearer second-token");
+  await rm(join(dir, "ca.crt"));
+  const gone = await t.throwsAsync<KubeApiError>(config.requestOptions());
+  t.is(gone?.code, "credentials_unreadable");
+  t.regex(gone?.message ?? "", /^in-cluster .*: cannot read certificate-authority .*\/ca\.crt: .*ENOENT/);
+});
+
+test("in-cluster: an IPv6 KUBERNETES_SERVICE_HOST is bracketed; a port that is not a number is refused", async (t) => {
+  const env = { KUBERNETES_SERVICE_HOST: "fd00:10:96::1", KUBERNETES_SERVICE_PORT: "443" };
+  const config = await KubeApiConfig.inCluster({ env, fsRoot: "/nonexistent" });
+  t.is(config.server, "https://[fd00:10:96::1]:443");
+  t.is(new URL(config.server).hostname, "[fd00:10:96::1]");
+  const bad = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "https" };
+  const err = await t.throwsAsync<KubeApiError>(KubeApiConfig.inCluster({ env: bad }));
+  t.is(err?.code, "kubeconfig_invalid");
+});
+
+/**
+ * Whether a fresh node that builds the configuration and prepares a request has @kubernetes/client-node among its
+ * modules, recorded by a resolve hook (module-probe.ts), which sees every ES module import, static or dynamic.
+ */
+test("in-cluster and a kubeconfig without plugins never load @kubernetes/client-node; an exec user does", async (t) => {
+  const echo = await echoServer(t);
+  const root = await tempDir(t);
+  const sa = join(root, "var/run/secrets/kubernetes.io/serviceaccount");
+  await mkdir(sa, { recursive: true });
+  await writeFile(join(sa, "token"), "t");
+  await writeFile(join(sa, "ca.crt"), echo.caPem);
+  const plain = join(root, "plain");
+  await writeFile(
+    plain,
+    kubeconfigYaml({ server: echo.url, caPem: echo.caPem, user: { tokenFile: join(sa, "token") } }),
+  );
+  const plugin = join(root, "plugin.sh");
+  await writeFile(
+    plugin,
+    `#!/bin/sh\necho '{"apiVersion":"client.authentication.k8s.io/v1","status":{"token":"p"}}'\n`,
+  );
+  await chmod(plugin, 0o755);
+  const exec = join(root, "exec");
+  await writeFile(
+    exec,
+    `clusters: [{name: c, cluster: {server: "${echo.url}"}}]
+users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: "${plugin}"}}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`,
+  );
+  const load = `const { KubeApiConfig } = await import(${JSON.stringify(fileUrl("agent/kube/api/config.js"))});`;
+  const probe = async (make: string) => {
+    const r = await runProbe(
+      `${load} const c = await ${make}; const o = await c.requestOptions(); return o.headers.authorization;`,
+      {
+        recordModules: true,
+      },
+    );
+    t.true(
+      r.modules.some((u) => u.endsWith("/agent/kube/api/config.js")),
+      "the probe loaded config.js",
+    );
+    return { authorization: r.result, library: loadedPackage(r.modules, "@kubernetes/client-node") };
+  };
+  const env = JSON.stringify({ KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(echo.port) });
+  t.deepEqual(await probe(`KubeApiConfig.inCluster({ env: ${env}, fsRoot: ${JSON.stringify(root)} })`), {
+    authorization: "Bearer t",
+    library: false,
+  });
+  t.deepEqual(await probe(`KubeApiConfig.fromKubeconfig(${JSON.stringify(plain)})`), {
+    authorization: "Bearer t",
+    library: false,
+  });
+  t.deepEqual(await probe(`KubeApiConfig.fromKubeconfig(${JSON.stringify(exec)})`), {
+    authorization: "Bearer p",
+    library: true,
+  });
 });
