@@ -7,7 +7,7 @@ import { KubeApiError } from "./errors.js";
 /**
  * Credentials from a kubeconfig user with an `exec` plugin or an `auth-provider` (OIDC, GCP, Azure), which
  * @kubernetes/client-node runs and refreshes. Only such a user loads this module: importing the library costs
- * ~66 MB resident and ~0.8 s of CPU (its generated API client comes with it), see config.ts.
+ * ~60 MiB resident and ~1 s of CPU (its generated API client comes with it), see config.ts.
  *
  * The library reads the kubeconfig itself (after kubeconfig.ts has checked it) and its applyToHTTPSOptions runs
  * for every request, so what it reads from files and what its plugins refresh is always current.
