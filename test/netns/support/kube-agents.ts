@@ -80,9 +80,8 @@ function run(t: Owner, args: string[], env: Record<string, string> = {}): Proc {
   return { child, lines, exited };
 }
 
-/** The value of a field of the first log line whose message matches, once there is one. */
 /**
- * Waits for a process's log line. A process took ~1.5 s of CPU to load and start when the kube configuration
+ * The first log line of a process whose message matches, once there is one. A process took ~1.5 s of CPU to load and start when the kube configuration
  * still loaded @kubernetes/client-node (half of it); beside the whole suite and a test's other processes on 2
  * cores, 20 s has been seen, so the bound is a minute: it only catches a process that never gets there.
  */
