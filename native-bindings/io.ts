@@ -20,6 +20,12 @@ const raw = {
   eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
   socketpair: libc.func("int socketpair(int domain, int type, int protocol, void *sv)"),
   close: libc.func("int close(int fd)"),
+  socket: libc.func("int socket(int domain, int type, int protocol)"),
+  setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t len)"),
+  getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)"),
+  getsockname: libc.func("int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
+  getrlimit: libc.func("int getrlimit(int resource, _Out_ void *rlim)"),
+  setrlimit: libc.func("int setrlimit(int resource, const void *rlim)"),
 };
 
 export const EPOLL_CLOEXEC = 0o2000000;
@@ -38,12 +44,25 @@ export const EFD_NONBLOCK = 0o4000;
 export const AF_UNIX = 1;
 export const SHUT_WR = 1;
 export const SO_ERROR = 4;
+export const SOL_SOCKET = 1;
+export const SO_LINGER = 13;
+export const IPPROTO_TCP = 6;
+export const TCP_NODELAY = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const RLIMIT_NOFILE = 7;
 
 export const EAGAIN = 11;
 export const EINTR = 4;
 export const EINPROGRESS = 115;
 export const EMFILE = 24;
 export const ENFILE = 23;
+export const ENOBUFS = 105;
+export const ENOMEM = 12;
+export const ECONNABORTED = 103;
 
 /**
  * `struct epoll_event` is `{ uint32_t events; uint64_t data; }`, packed on x86-64 (12 bytes) and naturally aligned
@@ -136,4 +155,63 @@ export function socketpair(type = 1): [number, number] {
 /** close(2) for the loop: returns 0 or -errno, never throws (the fd is gone either way). */
 export function closeFd(fd: number): number {
   return orErrno(raw.close(fd));
+}
+
+/** A non-blocking, close-on-exec TCP socket for `family` (AF_INET/AF_INET6). Returns the fd or -errno (EMFILE). */
+export function tcpSocket(family: number): number {
+  return orErrno(raw.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+const intOpt = Buffer.alloc(8);
+const intLen = [4];
+
+/** An int socket option; 0 or -errno. */
+export function setIntOption(fd: number, level: number, name: number, value: number): number {
+  intOpt.writeInt32LE(value, 0);
+  return orErrno(raw.setsockopt(fd, level, name, intOpt, 4));
+}
+
+/**
+ * The pending error of a socket (SO_ERROR, cleared by reading it): 0 when a non-blocking connect succeeded, else
+ * the errno it failed with (ECONNREFUSED, ETIMEDOUT, ...). Returns -errno if getsockopt itself fails.
+ */
+export function socketError(fd: number): number {
+  intLen[0] = 4;
+  const r = raw.getsockopt(fd, SOL_SOCKET, SO_ERROR, intOpt, intLen);
+  return r < 0 ? -koffi.errno() : intOpt.readInt32LE(0);
+}
+
+const lingerZero = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+
+/** SO_LINGER {on, 0}: the next close() sends a RST and drops unsent data, so the peer sees a reset, not an EOF. */
+export function setLingerZero(fd: number): number {
+  return orErrno(raw.setsockopt(fd, SOL_SOCKET, SO_LINGER, lingerZero, lingerZero.length));
+}
+
+/** The local address of a socket as a raw sockaddr (decode with sockaddr.ts); throws on failure. */
+export function getsockname(fd: number): Buffer {
+  const addr = Buffer.alloc(28);
+  const len = [addr.length];
+  check("getsockname", raw.getsockname(fd, addr, len));
+  return addr.subarray(0, len[0]);
+}
+
+export interface ResourceLimit {
+  soft: bigint;
+  hard: bigint;
+}
+
+/** getrlimit(2), e.g. RLIMIT_NOFILE. */
+export function getrlimit(resource: number): ResourceLimit {
+  const buf = Buffer.alloc(16);
+  check("getrlimit", raw.getrlimit(resource, buf));
+  return { soft: buf.readBigUInt64LE(0), hard: buf.readBigUInt64LE(8) };
+}
+
+/** setrlimit(2); process-wide, so only for a process of its own (a test's child). */
+export function setrlimit(resource: number, limit: ResourceLimit): void {
+  const buf = Buffer.alloc(16);
+  buf.writeBigUInt64LE(limit.soft, 0);
+  buf.writeBigUInt64LE(limit.hard, 8);
+  check("setrlimit", raw.setrlimit(resource, buf));
 }
