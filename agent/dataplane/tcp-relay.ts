@@ -1,0 +1,382 @@
+import { errnoName, SyscallError } from "../../native-bindings/errors.js";
+import {
+  AF_INET,
+  AF_INET6,
+  closeFd,
+  connect,
+  EAGAIN,
+  EINPROGRESS,
+  EINTR,
+  EPOLLERR,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  IPPROTO_TCP,
+  read,
+  SHUT_WR,
+  setIntOption,
+  setLingerZero,
+  shutdown,
+  socketError,
+  TCP_NODELAY,
+  tcpSocket,
+  write,
+} from "../../native-bindings/io.js";
+import { encodeSockaddr, familyOf } from "../../native-bindings/sockaddr.js";
+import { AmbitError } from "../errors.js";
+import type { EventHandler, Reactor } from "./reactor.js";
+
+/**
+ * Bytes taken per read. One buffer per relay (one relay per worker thread), shared by all its connections: a byte
+ * read is written on at once, and only what the other socket could not take is copied into a pending buffer of its
+ * own. So an idle or flowing connection holds no user-space buffer, and 10,000 connections cost 10,000 small
+ * objects, not 10,000 x 2 x 64 KiB (1.3 GB).
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/** Reads per readiness event at most (level-triggered epoll reports the rest), so one fast sender cannot starve others. */
+const READS_PER_EVENT = 8;
+
+export interface RelayTarget {
+  address: string;
+  port: number;
+}
+
+export interface RelayOptions {
+  target: RelayTarget;
+  /** A connect that has not completed by then is abandoned and the client reset. */
+  connectTimeoutMs: number;
+  /** Hears why a connection ended abnormally (connect refused or timed out, no descriptor); counted either way. */
+  onError?: (err: AmbitError) => void;
+}
+
+export interface RelayStats {
+  opened: number;
+  /** Ended by EOF both ways, every byte delivered. */
+  closed: number;
+  /** Ended by an error or RST on one side, passed on as a RST to the other. */
+  reset: number;
+  connectFailed: number;
+  connectTimedOut: number;
+  /** No socket for the upstream side (EMFILE, ENFILE, ENOBUFS): the client was reset. */
+  socketFailed: number;
+  /** Times a write took less than was read, so bytes were kept and reading that direction paused. */
+  backpressured: number;
+}
+
+export function zeroRelayStats(): RelayStats {
+  return { opened: 0, closed: 0, reset: 0, connectFailed: 0, connectTimedOut: 0, socketFailed: 0, backpressured: 0 };
+}
+
+/**
+ * A plaintext TCP relay on a Reactor: each accepted client fd handed to `relay()` is connected to the target and
+ * bytes flow both ways with backpressure, half-close and reset propagation.
+ */
+export class TcpRelay {
+  readonly stats: RelayStats = zeroRelayStats();
+  readonly reactor: Reactor;
+  readonly buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+  readonly options: RelayOptions;
+  readonly #targetAddr: Buffer;
+  readonly #family: number;
+  readonly #connections = new Set<Connection>();
+
+  constructor(reactor: Reactor, options: RelayOptions) {
+    this.reactor = reactor;
+    this.options = options;
+    this.#targetAddr = encodeSockaddr(options.target.address, options.target.port);
+    this.#family = familyOf(options.target.address) === 4 ? AF_INET : AF_INET6;
+  }
+
+  /** Connections open now (each holds two fds, one while its client is being refused). */
+  get live(): number {
+    return this.#connections.size;
+  }
+
+  /** Takes ownership of `clientFd` (non-blocking) and relays it to the target. */
+  relay(clientFd: number): void {
+    const upstreamFd = tcpSocket(this.#family);
+    if (upstreamFd < 0) {
+      this.stats.socketFailed++;
+      resetFd(clientFd);
+      this.#report("relay_socket_failed", "no socket for the upstream side; client reset", -upstreamFd);
+      return;
+    }
+    const conn = new Connection(this, clientFd, upstreamFd);
+    this.#connections.add(conn);
+    this.stats.opened++;
+    conn.start(this.#targetAddr);
+  }
+
+  /** Resets every connection (the worker is stopping). */
+  closeAll(): void {
+    for (const conn of this.#connections) conn.end(true);
+  }
+
+  /** @internal Called once per connection, when it ends. */
+  ended(conn: Connection): void {
+    this.#connections.delete(conn);
+  }
+
+  /** @internal */
+  report(code: string, message: string, errno: number): void {
+    this.#report(code, message, errno);
+  }
+
+  #report(code: string, message: string, errno: number): void {
+    const where = `${this.options.target.address}:${this.options.target.port}`;
+    this.options.onError?.(
+      new AmbitError(code, `relay to ${where}: ${message}`, { cause: new SyscallError("relay", errno) }),
+    );
+  }
+}
+
+/** A socket we own: the only place its fd is closed, and only once (fd becomes -1). */
+class Side implements EventHandler {
+  fd: number;
+  readonly conn: Connection;
+  peer!: Side;
+  token = -1;
+  /** The mask epoll has for this fd now. */
+  mask = 0;
+  /** Taken out of the epoll set after a hang-up while nothing was wanted from it (see Connection.#park). */
+  parked = false;
+  /** Bytes read from the peer that this socket has not taken yet; reading the peer waits until they are written. */
+  pending: Buffer | null = null;
+  pendingOffset = 0;
+  /** EOF read from this socket. */
+  eof = false;
+  /** shutdown(SHUT_WR) sent to this socket (its peer's EOF, passed on after every pending byte). */
+  shutSent = false;
+
+  constructor(conn: Connection, fd: number) {
+    this.conn = conn;
+    this.fd = fd;
+  }
+
+  onEvents(events: number): void {
+    this.conn.onEvents(this, events);
+  }
+
+  close(reactor: Reactor, reset: boolean): void {
+    if (this.fd < 0) return;
+    if (this.token >= 0 && !this.parked) reactor.forget(this.token);
+    this.token = -1;
+    if (reset) setLingerZero(this.fd);
+    closeFd(this.fd);
+    this.fd = -1;
+  }
+}
+
+class Connection {
+  readonly #relay: TcpRelay;
+  readonly #client: Side;
+  readonly #upstream: Side;
+  #connecting = true;
+  #ended = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(relay: TcpRelay, clientFd: number, upstreamFd: number) {
+    this.#relay = relay;
+    this.#client = new Side(this, clientFd);
+    this.#upstream = new Side(this, upstreamFd);
+    this.#client.peer = this.#upstream;
+    this.#upstream.peer = this.#client;
+  }
+
+  start(addr: Buffer): void {
+    const reactor = this.#relay.reactor;
+    // Request/response traffic: a small write must leave at once, not wait for an ACK (Nagle).
+    setIntOption(this.#client.fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    setIntOption(this.#upstream.fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    const r = connect(this.#upstream.fd, addr);
+    if (r < 0 && r !== -EINPROGRESS) {
+      this.#connectFailed(-r);
+      return;
+    }
+    try {
+      // The client is watched for errors only until the upstream is connected: its bytes wait in the kernel.
+      this.#client.token = reactor.add(this.#client.fd, 0, this.#client);
+      this.#upstream.mask = r === 0 ? 0 : EPOLLOUT;
+      this.#upstream.token = reactor.add(this.#upstream.fd, this.#upstream.mask, this.#upstream);
+    } catch (err) {
+      this.end(true);
+      throw err;
+    }
+    if (r === 0) this.#connected();
+    else this.#timer = setTimeout(connectTimedOut, this.#relay.options.connectTimeoutMs, this);
+  }
+
+  onEvents(side: Side, events: number): void {
+    if (this.#ended) return;
+    if (this.#connecting) {
+      if (side === this.#upstream) {
+        const err = socketError(side.fd);
+        if (err === 0) this.#connected();
+        else this.#connectFailed(err < 0 ? -err : err);
+      } else if (events & (EPOLLERR | EPOLLHUP)) {
+        this.end(true);
+      }
+      return;
+    }
+    if (events & EPOLLERR) {
+      this.end(true);
+      return;
+    }
+    if (events & EPOLLOUT) {
+      this.#flush(side);
+      if (this.#ended) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP)) {
+      if (side.mask & EPOLLIN) this.#pump(side);
+      else if (!(side.mask & EPOLLOUT)) this.#park(side);
+    }
+  }
+
+  /** Ends the connection once: both fds closed, with a RST to each peer when `reset`. */
+  end(reset: boolean): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearTimeout(this.#timer);
+    const reactor = this.#relay.reactor;
+    this.#client.close(reactor, reset);
+    this.#upstream.close(reactor, reset);
+    this.#client.pending = null;
+    this.#upstream.pending = null;
+    if (reset) this.#relay.stats.reset++;
+    else this.#relay.stats.closed++;
+    this.#relay.ended(this);
+  }
+
+  timedOut(): void {
+    this.#timer = undefined;
+    if (this.#ended || !this.#connecting) return;
+    this.#relay.stats.connectTimedOut++;
+    this.#relay.report("relay_connect_timeout", "connect timed out; client reset", 110);
+    this.end(true);
+  }
+
+  #connected(): void {
+    this.#connecting = false;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#sync(this.#client);
+    this.#sync(this.#upstream);
+  }
+
+  #connectFailed(errno: number): void {
+    this.#relay.stats.connectFailed++;
+    this.#relay.report("relay_connect_failed", `connect failed (${errnoName(errno)}); client reset`, errno);
+    this.end(true);
+  }
+
+  /** Reads `src` and writes to its peer until EAGAIN, EOF, a short write (backpressure) or the per-event bound. */
+  #pump(src: Side): void {
+    const dst = src.peer;
+    const buf = this.#relay.buffer;
+    for (let i = 0; i < READS_PER_EVENT; i++) {
+      const n = read(src.fd, buf, buf.length);
+      if (n > 0) {
+        const w = write(dst.fd, buf, n);
+        if (w === n) {
+          if (n < buf.length) return;
+          continue;
+        }
+        if (w < 0 && w !== -EAGAIN && w !== -EINTR) {
+          this.end(true);
+          return;
+        }
+        const taken = Math.max(w, 0);
+        this.#relay.stats.backpressured++;
+        dst.pending = Buffer.allocUnsafe(n - taken);
+        buf.copy(dst.pending, 0, taken, n);
+        dst.pendingOffset = 0;
+        this.#sync(src);
+        this.#sync(dst);
+        return;
+      }
+      if (n === 0) {
+        src.eof = true;
+        this.#sync(src);
+        if (dst.pending === null) this.#shutWrite(dst);
+        return;
+      }
+      if (n === -EAGAIN) return;
+      if (n !== -EINTR) {
+        this.end(true);
+        return;
+      }
+    }
+  }
+
+  /** Writes what `dst` has pending; once all is written, reading its peer resumes (or its EOF is passed on). */
+  #flush(dst: Side): void {
+    while (dst.pending !== null) {
+      const pending = dst.pending;
+      const rest = pending.length - dst.pendingOffset;
+      const w = write(dst.fd, dst.pendingOffset === 0 ? pending : pending.subarray(dst.pendingOffset), rest);
+      if (w === rest) {
+        dst.pending = null;
+        dst.pendingOffset = 0;
+      } else if (w >= 0) {
+        dst.pendingOffset += w;
+        return;
+      } else if (w === -EAGAIN) {
+        return;
+      } else if (w !== -EINTR) {
+        this.end(true);
+        return;
+      }
+    }
+    const src = dst.peer;
+    this.#sync(dst);
+    if (src.eof) this.#shutWrite(dst);
+    else this.#sync(src);
+  }
+
+  /** Passes an EOF on; the connection ends cleanly once both directions have. */
+  #shutWrite(dst: Side): void {
+    if (dst.shutSent) return;
+    dst.shutSent = true;
+    shutdown(dst.fd, SHUT_WR);
+    if (this.#client.shutSent && this.#upstream.shutSent) this.end(false);
+  }
+
+  /** Makes epoll watch what `side` needs now: reading unless its peer has bytes pending, writing while it has. */
+  #sync(side: Side): void {
+    let mask = 0;
+    if (!side.eof && side.peer.pending === null) mask |= EPOLLIN;
+    if (side.pending !== null) mask |= EPOLLOUT;
+    if (side.parked) {
+      if (mask === 0) return;
+      side.parked = false;
+      side.mask = mask;
+      side.token = this.#relay.reactor.add(side.fd, mask, side);
+      return;
+    }
+    if (mask === side.mask) return;
+    side.mask = mask;
+    this.#relay.reactor.modify(side.token, mask);
+  }
+
+  /**
+   * A socket whose peer shut both directions reports EPOLLHUP whatever mask it has. While the relay is not reading
+   * it (its peer is backpressured), that would wake the loop on every turn: take it out of the epoll set until it
+   * is wanted again (#sync adds it back).
+   */
+  #park(side: Side): void {
+    this.#relay.reactor.remove(side.token);
+    side.token = -1;
+    side.parked = true;
+  }
+}
+
+function connectTimedOut(conn: Connection): void {
+  conn.timedOut();
+}
+
+/** Closes an fd we own with a RST (SO_LINGER 0), so its peer sees the refusal at once. */
+function resetFd(fd: number): void {
+  setLingerZero(fd);
+  closeFd(fd);
+}

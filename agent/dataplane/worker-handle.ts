@@ -1,0 +1,61 @@
+import { Worker } from "node:worker_threads";
+import { AmbitError } from "../errors.js";
+import type { RelayTarget } from "./tcp-relay.js";
+import type { WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+
+type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+/** The main thread's side of one data-plane worker thread (agent/dataplane/worker.ts). */
+export class DataplaneWorker {
+  readonly #worker: Worker;
+  readonly #waiting = new Map<number, { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void }>();
+  readonly #exited: Promise<number>;
+  #nextId = 1;
+
+  constructor() {
+    this.#worker = new Worker(new URL("./worker.js", import.meta.url));
+    this.#worker.on("message", (reply: WorkerReply) => {
+      const waiter = this.#waiting.get(reply.id);
+      this.#waiting.delete(reply.id);
+      if (reply.type === "failed") waiter?.reject(new AmbitError(reply.code, reply.message));
+      else waiter?.resolve(reply);
+    });
+    this.#exited = new Promise((resolve) => {
+      this.#worker.on("error", (err) => this.#failAll(err));
+      this.#worker.on("exit", (code) => {
+        this.#failAll(new AmbitError("worker_exited", `data-plane worker exited with code ${code}`));
+        resolve(code);
+      });
+    });
+  }
+
+  /** Hands `listenFd` to the worker (which owns and closes it from now on) and relays its connections to `target`. */
+  async serve(listenFd: number, target: RelayTarget, connectTimeoutMs = 10_000): Promise<void> {
+    await this.#request({ type: "serve", listenFd, target, connectTimeoutMs });
+  }
+
+  async stats(): Promise<WorkerStats> {
+    const reply = await this.#request({ type: "stats" });
+    if (reply.type !== "stats") throw new AmbitError("worker_bad_reply", `expected stats, got ${reply.type}`);
+    return reply.stats;
+  }
+
+  /** Closes the worker's listener, connections and reactor; resolves with the thread's exit code. */
+  async stop(): Promise<number> {
+    await this.#request({ type: "stop" });
+    return this.#exited;
+  }
+
+  #request(request: Request): Promise<WorkerReply> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...request, id });
+    });
+  }
+
+  #failAll(err: Error): void {
+    for (const waiter of this.#waiting.values()) waiter.reject(err);
+    this.#waiting.clear();
+  }
+}

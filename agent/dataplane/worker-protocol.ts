@@ -1,0 +1,23 @@
+import type { ListenerStats } from "./listener.js";
+import type { RelayStats, RelayTarget } from "./tcp-relay.js";
+
+/** Messages from the main thread to a data-plane worker; `id` comes back in the answer. */
+export type WorkerRequest =
+  | { id: number; type: "serve"; listenFd: number; target: RelayTarget; connectTimeoutMs: number }
+  | { id: number; type: "stats" }
+  | { id: number; type: "stop" };
+
+export interface WorkerStats {
+  /** Relay connections open now. */
+  live: number;
+  /** fds in the worker's epoll set now. */
+  watched: number;
+  relay: RelayStats;
+  listener: ListenerStats;
+}
+
+export type WorkerReply =
+  | { id: number; type: "serving" }
+  | { id: number; type: "stats"; stats: WorkerStats }
+  | { id: number; type: "stopped" }
+  | { id: number; type: "failed"; code: string; message: string };

@@ -1,0 +1,60 @@
+/**
+ * Entry of a data-plane worker thread: one Reactor on this thread's libuv loop, serving a listening socket handed
+ * over by the main thread (fds are process-wide; the worker owns it from then on) with a plaintext TCP relay.
+ * Stopping closes the listener, resets the connections, closes the reactor's uv handle and epoll fd, and lets the
+ * thread's loop run empty so the thread exits by itself.
+ */
+import { parentPort } from "node:worker_threads";
+import { AmbitError } from "../errors.js";
+import { Listener } from "./listener.js";
+import { Reactor } from "./reactor.js";
+import { TcpRelay, zeroRelayStats } from "./tcp-relay.js";
+import type { WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+
+const port = parentPort;
+if (!port) throw new AmbitError("worker_no_parent", "agent/dataplane/worker.js runs only as a worker thread");
+
+const reactor = new Reactor();
+let listener: Listener | undefined;
+let relay: TcpRelay | undefined;
+
+function stats(): WorkerStats {
+  return {
+    live: relay?.live ?? 0,
+    watched: reactor.size,
+    relay: { ...(relay?.stats ?? zeroRelayStats()) },
+    listener: { ...(listener?.stats ?? { accepted: 0, acceptExhausted: 0, acceptFailed: 0 }) },
+  };
+}
+
+async function handle(request: WorkerRequest): Promise<WorkerReply> {
+  switch (request.type) {
+    case "serve": {
+      if (listener) throw new AmbitError("worker_already_serving", "this worker already serves a listener");
+      const served = new TcpRelay(reactor, { target: request.target, connectTimeoutMs: request.connectTimeoutMs });
+      relay = served;
+      listener = new Listener(reactor, request.listenFd, (fd) => served.relay(fd));
+      return { id: request.id, type: "serving" };
+    }
+    case "stats":
+      return { id: request.id, type: "stats", stats: stats() };
+    case "stop":
+      listener?.close();
+      relay?.closeAll();
+      await reactor.close();
+      return { id: request.id, type: "stopped" };
+  }
+}
+
+port.on("message", (request: WorkerRequest) => {
+  handle(request).then(
+    (reply) => {
+      port.postMessage(reply);
+      if (reply.type === "stopped") port.close();
+    },
+    (err: unknown) => {
+      const code = err instanceof AmbitError ? err.code : "worker_request_failed";
+      port.postMessage({ id: request.id, type: "failed", code, message: String(err) } satisfies WorkerReply);
+    },
+  );
+});

@@ -1,0 +1,62 @@
+/**
+ * A child process for the EMFILE test: a relay on its main thread's reactor, with RLIMIT_NOFILE lowered so that
+ * only `free` more descriptors can be opened. Lowering the limit is process-wide, hence a process of its own.
+ * Messages: {start, targetPort, free} -> {port}; "stats" -> {stats, cpuMicros}; "hold" takes one more descriptor
+ * (an eventfd) -> {held}; "stop" -> exits.
+ */
+import { readdirSync } from "node:fs";
+import { Listener } from "../../../../agent/dataplane/listener.js";
+import { Reactor } from "../../../../agent/dataplane/reactor.js";
+import { TcpRelay } from "../../../../agent/dataplane/tcp-relay.js";
+import { closeFd, eventfd, getrlimit, RLIMIT_NOFILE, setrlimit } from "../../../../native-bindings/io.js";
+import { openListenerFd } from "../../../../native-bindings/sockets.js";
+import { listenerPort } from "./relay.js";
+
+type Message = { start: true; targetPort: number; free: number } | "stats" | "hold" | "stop";
+
+/** The lowest limit below which exactly `free` descriptor numbers are unused (new fds take the lowest free one). */
+function limitLeaving(free: number): number {
+  const open = new Set(readdirSync("/proc/self/fd").map(Number));
+  let unused = 0;
+  for (let n = 0; ; n++) {
+    if (!open.has(n)) unused++;
+    if (unused === free) return n + 1;
+  }
+}
+
+const reactor = new Reactor();
+let relay: TcpRelay | undefined;
+let listener: Listener | undefined;
+const held: number[] = [];
+
+process.on("message", async (message: Message) => {
+  if (message === "stats") {
+    const usage = process.cpuUsage();
+    process.send?.({
+      relay: relay?.stats,
+      listener: listener?.stats,
+      live: relay?.live,
+      cpuMicros: usage.user + usage.system,
+    });
+  } else if (message === "hold") {
+    held.push(eventfd());
+    process.send?.({ held: held.length });
+  } else if (message === "stop") {
+    for (const fd of held) closeFd(fd);
+    listener?.close();
+    relay?.closeAll();
+    await reactor.close();
+    process.disconnect();
+  } else {
+    const fd = openListenerFd({ address: "127.0.0.1", port: 0 });
+    const served = new TcpRelay(reactor, {
+      target: { address: "127.0.0.1", port: message.targetPort },
+      connectTimeoutMs: 5000,
+    });
+    relay = served;
+    listener = new Listener(reactor, fd, (client) => served.relay(client));
+    const { hard } = getrlimit(RLIMIT_NOFILE);
+    setrlimit(RLIMIT_NOFILE, { soft: BigInt(limitLeaving(message.free)), hard });
+    process.send?.({ port: listenerPort(fd) });
+  }
+});
