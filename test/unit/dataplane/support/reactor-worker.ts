@@ -21,7 +21,7 @@ port.on("message", async (message) => {
   if (message !== "stop") return;
   reactor.remove(token);
   closeFd(efd);
-  if (process.env.AMBIT_TEST_SKIP_REACTOR_CLOSE !== "1") await reactor.close();
+  await reactor.close();
   port.close();
 });
 port.postMessage({ eventfd: efd });

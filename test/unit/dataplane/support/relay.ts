@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ExecutionContext } from "ava";
 import { DataplaneWorker } from "../../../../agent/dataplane/worker-handle.js";
 import type { WorkerStats } from "../../../../agent/dataplane/worker-protocol.js";
@@ -136,7 +137,15 @@ export async function closeError(socket: net.Socket): Promise<NodeJS.ErrnoExcept
     error = err;
   });
   socket.resume();
-  // Not events.once: it would reject on the very error this waits for.
-  await new Promise((resolve) => socket.once("close", resolve));
+  // Not events.once: it would reject on the very error this waits for. A socket that got an EOF instead of a
+  // reset stays half-open (allowHalfOpen) and never closes: report that rather than hang.
+  const closed = await Promise.race([
+    new Promise((resolve) => socket.once("close", () => resolve(true))),
+    sleep(5000).then(() => false),
+  ]);
+  if (!closed) {
+    socket.destroy();
+    return Object.assign(new Error("no close within 5 s"), { code: "still_open" });
+  }
   return error;
 }
