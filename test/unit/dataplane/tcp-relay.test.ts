@@ -1,7 +1,9 @@
 import { once } from "node:events";
 import net from "node:net";
 import test from "ava";
+import { DataplaneWorker } from "../../../agent/dataplane/worker-handle.js";
 import { closeFdQuietly } from "../../../native-bindings/libc.js";
+import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { backend, closeError, hashAll, readAll, relayListener, sendMiB, withRelay } from "./support/relay.js";
 
 test.serial("echo: 20 clients, 50 round trips each, then a clean close both ways", async (t) => {
@@ -189,4 +191,33 @@ test.serial("connect timeout: a backend whose accept queue is full never answers
   );
   for (const filler of fillers) filler.destroy();
   closeFdQuietly(full.fd);
+});
+
+test.serial("stopping the worker with connections open resets them and leaves no fd behind", async (t) => {
+  const before = fdBaseline();
+  const echo = await backend((socket) => {
+    socket.on("error", () => {});
+    socket.pipe(socket);
+  });
+  const worker = new DataplaneWorker();
+  const { fd, port } = relayListener();
+  await worker.serve(fd, { address: "127.0.0.1", port: echo.port });
+  const clients = await Promise.all(
+    Array.from({ length: 5 }, async () => {
+      const client = net.connect({ host: "127.0.0.1", port });
+      await once(client, "connect");
+      client.write("hello");
+      await once(client, "data");
+      return client;
+    }),
+  );
+  t.is((await worker.stats()).live, 5);
+  const errors = clients.map((client) => closeError(client));
+  t.is(await worker.stop(), 0, "the worker exits cleanly with connections open");
+  t.deepEqual(
+    (await Promise.all(errors)).map((err) => err?.code),
+    clients.map(() => "ECONNRESET"),
+  );
+  await echo.close();
+  await assertNoLeak(t, before);
 });
