@@ -5,7 +5,12 @@ import type { WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
-/** The main thread's side of one data-plane worker thread (agent/dataplane/worker.ts). */
+/**
+ * The main thread's side of one data-plane worker thread (agent/dataplane/worker.ts). End it with stop(), never
+ * with Worker.terminate(): a terminated thread cannot run the reactor's uv_close, and Node aborts the whole process
+ * on the still-open uv_poll handle ("uv_loop_close() while having open handles"). The same abort follows an
+ * uncaught exception on the main thread while a worker runs (seen in a test: the real error is printed first).
+ */
 export class DataplaneWorker {
   readonly #worker: Worker;
   readonly #waiting = new Map<number, { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void }>();

@@ -29,6 +29,32 @@ test.serial("echo: 20 clients, 50 round trips each, then a clean close both ways
   await echo.close();
 });
 
+test.serial("1,000 connections open at once through one worker, each echoed, then all closed", async (t) => {
+  const echo = await backend((socket) => socket.pipe(socket));
+  await withRelay(t, echo.port, async (rig) => {
+    const clients = await Promise.all(Array.from({ length: 1000 }, () => rig.connect()));
+    const replies = await Promise.all(
+      clients.map(async (client, i) => {
+        client.write(`n${i}`);
+        const [reply] = (await once(client, "data")) as [Buffer];
+        return reply.toString() === `n${i}`;
+      }),
+    );
+    t.is(replies.filter(Boolean).length, 1000);
+    const stats = await rig.stats();
+    t.is(stats.live, 1000);
+    t.is(stats.watched, 2001, "the listener and both sides of every connection");
+    await Promise.all(
+      clients.map((client) => {
+        const closed = once(client, "close");
+        client.end();
+        return closed;
+      }),
+    );
+  });
+  await echo.close();
+});
+
 test.serial("64 MiB each way at once arrives intact (sha256), through backpressure", async (t) => {
   const mib = 64;
   let backendSent: Promise<string> | undefined;
