@@ -139,7 +139,10 @@ class Side implements EventHandler {
   token = -1;
   /** The mask epoll has for this fd now. */
   mask = 0;
-  /** Taken out of the epoll set after a hang-up while nothing was wanted from it (see Connection.#park). */
+  /**
+   * Not in the epoll set: taken out after a hang-up while nothing was wanted from it (see Connection.#park), or not
+   * added yet (a client until its upstream is connected). #sync adds it once something is wanted.
+   */
   parked = false;
   /** Bytes read from the peer that this socket has not taken yet; reading the peer waits until they are written. */
   pending: Buffer | null = null;
@@ -194,9 +197,11 @@ class Connection {
       this.#connectFailed(-r);
       return;
     }
+    // The client joins the epoll set once the upstream is connected (its bytes wait in the kernel meanwhile): one
+    // epoll_ctl per connection less than adding it with an empty mask first. A client reset during the connect is
+    // seen then, and the connect timeout bounds the wait.
+    this.#client.parked = true;
     try {
-      // The client is watched for errors only until the upstream is connected: its bytes wait in the kernel.
-      this.#client.token = reactor.add(this.#client.fd, 0, this.#client);
       this.#upstream.mask = r === 0 ? 0 : EPOLLOUT;
       this.#upstream.token = reactor.add(this.#upstream.fd, this.#upstream.mask, this.#upstream);
     } catch (err) {
@@ -210,13 +215,10 @@ class Connection {
   onEvents(side: Side, events: number): void {
     if (this.#ended) return;
     if (this.#connecting) {
-      if (side === this.#upstream) {
-        const err = socketError(side.fd);
-        if (err === 0) this.#connected();
-        else this.#connectFailed(err < 0 ? -err : err);
-      } else if (events & (EPOLLERR | EPOLLHUP)) {
-        this.end(true);
-      }
+      // Only the upstream is in the epoll set while connecting: writable or failed means the connect is decided.
+      const err = socketError(side.fd);
+      if (err === 0) this.#connected();
+      else this.#connectFailed(err < 0 ? -err : err);
       return;
     }
     if (events & EPOLLERR) {
@@ -297,8 +299,10 @@ class Connection {
       }
       if (n === 0) {
         src.eof = true;
-        this.#sync(src);
+        // Pass the EOF on first: when it was the last direction open, the connection ends and src needs no
+        // epoll_ctl to stop reading it.
         if (dst.pending === null) this.#shutWrite(dst);
+        if (!this.#ended) this.#sync(src);
         return;
       }
       if (n === -EAGAIN) return;
@@ -329,9 +333,12 @@ class Connection {
       }
     }
     const src = dst.peer;
+    if (src.eof) {
+      this.#shutWrite(dst);
+      if (this.#ended) return;
+    }
     this.#sync(dst);
-    if (src.eof) this.#shutWrite(dst);
-    else this.#sync(src);
+    if (!src.eof) this.#sync(src);
   }
 
   /** Passes an EOF on; the connection ends cleanly once both directions have. */
