@@ -4,8 +4,8 @@
  * minute. Issue 12's target: under 1% of a core and under 100 MB resident.
  */
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
-import { kubeMeshFor, type Owner } from "../netns/support/kube-agents.js";
-import { cpuSeconds, rssMiB, sleep, waitFor } from "./support.js";
+import { kubeMeshFor } from "../netns/support/kube-agents.js";
+import { benchOwner, cpuSeconds, onePodNode, rssMiB, sleep, waitFor } from "./support.js";
 
 const PODS = 100;
 const IDLE_SECONDS = 20;
@@ -25,18 +25,10 @@ async function enrolledPods(metricsAddress: string): Promise<number> {
 }
 
 export async function measureIdleAgent(): Promise<IdleAgent> {
-  const cleanups: Array<() => unknown> = [];
-  const owner: Owner = { teardown: (fn) => cleanups.push(fn), log: () => {} };
+  const { owner, cleanup } = benchOwner();
   let cluster: SimCluster | undefined;
   try {
-    cluster = await createSimCluster({
-      nodes: [
-        {
-          name: "n1",
-          pods: Array.from({ length: PODS }, (_, i) => ({ name: `p${i}`, namespace: "idle", discover: true })),
-        },
-      ],
-    });
+    cluster = await createSimCluster(onePodNode(PODS, "idle"));
     // Bookmarks once a minute and the agent's default stall watchdog, as against a real API server.
     const mesh = await kubeMeshFor(owner, cluster, {
       namespaces: [{ name: "idle", labels: MESHED }],
@@ -54,7 +46,7 @@ export async function measureIdleAgent(): Promise<IdleAgent> {
     const cpuPercent = ((cpuSeconds(pid) - cpu0) / IDLE_SECONDS) * 100;
     return { pods: PODS, cpuPercent, rssMiB: rssMiB(pid), seconds: IDLE_SECONDS };
   } finally {
-    for (const fn of cleanups.reverse()) await fn();
+    await cleanup();
     await cluster?.destroy();
   }
 }

@@ -8,9 +8,9 @@ import { performance } from "node:perf_hooks";
 import type { ConfigDump } from "../../agent/admin/facts.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import type { KubeObject } from "../kube-api/resources.js";
-import { adminJson, kubeMeshFor, type Owner } from "../netns/support/kube-agents.js";
+import { adminJson, kubeMeshFor } from "../netns/support/kube-agents.js";
 import { tableExists } from "../netns/support/nft.js";
-import { cpuSeconds, fixed, rssMiB, sleep, stats, waitFor } from "./support.js";
+import { benchOwner, cpuSeconds, fixed, onePodNode, rssMiB, sleep, stats, waitFor } from "./support.js";
 
 const CLUSTER_PODS = 10_000;
 const SERVICES = 2_000;
@@ -69,18 +69,10 @@ function bigCluster(): KubeObject[] {
 }
 
 export async function runKubeAgentBench(): Promise<string> {
-  const cleanups: Array<() => unknown> = [];
-  const owner: Owner = { teardown: (fn) => cleanups.push(fn), log: () => {} };
+  const { owner, cleanup } = benchOwner();
   let cluster: SimCluster | undefined;
   try {
-    cluster = await createSimCluster({
-      nodes: [
-        {
-          name: "n1",
-          pods: Array.from({ length: NODE_PODS }, (_, i) => ({ name: `p${i}`, namespace: "bench", discover: true })),
-        },
-      ],
-    });
+    cluster = await createSimCluster(onePodNode(NODE_PODS, "bench"));
     const c = cluster;
     // Bookmarks once a minute and the agent's default stall watchdog, as against a real API server.
     const mesh = await kubeMeshFor(owner, c, { agents: ["n1"], bookmarkIntervalMs: 60_000, stallSeconds: 120 });
@@ -141,7 +133,7 @@ export async function runKubeAgentBench(): Promise<string> {
       `  agent CPU per label change        ${fixed(labelCpuMs, 1)} ms (snapshot, indexes of ${CLUSTER_PODS} pods, diff, rules)`,
     ].join("\n");
   } finally {
-    for (const fn of cleanups.reverse()) await fn();
+    await cleanup();
     await cluster?.destroy();
   }
 }

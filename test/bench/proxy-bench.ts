@@ -23,7 +23,7 @@ import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import { localAgentArgs } from "../netns/support/agent-args.js";
 import { type IdleAgent, measureIdleAgent } from "./idle-agent.js";
 import { captureOutput, fixed, pad, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
-import { iperf3, makeTestPki, type WrkResult, wrk } from "./tools.js";
+import { iperf3, makeTestPki, nginxHttpConfig, type WrkResult, wrk } from "./tools.js";
 
 const SECONDS = 5;
 const WARMUP_SECONDS = 1;
@@ -90,18 +90,13 @@ class Procs {
 }
 
 function httpConfig(dir: string, www: string): string {
-  return `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server {
+  return nginxHttpConfig(
+    dir,
+    `server {
     listen ${HTTP_PORT} backlog=4096; root ${www};
     location = /whoami { default_type text/plain; return 200 "$remote_addr"; }
-  }
-}
-`;
+  }`,
+  );
 }
 
 function tunnelConfig(dir: string, side: "client" | "server", pki: string, serverIp: string): string {

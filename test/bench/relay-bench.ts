@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { cpuSeconds, fixed, pad, sleep, tempDir } from "./support.js";
-import { parseWrk } from "./tools.js";
+import { nginxHttpConfig, parseWrk } from "./tools.js";
 
 const execFileP = promisify(execFile);
 const NGINX_PORT = 18480;
@@ -25,15 +25,10 @@ const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);
 
 function nginxConfig(dir: string): string {
-  return `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }
-}
-`;
+  return nginxHttpConfig(
+    dir,
+    `server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }`,
+  );
 }
 
 async function waitReady(child: ChildProcess, what: string): Promise<void> {

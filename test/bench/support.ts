@@ -119,3 +119,26 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     await sleep(100);
   }
 }
+
+/** What kubeMeshFor needs from its caller outside ava: teardowns kept, run last first by `cleanup()`. */
+export function benchOwner(): { owner: { teardown(fn: () => unknown): void; log(): void }; cleanup(): Promise<void> } {
+  const cleanups: Array<() => unknown> = [];
+  return {
+    owner: { teardown: (fn) => cleanups.push(fn), log: () => {} },
+    cleanup: async () => {
+      for (const fn of cleanups.reverse()) await fn();
+    },
+  };
+}
+
+/** A one-node sim cluster spec of `count` pods p0..p(count-1) in `namespace`, found through /proc as in a cluster. */
+export function onePodNode(count: number, namespace: string) {
+  return {
+    nodes: [
+      {
+        name: "n1",
+        pods: Array.from({ length: count }, (_, i) => ({ name: `p${i}`, namespace, discover: true })),
+      },
+    ],
+  };
+}

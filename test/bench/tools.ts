@@ -112,3 +112,19 @@ export async function makeTestPki(dir: string): Promise<void> {
     );
   }
 }
+
+/**
+ * An nginx configuration serving HTTP for a bench, run in the foreground with its files under `dir`: one worker,
+ * keep-alive without limits, no access log, and `server` (the bench's own server block) inside `http`.
+ */
+export function nginxHttpConfig(dir: string, server: string): string {
+  return `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  ${server}
+}
+`;
+}

@@ -130,21 +130,14 @@ export class TlsConnection {
     const ret = sslReadEx(ssl, buf, length, count);
     if (ret === 1) return count.readUInt32LE(0);
     const errno = koffi.errno();
-    switch (sslGetError(ssl, ret)) {
-      case SSL_ERROR_WANT_READ:
-        return TLS_WANT_READ;
-      case SSL_ERROR_WANT_WRITE:
-        return TLS_WANT_WRITE;
-      case SSL_ERROR_ZERO_RETURN:
-        return TLS_EOF;
-      default:
-        if (errIsUnexpectedEof()) {
-          errDrain();
-          this.#fatal = true;
-          return TLS_EOF_UNCLEAN;
-        }
-        throw this.#failure("tls_protocol", "TLS read failed", errno);
+    const error = sslGetError(ssl, ret);
+    if (error === SSL_ERROR_ZERO_RETURN) return TLS_EOF;
+    if (error !== SSL_ERROR_WANT_READ && error !== SSL_ERROR_WANT_WRITE && errIsUnexpectedEof()) {
+      errDrain();
+      this.#fatal = true;
+      return TLS_EOF_UNCLEAN;
     }
+    return this.#wantOrThrow(error, "TLS read failed", errno);
   }
 
   /**
@@ -159,14 +152,14 @@ export class TlsConnection {
     const ret = sslWriteEx(ssl, buf, length, count);
     if (ret === 1) return count.readUInt32LE(0);
     const errno = koffi.errno();
-    switch (sslGetError(ssl, ret)) {
-      case SSL_ERROR_WANT_READ:
-        return TLS_WANT_READ;
-      case SSL_ERROR_WANT_WRITE:
-        return TLS_WANT_WRITE;
-      default:
-        throw this.#failure("tls_protocol", "TLS write failed", errno);
-    }
+    return this.#wantOrThrow(sslGetError(ssl, ret), "TLS write failed", errno);
+  }
+
+  /** A read or write that did not complete: the want it waits for, or a tls_protocol error. */
+  #wantOrThrow(error: number, what: string, errno: number): number {
+    if (error === SSL_ERROR_WANT_READ) return TLS_WANT_READ;
+    if (error === SSL_ERROR_WANT_WRITE) return TLS_WANT_WRITE;
+    throw this.#failure("tls_protocol", what, errno);
   }
 
   /**

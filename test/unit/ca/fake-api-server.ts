@@ -91,7 +91,7 @@ export async function apiAt(server: string, dir: string, files: { ca: string; to
         ", certificate-authority: " +
         JSON.stringify(files.ca) +
         "}}]",
-      "users: [{name: u, user: {tokenFile: " + JSON.stringify(files.token) + "}}]",
+      `users: [{name: u, user: {tokenFile: ${JSON.stringify(files.token)}}}]`,
       "contexts: [{name: x, context: {cluster: c, user: u}}]",
       "current-context: x",
       "",
