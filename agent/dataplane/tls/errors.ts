@@ -6,6 +6,7 @@ export type TlsErrorCode =
   | "tls_handshake" // the handshake failed: OpenSSL's reason (peer refused, bad certificate, protocol) in `reasons`
   | "tls_protocol" // a record-layer failure after the handshake (bad record, alert from the peer)
   | "tls_io" // the socket itself failed under TLS (ECONNRESET, EPIPE): `errno` holds it
+  | "tls_timeout" // the handshake did not finish in time, or the peer did not close after our close_notify
   | "tls_closed"; // the connection was used after free()
 
 /**

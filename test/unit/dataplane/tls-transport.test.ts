@@ -1,0 +1,397 @@
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { Worker } from "node:worker_threads";
+import test, { type ExecutionContext } from "ava";
+import { checkHbonePeer } from "../../../agent/dataplane/hbone-peer.js";
+import { Reactor } from "../../../agent/dataplane/reactor.js";
+import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
+import { TlsError } from "../../../agent/dataplane/tls/errors.js";
+import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
+import { H2Session } from "../../../agent/h2/session.js";
+import type { H2Stream } from "../../../agent/h2/stream.js";
+import { accept, closeFd, setLingerZero } from "../../../native-bindings/io.js";
+import { openListenerFd } from "../../../native-bindings/sockets.js";
+import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
+import { issue, newCa, sid, type Workload } from "../identity/helpers.js";
+import {
+  closeOf,
+  connectRequest,
+  dial,
+  echo,
+  handlers,
+  handshakePair,
+  hashReceived,
+  sendMiB,
+  sessionPair,
+} from "./support/tls-sessions.js";
+import { contextOf, liveObjects, localPort } from "./tls-support.js";
+
+/** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
+
+interface Fixture {
+  db: Workload;
+  cart: Workload;
+  /** Same SPIFFE ID as cart, from another CA. */
+  foreign: Workload;
+}
+
+let fixture: Promise<Fixture> | undefined;
+function workloads(): Promise<Fixture> {
+  fixture ??= (async () => {
+    const ca = await newCa();
+    const [db, cart, foreign] = await Promise.all([
+      issue(ca, sid("shop", "db")),
+      issue(ca, sid("shop", "cart")),
+      issue(await newCa(), sid("shop", "cart")),
+    ]);
+    return { db, cart, foreign };
+  })();
+  return fixture;
+}
+
+interface World extends Fixture {
+  reactor: Reactor;
+  /** A context built for this test; disposed after it. */
+  context(w: Workload, bundlePem?: string): TlsContext;
+}
+
+/**
+ * Runs `body` with a Reactor of its own, then checks that every fd the test opened is closed (the reactor's epoll
+ * fd included) and that every SSL object and context is freed: the transports released all they owned.
+ */
+async function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void>): Promise<void> {
+  const f = await workloads();
+  const baseline = fdBaseline();
+  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 });
+  const reactor = new Reactor();
+  const serving = fdBaseline();
+  const contexts: TlsContext[] = [];
+  const context = (w: Workload, bundlePem?: string) => {
+    const c = contextOf(w, bundlePem);
+    contexts.push(c);
+    return c;
+  };
+  try {
+    await body({ ...f, reactor, context });
+    // Released while the reactor still runs: no fd, no SSL object, no handler left behind.
+    await assertNoLeak(t, serving, () => liveObjects().connections + reactor.size);
+  } finally {
+    for (const c of contexts) c.dispose();
+    await reactor.close();
+  }
+  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 }, "every SSL and SSL_CTX is freed");
+  await assertNoLeak(t, baseline);
+}
+
+test.serial("CONNECT over mTLS on the loop: 200, echo both ways, both identities, graceful close", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    let authority = "";
+    const rig = await sessionPair(reactor, context(db), context(cart), (stream, headers) => {
+      authority = headers.find(([n]) => n === ":authority")?.[1] ?? "";
+      echo(stream);
+    });
+    t.deepEqual(checkHbonePeer(rig.clientT.peer, rig.clientT.alpn, sid("shop", "db")), {
+      ok: true,
+      id: sid("shop", "db"),
+    });
+    t.like(checkHbonePeer(rig.clientT.peer, rig.clientT.alpn, sid("shop", "payments")), {
+      ok: false,
+      reason: "identity_mismatch",
+    });
+    t.deepEqual(checkHbonePeer(rig.serverT.peer, rig.serverT.alpn), { ok: true, id: sid("shop", "cart") });
+    t.is(rig.serverT.alpn, "h2");
+
+    const stream = connectRequest(rig.client, "10.1.2.3:8080");
+    const received: Buffer[] = [];
+    let status = "";
+    let got = 0;
+    let want = 0;
+    let arrived: () => void = () => {};
+    const closed = new Promise<void>((resolve) => {
+      stream.attach(
+        handlers(stream, {
+          headers: (h) => {
+            status = h.find(([n]) => n === ":status")?.[1] ?? "";
+          },
+          data: (c) => {
+            // A view of the shared read buffer: copied to be kept.
+            received.push(Buffer.from(c));
+            got += c.length;
+            stream.consumed(c.length);
+            if (got === want) arrived();
+          },
+          close: resolve,
+        }),
+      );
+    });
+    // Round trips of growing size: one byte, a frame, several records, several frames and windows' worth.
+    const sent: Buffer[] = [];
+    for (const size of [1, 100, 16 * 1024, 100_000, 5 * 1024 * 1024]) {
+      const message = randomBytes(size);
+      sent.push(message);
+      want += size;
+      const echoed = new Promise<void>((resolve) => {
+        arrived = resolve;
+      });
+      stream.write(message);
+      await echoed;
+    }
+    stream.end();
+    await closed;
+    t.is(status, "200");
+    t.is(authority, "10.1.2.3:8080");
+    t.true(Buffer.concat(received).equals(Buffer.concat(sent)), "every byte came back, in order");
+
+    rig.client.close();
+    t.deepEqual(await Promise.all([rig.clientClosed, rig.serverClosed]), [undefined, undefined]);
+    t.true(rig.clientT.destroyed && rig.serverT.destroyed);
+    t.is(rig.clientT.queuedBytes, 0);
+  }),
+);
+
+test.serial("64 MiB each way on one stream at once, sha256 equal both ways, through WANT_WRITE and flow control", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    const mib = 64;
+    const chunk = randomBytes(1024 * 1024);
+    let serverSent: Promise<string> | undefined;
+    let serverGot: Promise<{ sha256: string; bytes: number }> | undefined;
+    const rig = await sessionPair(reactor, context(db), context(cart), (stream) => {
+      const hashed = hashReceived(stream);
+      const sender = sendMiB(stream, mib, chunk);
+      stream.attach(handlers(stream, { data: hashed.data, end: hashed.end, drain: sender.drain }));
+      stream.respond(200);
+      serverSent = sender.sha256;
+      serverGot = hashed.result;
+    });
+    const stream = connectRequest(rig.client);
+    const hashed = hashReceived(stream);
+    const sender = sendMiB(stream, mib, chunk);
+    const closed = new Promise<void>((resolve) => {
+      stream.attach(handlers(stream, { data: hashed.data, end: hashed.end, drain: sender.drain, close: resolve }));
+    });
+    const clientSent = await sender.sha256;
+    const clientGot = await hashed.result;
+    await closed;
+    t.is(clientGot.bytes, mib * 1024 * 1024);
+    t.is(clientGot.sha256, String(await serverSent));
+    const upstream = await serverGot;
+    t.is(upstream?.bytes, mib * 1024 * 1024);
+    t.is(upstream?.sha256, clientSent);
+    t.true(
+      rig.clientT.writeWaits + rig.serverT.writeWaits > 0,
+      "some writes found the socket full and waited for EPOLLOUT",
+    );
+    rig.client.close();
+    t.deepEqual(await Promise.all([rig.clientClosed, rig.serverClosed]), [undefined, undefined]);
+  }),
+);
+
+test.serial("1000 short CONNECT streams, 64 at a time, each answered and echoed, on one session", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    const rig = await sessionPair(reactor, context(db), context(cart), (stream) => echo(stream));
+    const count = 1000;
+    let started = 0;
+    let finished = 0;
+    const wrong: string[] = [];
+    let done: () => void = () => {};
+    const all = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const open = () => {
+      const n = started++;
+      const stream: H2Stream = connectRequest(rig.client, `10.0.${n >> 8}.${n & 255}:80`);
+      const message = `stream ${n} `.repeat(10);
+      let reply = "";
+      stream.attach(
+        handlers(stream, {
+          headers: (h) => {
+            if (h.find(([k]) => k === ":status")?.[1] !== "200") wrong.push(`${n}: status`);
+            stream.write(Buffer.from(message));
+            stream.end();
+          },
+          data: (c) => {
+            reply += c.toString();
+            stream.consumed(c.length);
+          },
+          close: () => {
+            if (reply !== message) wrong.push(`${n}: got ${JSON.stringify(reply)}`);
+            finished++;
+            if (started < count) open();
+            else if (finished === count) done();
+          },
+        }),
+      );
+    };
+    for (let i = 0; i < 64; i++) open();
+    await all;
+    t.deepEqual(wrong, []);
+    t.is(finished, count);
+    t.is(rig.client.streamCount, 0);
+    t.is(rig.server.streamCount, 0);
+    rig.client.close();
+    t.deepEqual(await Promise.all([rig.clientClosed, rig.serverClosed]), [undefined, undefined]);
+  }),
+);
+
+test.serial(
+  "the peer resets the TCP connection mid-stream: the session errors with tls_io, streams reset, all released",
+  (t) =>
+    leakChecked(t, async ({ reactor, context, db, cart }) => {
+      let serverStream: H2Stream | undefined;
+      let serverBytes = 0;
+      let midway: () => void = () => {};
+      const halfway = new Promise<void>((resolve) => {
+        midway = resolve;
+      });
+      const rig = await sessionPair(reactor, context(db), context(cart), (stream) => {
+        serverStream = stream;
+        stream.attach(
+          handlers(stream, {
+            data: (c) => {
+              serverBytes += c.length;
+              stream.consumed(c.length);
+              if (serverBytes >= 8 * 1024 * 1024) midway();
+            },
+            reset: () => {},
+          }),
+        );
+        stream.respond(200);
+      });
+      const stream = connectRequest(rig.client);
+      let resetCode: number | undefined;
+      const sender = sendMiB(stream, 1024, randomBytes(1024 * 1024));
+      stream.attach(
+        handlers(stream, {
+          drain: sender.drain,
+          reset: (code) => {
+            resetCode = code;
+          },
+        }),
+      );
+      await halfway;
+      // The server's socket closes with SO_LINGER 0: the kernel sends a RST, and drops what the client had sent.
+      setLingerZero(rig.serverT.fd);
+      rig.server.destroy();
+      const err = await rig.clientClosed;
+      t.true(err instanceof TlsError, `a typed TLS error: ${String(err)}`);
+      t.is((err as TlsError).code, "tls_io");
+      t.true([104, 32].includes((err as TlsError).errno), `ECONNRESET or EPIPE, got ${(err as TlsError).errno}`);
+      t.not(resetCode, undefined, "the client's stream was reset with its session");
+      t.true(serverStream?.closed);
+      t.true(rig.clientT.destroyed);
+      t.is(rig.clientT.queuedBytes, 0, "queued bytes dropped with the connection");
+    }),
+);
+
+test.serial("a peer from a foreign CA: both handshakes fail with tls_handshake, nothing is left open", (t) =>
+  leakChecked(t, async ({ reactor, context, db, foreign }) => {
+    // The client trusts only its own (foreign) CA and presents its certificate: each end refuses the other.
+    const outcome = await handshakePair(reactor, context(db), context(foreign));
+    t.is(outcome.server.status, "rejected");
+    t.is(outcome.client.status, "rejected");
+    for (const o of [outcome.server, outcome.client]) {
+      const reason = o.status === "rejected" ? (o.reason as TlsError) : undefined;
+      t.true(reason instanceof TlsError);
+      t.is(reason?.code, "tls_handshake");
+    }
+    const client = outcome.client.status === "rejected" ? (outcome.client.reason as TlsError) : undefined;
+    t.regex(client?.message ?? "", /certificate verify failed/);
+  }),
+);
+
+test.serial(
+  "a client certificate from a foreign CA: the server refuses it, the client's session errors on its first read",
+  (t) =>
+    leakChecked(t, async ({ reactor, context, db, foreign }) => {
+      // The client trusts the server, so TLS 1.3 lets it finish before the server judged its certificate.
+      const outcome = await handshakePair(reactor, context(db), context(foreign, db.bundlePem));
+      t.is(outcome.server.status, "rejected");
+      t.is(outcome.server.status === "rejected" ? (outcome.server.reason as TlsError).code : "", "tls_handshake");
+      if (outcome.client.status !== "fulfilled") return t.fail("the TLS 1.3 client finishes first");
+      const session = new H2Session(outcome.client.value, { role: "client" });
+      const err = await closeOf(session);
+      t.true(err instanceof TlsError, String(err));
+      t.is((err as TlsError).code, "tls_protocol", String(err));
+      t.regex((err as TlsError).message, /alert/);
+    }),
+);
+
+test.serial("handshake timeout: a peer that never speaks fails the handshake with tls_timeout, on either side", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    // Server side: the TCP connection is made, the client never sends a ClientHello.
+    const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+    const silentClient = dial(localPort(lfd));
+    let accepted = -1;
+    for (let i = 0; i < 100 && accepted < 0; i++) {
+      accepted = accept(lfd, null);
+      if (accepted < 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    const started = Date.now();
+    const server = TlsTransport.open({
+      reactor,
+      context: context(db),
+      fd: accepted,
+      role: "server",
+      handshakeTimeoutMs: 300,
+    });
+    const serverErr = await t.throwsAsync(server, { instanceOf: TlsError });
+    t.is(serverErr?.code, "tls_timeout");
+    t.true(Date.now() - started >= 290, "not before its time");
+
+    // Client side: the listener's backlog completes the TCP handshake, but no one ever accepts or answers.
+    const client = TlsTransport.open({
+      reactor,
+      context: context(cart),
+      fd: dial(localPort(lfd)),
+      role: "client",
+      handshakeTimeoutMs: 300,
+    });
+    const clientErr = await t.throwsAsync(client, { instanceOf: TlsError });
+    t.is(clientErr?.code, "tls_timeout");
+    closeFd(silentClient);
+    closeFd(lfd);
+  }),
+);
+
+test.serial("a refused connect fails the handshake with tls_io ECONNREFUSED", (t) =>
+  leakChecked(t, async ({ reactor, context, cart }) => {
+    // A port nothing listens on: bind a listener, note its port, close it.
+    const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+    const port = localPort(lfd);
+    closeFd(lfd);
+    const client = TlsTransport.open({
+      reactor,
+      context: context(cart),
+      fd: dial(port),
+      role: "client",
+      handshakeTimeoutMs: 5000,
+    });
+    const err = await t.throwsAsync(client, { instanceOf: TlsError });
+    t.is(err?.code, "tls_io");
+    t.is(err?.errno, 111);
+  }),
+);
+
+test.serial(
+  "in a worker thread: both sessions on the worker's own Reactor, echo and 8 MiB, released before it exits",
+  async (t) => {
+    const { db, cart } = await workloads();
+    const baseline = fdBaseline();
+    const worker = new Worker(new URL("./support/tls-transport-worker.js", import.meta.url), {
+      workerData: { db, cart },
+    });
+    const [result] = await once(worker, "message");
+    const [code] = await once(worker, "exit");
+    t.is(code, 0);
+    t.is(result.error, undefined);
+    t.is(result.status, "200");
+    t.is(result.echoed, "hello from a worker");
+    t.is(result.bytes, 8 * 1024 * 1024);
+    t.true(result.hashesEqual);
+    t.deepEqual(result.closeErrors, [null, null]);
+    t.deepEqual(result.liveDuring, { contexts: 2, connections: 2 });
+    t.deepEqual(result.liveAfter, { contexts: 0, connections: 0 });
+    t.deepEqual(liveObjects(), { contexts: 0, connections: 0 }, "the main thread's counts are its own");
+    await assertNoLeak(t, baseline);
+  },
+);
