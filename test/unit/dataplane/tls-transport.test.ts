@@ -28,6 +28,15 @@ import { contextOf, liveObjects, localPort } from "./tls-support.js";
 
 /** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
 
+/** `promise`, or a failure after `ms` (a liveness bound: the bug this guards against never resolves). */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 interface Fixture {
   db: Workload;
   cart: Workload;
@@ -169,9 +178,9 @@ test.serial("64 MiB each way on one stream at once, sha256 equal both ways, thro
     const closed = new Promise<void>((resolve) => {
       stream.attach(handlers(stream, { data: hashed.data, end: hashed.end, drain: sender.drain, close: resolve }));
     });
-    const clientSent = await sender.sha256;
-    const clientGot = await hashed.result;
-    await closed;
+    const clientSent = await within(sender.sha256, 60_000, "64 MiB handed to the client's stream");
+    const clientGot = await within(hashed.result, 60_000, "64 MiB back at the client");
+    await within(closed, 10_000, "the stream's close");
     t.is(clientGot.bytes, mib * 1024 * 1024);
     t.is(clientGot.sha256, String(await serverSent));
     const upstream = await serverGot;
@@ -281,6 +290,50 @@ test.serial(
       t.true(rig.clientT.destroyed);
       t.is(rig.clientT.queuedBytes, 0, "queued bytes dropped with the connection");
     }),
+);
+
+test.serial("records OpenSSL read ahead reach the sink though epoll stays quiet; end() is close_notify + FIN", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    const outcome = await handshakePair(reactor, context(db), context(cart));
+    if (outcome.client.status !== "fulfilled" || outcome.server.status !== "fulfilled") return t.fail("handshake");
+    const clientT = outcome.client.value;
+    const serverT = outcome.server.value;
+    const got: Buffer[] = [];
+    let bytes = 0;
+    const events: string[] = [];
+    let arrived: () => void = () => {};
+    const all = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
+    const sink = (name: string) => ({
+      receive: (b: Buffer) => {
+        got.push(Buffer.from(b));
+        bytes += b.length;
+        if (bytes === 200) arrived();
+      },
+      drained: () => events.push(`${name} drained`),
+      ended: () => events.push(`${name} ended`),
+      errored: (err: Error) => events.push(`${name} errored ${err.message}`),
+      closed: () => events.push(`${name} closed`),
+    });
+    serverT.start(sink("server"));
+    clientT.start(sink("client"));
+    // 200 writes of one byte, each its own record: the server's first read(2) takes them all into OpenSSL's
+    // read-ahead buffer, after which the socket is empty and epoll says nothing more.
+    for (let i = 0; i < 200; i++) t.true(clientT.write([Buffer.from([i])], 1));
+    t.is(clientT.queuedBytes, 0, "a small record leaves at once");
+    await within(all, 5000, "200 bytes at the server");
+    t.true(Buffer.concat(got).equals(Buffer.from(Array.from({ length: 200 }, (_, i) => i))));
+    clientT.end();
+    t.false(clientT.writable);
+    const deadline = Date.now() + 5000;
+    while (!(clientT.destroyed && serverT.destroyed) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 5));
+    // The server read close_notify (a clean end) and closed; the client then read a bare FIN from it.
+    t.deepEqual(events, ["server ended", "server closed", "client ended", "client closed"]);
+    t.false(serverT.endedUncleanly);
+    t.true(clientT.endedUncleanly);
+  }),
 );
 
 test.serial("a peer from a foreign CA: both handshakes fail with tls_handshake, nothing is left open", (t) =>
