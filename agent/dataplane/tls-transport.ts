@@ -341,6 +341,9 @@ export class TlsTransport implements Transport, EventHandler {
     } finally {
       readBufferBusy = false;
     }
+    // A read that waited for EPOLLOUT and no longer does must not leave it armed: a writable socket would wake
+    // the loop on every turn.
+    this.#sync();
   }
 
   /** Reads records until WANT_READ (or an end, or the per-event bound), handing them on a buffer's worth at a time. */

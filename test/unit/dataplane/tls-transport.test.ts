@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { Worker } from "node:worker_threads";
 import test, { type ExecutionContext } from "ava";
 import { checkHbonePeer } from "../../../agent/dataplane/hbone-peer.js";
+import { Listener } from "../../../agent/dataplane/listener.js";
 import { Reactor } from "../../../agent/dataplane/reactor.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
@@ -336,6 +337,39 @@ test.serial("records OpenSSL read ahead reach the sink though epoll stays quiet;
   }),
 );
 
+test.serial("after end(), a peer that never closes its side is dropped with tls_timeout", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+    let listener: Listener | undefined;
+    const accepted = new Promise<number>((resolve) => {
+      listener = new Listener(reactor, lfd, resolve);
+    });
+    const opts = { reactor, handshakeTimeoutMs: 5000, closeTimeoutMs: 200 };
+    const client = TlsTransport.open({ ...opts, context: context(cart), fd: dial(localPort(lfd)), role: "client" });
+    const fd = await accepted;
+    listener?.close();
+    // The server end is never started: it does not read, so it never sees our close_notify and never closes.
+    const server = await TlsTransport.open({ ...opts, context: context(db), fd, role: "server" });
+    const clientT = await client;
+    const heard: string[] = [];
+    const closed = new Promise<void>((resolve) =>
+      clientT.start({
+        receive: () => heard.push("receive"),
+        drained: () => heard.push("drained"),
+        ended: () => heard.push("ended"),
+        errored: (err) => heard.push(`errored ${(err as TlsError).code}`),
+        closed: () => resolve(),
+      }),
+    );
+    const started = Date.now();
+    clientT.end();
+    await within(closed, 5000, "the client's close");
+    t.true(Date.now() - started >= 190, "not before its time");
+    t.deepEqual(heard, ["errored tls_timeout"]);
+    server.destroy();
+  }),
+);
+
 test.serial("a peer from a foreign CA: both handshakes fail with tls_handshake, nothing is left open", (t) =>
   leakChecked(t, async ({ reactor, context, db, foreign }) => {
     // The client trusts only its own (foreign) CA and presents its certificate: each end refuses the other.
@@ -448,3 +482,16 @@ test.serial(
     await assertNoLeak(t, baseline);
   },
 );
+
+test("checkHbonePeer: a refused certificate keeps its reason, then identity, then ALPN, as the Node-sockets pool", (t) => {
+  const db = sid("shop", "db");
+  t.deepEqual(checkHbonePeer({ ok: false, reason: "unknown_ca", detail: "x" }, "h2", db), {
+    ok: false,
+    reason: "unknown_ca",
+    detail: "x",
+  });
+  t.like(checkHbonePeer({ ok: true, id: sid("shop", "cart") }, "", db), { ok: false, reason: "identity_mismatch" });
+  t.like(checkHbonePeer({ ok: true, id: db }, "", db), { ok: false, reason: "bad_alpn", detail: "ALPN none" });
+  t.like(checkHbonePeer({ ok: true, id: db }, "http/1.1"), { ok: false, reason: "bad_alpn" });
+  t.deepEqual(checkHbonePeer({ ok: true, id: db }, "h2", db), { ok: true, id: db });
+});
