@@ -11,6 +11,16 @@
  *   node dist/test/bench/tls-h2-bench.js run <node|reactor> <bulk|streams> <arg> <material.json>   (one run)
  *
  * Not part of `make bench`: a focused measure for the data path's TLS transport.
+ *
+ * Measured 2026-12-01 on the shared 2-core machine (load average 5-8), 3 alternating rounds, whole-process CPU:
+ *   bulk 1 GiB, one stream:        node 2.02-2.16 s, reactor 2.25-2.33 s (sys 0.64-0.69 vs 0.81-0.91)
+ *   100,000 streams, 64 at a time: node 1.97-2.05 s, reactor 1.84-1.87 s
+ * (an earlier run on a busier machine: bulk node 2.16-2.82, reactor 2.19-2.87; streams node 1.99-2.54, reactor
+ * 1.66-2.42: the order within a round mattered more than the implementation). Syscalls for 256 MiB bulk (strace -f
+ * -c): reactor 20,650 write + 16,850 read + 3,700 epoll_pwait, node 782 write + 7,025 read + 316 epoll_pwait. The
+ * reactor pays one write(2) per 16 KiB TLS record (SSL_set_fd's socket BIO writes each record at once) where Node
+ * writes many records per syscall from its memory BIO: that is its extra sys time on bulk. A larger OpenSSL read
+ * buffer (SSL_CTX_set_default_read_buffer_len 128 KiB) cut reads 4x but did not lower CPU measurably.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
