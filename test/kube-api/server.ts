@@ -31,7 +31,7 @@ import { EventEmitter, once } from "node:events";
 import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { kubeconfigYaml, servingCredentials } from "./credentials.js";
@@ -105,6 +105,8 @@ export class KubeApiServer {
   #closed = false;
   #stalled = false;
   readonly #watches = new Set<WatchStream>();
+  /** Every TCP connection, from accept on: closeAllConnections() misses one still in its TLS handshake. */
+  readonly #sockets = new Set<Socket>();
   readonly #watchEvents = new EventEmitter();
   readonly #requests = new Map<string, number>();
   #failures: InjectedFailure[] = [];
@@ -136,6 +138,10 @@ export class KubeApiServer {
         if (!res.headersSent) sendStatus(res, st.failure(500, "InternalError", `test API server: ${String(err)}`));
         else res.destroy();
       });
+    });
+    this.#server.on("connection", (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once("close", () => this.#sockets.delete(socket));
     });
   }
 
@@ -354,6 +360,9 @@ export class KubeApiServer {
     this.#running = false;
     const closed = once(this.#server, "close");
     this.#server.close();
+    // A client reconnecting at this moment may be mid-handshake, which closeAllConnections() does not see; it
+    // would then send a watch that never ends and keep 'close' from firing (a CI run hung here).
+    for (const socket of this.#sockets) socket.destroy();
     this.#server.closeAllConnections();
     for (const w of [...this.#watches]) w.drop();
     await closed;

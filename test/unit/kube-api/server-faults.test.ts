@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import test from "ava";
 import { pod } from "../../kube-api/objects.js";
@@ -118,6 +119,18 @@ test("stop/start: unreachable (connection refused) while stopped, then back on t
   await s.start();
   t.is(s.port, port);
   t.is((await call(s, "/api/v1/pods")).status, 200);
+});
+
+test("stop() ends a connection still in its TLS handshake at once (closeAllConnections does not see it)", async (t) => {
+  // A client reconnecting as the server stops: connected, no ClientHello yet. Node's TLS handshake timeout is 120 s.
+  t.timeout(10_000);
+  const s = await server(t);
+  const half = connect(s.port, "127.0.0.1");
+  await once(half, "connect");
+  const ended = once(half, "close");
+  await s.stop();
+  await ended;
+  t.true(half.destroyed);
 });
 
 test("failRequests: the next N matching requests fail with the real server's Status (429 with Retry-After)", async (t) => {
