@@ -13,6 +13,7 @@ import {
 } from "../../native-bindings/io.js";
 import { AmbitError } from "../errors.js";
 import type { EventHandler, Reactor } from "./reactor.js";
+import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
 /**
  * How long the listener stops watching for connections after accept ran out of descriptors (EMFILE/ENFILE) or
@@ -25,6 +26,7 @@ export const ACCEPT_PAUSE_MS = 100;
 /** Connections accepted per readiness event at most, so one busy listener cannot starve the relays on the loop. */
 const ACCEPTS_PER_EVENT = 64;
 
+/** A snapshot of the accept counters of a worker's row (all its listeners), for tests and the worker's stats reply. */
 export interface ListenerStats {
   accepted: number;
   /** Times accept failed for lack of descriptors or memory (each starts a pause). */
@@ -33,24 +35,38 @@ export interface ListenerStats {
   acceptFailed: number;
 }
 
+export function listenerStats(counters: WorkerCounters): ListenerStats {
+  return {
+    accepted: counters.get(COUNTER.connections_accepted),
+    acceptExhausted: counters.get(COUNTER.accepts_paused),
+    acceptFailed: counters.get(COUNTER.accept_failures),
+  };
+}
+
 /**
  * Accepts connections on a listening socket it owns (non-blocking, from the main thread or openListenerFd) and
  * hands each new non-blocking fd to `onAccept`, which owns it from then on.
  */
 export class Listener implements EventHandler {
-  readonly stats: ListenerStats = { accepted: 0, acceptExhausted: 0, acceptFailed: 0 };
   #reactor: Reactor;
+  #counters: WorkerCounters;
   #fd: number;
   #token: number;
   #onAccept: (fd: number) => void;
   #pause: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(reactor: Reactor, fd: number, onAccept: (fd: number) => void) {
+  constructor(reactor: Reactor, fd: number, counters: WorkerCounters, onAccept: (fd: number) => void) {
     this.#reactor = reactor;
+    this.#counters = counters;
     this.#fd = fd;
     this.#onAccept = onAccept;
     this.#token = reactor.add(fd, EPOLLIN, this);
+  }
+
+  /** The worker row's accept counters now. */
+  stats(): ListenerStats {
+    return listenerStats(this.#counters);
   }
 
   /** True while accepting is paused after descriptor exhaustion. */
@@ -62,7 +78,7 @@ export class Listener implements EventHandler {
     for (let i = 0; i < ACCEPTS_PER_EVENT; i++) {
       const fd = accept(this.#fd, null);
       if (fd >= 0) {
-        this.stats.accepted++;
+        this.#counters.inc(COUNTER.connections_accepted);
         this.#onAccept(fd);
         if (this.#closed) return;
         continue;
@@ -71,12 +87,12 @@ export class Listener implements EventHandler {
       if (errno === EAGAIN) return;
       if (errno === EINTR || errno === ECONNABORTED) continue;
       if (errno === EMFILE || errno === ENFILE || errno === ENOBUFS || errno === ENOMEM) {
-        this.stats.acceptExhausted++;
+        this.#counters.inc(COUNTER.accepts_paused);
         this.#pauseAccepting();
         return;
       }
       // EPROTO, EPERM (a firewall verdict), ...: that connection is gone; the listener stays.
-      this.stats.acceptFailed++;
+      this.#counters.inc(COUNTER.accept_failures);
     }
   }
 

@@ -25,6 +25,7 @@ import {
 import { encodeSockaddr, familyOf } from "../../native-bindings/sockaddr.js";
 import { AmbitError } from "../errors.js";
 import type { EventHandler, Reactor } from "./reactor.js";
+import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
 /**
  * Bytes taken per read. One buffer per relay (one relay per worker thread), shared by all its connections: a byte
@@ -46,10 +47,13 @@ export interface RelayOptions {
   target: RelayTarget;
   /** A connect that has not completed by then is abandoned and the client reset. */
   connectTimeoutMs: number;
+  /** The worker's counter row (shared with the main thread's metrics); every relay of the worker counts into it. */
+  counters: WorkerCounters;
   /** Hears why a connection ended abnormally (connect refused or timed out, no descriptor); counted either way. */
   onError?: (err: AmbitError) => void;
 }
 
+/** A snapshot of the relay counters of a worker's row (all its relays), for tests and the worker's stats reply. */
 export interface RelayStats {
   opened: number;
   /** Ended by EOF both ways, every byte delivered. */
@@ -62,10 +66,24 @@ export interface RelayStats {
   socketFailed: number;
   /** Times a write took less than was read, so bytes were kept and reading that direction paused. */
   backpressured: number;
+  /** Bytes written to upstream sockets (read from clients). */
+  upstreamBytes: number;
+  /** Bytes written to client sockets (read from upstreams). */
+  downstreamBytes: number;
 }
 
-export function zeroRelayStats(): RelayStats {
-  return { opened: 0, closed: 0, reset: 0, connectFailed: 0, connectTimedOut: 0, socketFailed: 0, backpressured: 0 };
+export function relayStats(counters: WorkerCounters): RelayStats {
+  return {
+    opened: counters.get(COUNTER.connections_opened),
+    closed: counters.get(COUNTER.connections_closed),
+    reset: counters.get(COUNTER.connections_reset),
+    connectFailed: counters.get(COUNTER.connect_failures),
+    connectTimedOut: counters.get(COUNTER.connect_timeouts),
+    socketFailed: counters.get(COUNTER.socket_failures),
+    backpressured: counters.get(COUNTER.backpressured),
+    upstreamBytes: counters.get(COUNTER.upstream_bytes),
+    downstreamBytes: counters.get(COUNTER.downstream_bytes),
+  };
 }
 
 /**
@@ -73,8 +91,8 @@ export function zeroRelayStats(): RelayStats {
  * bytes flow both ways with backpressure, half-close and reset propagation.
  */
 export class TcpRelay {
-  readonly stats: RelayStats = zeroRelayStats();
   readonly reactor: Reactor;
+  readonly counters: WorkerCounters;
   readonly buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   readonly options: RelayOptions;
   readonly #targetAddr: Buffer;
@@ -84,6 +102,7 @@ export class TcpRelay {
   constructor(reactor: Reactor, options: RelayOptions) {
     this.reactor = reactor;
     this.options = options;
+    this.counters = options.counters;
     this.#targetAddr = encodeSockaddr(options.target.address, options.target.port);
     this.#family = familyOf(options.target.address) === 4 ? AF_INET : AF_INET6;
   }
@@ -93,18 +112,23 @@ export class TcpRelay {
     return this.#connections.size;
   }
 
+  /** The worker row's relay counters now. */
+  stats(): RelayStats {
+    return relayStats(this.counters);
+  }
+
   /** Takes ownership of `clientFd` (non-blocking) and relays it to the target. */
   relay(clientFd: number): void {
     const upstreamFd = tcpSocket(this.#family);
     if (upstreamFd < 0) {
-      this.stats.socketFailed++;
+      this.counters.inc(COUNTER.socket_failures);
       resetFd(clientFd);
       this.#report("relay_socket_failed", "no socket for the upstream side; client reset", -upstreamFd);
       return;
     }
     const conn = new Connection(this, clientFd, upstreamFd);
     this.#connections.add(conn);
-    this.stats.opened++;
+    this.counters.inc(COUNTER.connections_opened);
     conn.start(this.#targetAddr);
   }
 
@@ -135,6 +159,8 @@ export class TcpRelay {
 class Side implements EventHandler {
   fd: number;
   readonly conn: Connection;
+  /** The counter that bytes written to this socket go to (upstream_bytes or downstream_bytes). */
+  readonly bytesCounter: number;
   peer!: Side;
   token = -1;
   /** The mask epoll has for this fd now. */
@@ -152,9 +178,10 @@ class Side implements EventHandler {
   /** shutdown(SHUT_WR) sent to this socket (its peer's EOF, passed on after every pending byte). */
   shutSent = false;
 
-  constructor(conn: Connection, fd: number) {
+  constructor(conn: Connection, fd: number, bytesCounter: number) {
     this.conn = conn;
     this.fd = fd;
+    this.bytesCounter = bytesCounter;
   }
 
   onEvents(events: number): void {
@@ -181,8 +208,8 @@ class Connection {
 
   constructor(relay: TcpRelay, clientFd: number, upstreamFd: number) {
     this.#relay = relay;
-    this.#client = new Side(this, clientFd);
-    this.#upstream = new Side(this, upstreamFd);
+    this.#client = new Side(this, clientFd, COUNTER.downstream_bytes);
+    this.#upstream = new Side(this, upstreamFd, COUNTER.upstream_bytes);
     this.#client.peer = this.#upstream;
     this.#upstream.peer = this.#client;
   }
@@ -245,15 +272,14 @@ class Connection {
     this.#upstream.close(reactor, reset);
     this.#client.pending = null;
     this.#upstream.pending = null;
-    if (reset) this.#relay.stats.reset++;
-    else this.#relay.stats.closed++;
+    this.#relay.counters.inc(reset ? COUNTER.connections_reset : COUNTER.connections_closed);
     this.#relay.ended(this);
   }
 
   timedOut(): void {
     this.#timer = undefined;
     if (this.#ended || !this.#connecting) return;
-    this.#relay.stats.connectTimedOut++;
+    this.#relay.counters.inc(COUNTER.connect_timeouts);
     this.#relay.report("relay_connect_timeout", "connect timed out; client reset", 110);
     this.end(true);
   }
@@ -267,7 +293,7 @@ class Connection {
   }
 
   #connectFailed(errno: number): void {
-    this.#relay.stats.connectFailed++;
+    this.#relay.counters.inc(COUNTER.connect_failures);
     this.#relay.report("relay_connect_failed", `connect failed (${errnoName(errno)}); client reset`, errno);
     this.end(true);
   }
@@ -281,6 +307,7 @@ class Connection {
       if (n > 0) {
         const w = write(dst.fd, buf, n);
         if (w === n) {
+          this.#relay.counters.add(dst.bytesCounter, n);
           if (n < buf.length) return;
           continue;
         }
@@ -289,7 +316,8 @@ class Connection {
           return;
         }
         const taken = Math.max(w, 0);
-        this.#relay.stats.backpressured++;
+        this.#relay.counters.add(dst.bytesCounter, taken);
+        this.#relay.counters.inc(COUNTER.backpressured);
         dst.pending = Buffer.allocUnsafe(n - taken);
         buf.copy(dst.pending, 0, taken, n);
         dst.pendingOffset = 0;
@@ -319,6 +347,7 @@ class Connection {
       const pending = dst.pending;
       const rest = pending.length - dst.pendingOffset;
       const w = write(dst.fd, dst.pendingOffset === 0 ? pending : pending.subarray(dst.pendingOffset), rest);
+      if (w >= 0) this.#relay.counters.add(dst.bytesCounter, w);
       if (w === rest) {
         dst.pending = null;
         dst.pendingOffset = 0;

@@ -1,7 +1,13 @@
 import { Worker } from "node:worker_threads";
 import { AmbitError } from "../errors.js";
+import { type CounterRowRef, SharedCounters } from "./shared-counters.js";
 import type { RelayTarget } from "./tcp-relay.js";
-import type { WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+import type { WorkerData, WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+
+export interface DataplaneWorkerOptions {
+  /** The counter row this worker owns (SharedCounters.rowRef); default: a row of its own that no exporter reads. */
+  counters?: CounterRowRef;
+}
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -17,8 +23,9 @@ export class DataplaneWorker {
   readonly #exited: Promise<number>;
   #nextId = 1;
 
-  constructor() {
-    this.#worker = new Worker(new URL("./worker.js", import.meta.url));
+  constructor(options: DataplaneWorkerOptions = {}) {
+    const workerData: WorkerData = { counters: options.counters ?? new SharedCounters(1).rowRef(0) };
+    this.#worker = new Worker(new URL("./worker.js", import.meta.url), { workerData });
     this.#worker.on("message", (reply: WorkerReply) => {
       const waiter = this.#waiting.get(reply.id);
       this.#waiting.delete(reply.id);

@@ -1,5 +1,11 @@
 import type { ListenerStats } from "./listener.js";
+import type { CounterRowRef } from "./shared-counters.js";
 import type { RelayStats, RelayTarget } from "./tcp-relay.js";
+
+/** A worker's workerData: the counter row it owns (it counts there; the main thread's metrics read it). */
+export interface WorkerData {
+  counters: CounterRowRef;
+}
 
 /** Messages from the main thread to a data-plane worker; `id` comes back in the answer. */
 export type WorkerRequest =

@@ -4,16 +4,18 @@
  * Stopping closes the listener, resets the connections, closes the reactor's uv handle and epoll fd, and lets the
  * thread's loop run empty so the thread exits by itself.
  */
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { AmbitError } from "../errors.js";
-import { Listener } from "./listener.js";
+import { Listener, listenerStats } from "./listener.js";
 import { Reactor } from "./reactor.js";
-import { TcpRelay, zeroRelayStats } from "./tcp-relay.js";
-import type { WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+import { WorkerCounters } from "./shared-counters.js";
+import { relayStats, TcpRelay } from "./tcp-relay.js";
+import type { WorkerData, WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
 
 const port = parentPort;
 if (!port) throw new AmbitError("worker_no_parent", "agent/dataplane/worker.js runs only as a worker thread");
 
+const counters = new WorkerCounters((workerData as WorkerData).counters);
 const reactor = new Reactor();
 let listener: Listener | undefined;
 let relay: TcpRelay | undefined;
@@ -22,8 +24,8 @@ function stats(): WorkerStats {
   return {
     live: relay?.live ?? 0,
     watched: reactor.size,
-    relay: { ...(relay?.stats ?? zeroRelayStats()) },
-    listener: { ...(listener?.stats ?? { accepted: 0, acceptExhausted: 0, acceptFailed: 0 }) },
+    relay: relayStats(counters),
+    listener: listenerStats(counters),
   };
 }
 
@@ -31,9 +33,10 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
   switch (request.type) {
     case "serve": {
       if (listener) throw new AmbitError("worker_already_serving", "this worker already serves a listener");
-      const served = new TcpRelay(reactor, { target: request.target, connectTimeoutMs: request.connectTimeoutMs });
+      const { target, connectTimeoutMs } = request;
+      const served = new TcpRelay(reactor, { target, connectTimeoutMs, counters });
       relay = served;
-      listener = new Listener(reactor, request.listenFd, (fd) => served.relay(fd));
+      listener = new Listener(reactor, request.listenFd, counters, (fd) => served.relay(fd));
       return { id: request.id, type: "serving" };
     }
     case "stats":

@@ -79,6 +79,8 @@ test.serial("64 MiB each way at once arrives intact (sha256), through backpressu
     const stats = await rig.stats();
     t.true(stats.relay.backpressured > 0, "some writes were short and waited for EPOLLOUT");
     t.is(stats.relay.closed, 1);
+    t.is(stats.relay.upstreamBytes, mib * 1024 * 1024, "every byte to the backend counted, pending ones too");
+    t.is(stats.relay.downstreamBytes, mib * 1024 * 1024);
   });
   await server.close();
 });

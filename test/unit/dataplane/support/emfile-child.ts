@@ -7,6 +7,7 @@
 import { readdirSync } from "node:fs";
 import { Listener } from "../../../../agent/dataplane/listener.js";
 import { Reactor } from "../../../../agent/dataplane/reactor.js";
+import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import { TcpRelay } from "../../../../agent/dataplane/tcp-relay.js";
 import { closeFd, eventfd, getrlimit, RLIMIT_NOFILE, setrlimit } from "../../../../native-bindings/io.js";
 import { openListenerFd } from "../../../../native-bindings/sockets.js";
@@ -25,6 +26,7 @@ function limitLeaving(free: number): number {
 }
 
 const reactor = new Reactor();
+const counters = WorkerCounters.standalone();
 let relay: TcpRelay | undefined;
 let listener: Listener | undefined;
 const held: number[] = [];
@@ -33,8 +35,8 @@ process.on("message", async (message: Message) => {
   if (message === "stats") {
     const usage = process.cpuUsage();
     process.send?.({
-      relay: relay?.stats,
-      listener: listener?.stats,
+      relay: relay?.stats(),
+      listener: listener?.stats(),
       live: relay?.live,
       cpuMicros: usage.user + usage.system,
     });
@@ -52,9 +54,10 @@ process.on("message", async (message: Message) => {
     const served = new TcpRelay(reactor, {
       target: { address: "127.0.0.1", port: message.targetPort },
       connectTimeoutMs: 5000,
+      counters,
     });
     relay = served;
-    listener = new Listener(reactor, fd, (client) => served.relay(client));
+    listener = new Listener(reactor, fd, counters, (client) => served.relay(client));
     const { hard } = getrlimit(RLIMIT_NOFILE);
     setrlimit(RLIMIT_NOFILE, { soft: BigInt(limitLeaving(message.free)), hard });
     process.send?.({ port: listenerPort(fd) });
