@@ -3,11 +3,13 @@
  * share series). Fed by the proxy (ProxyObserver), the node agent (EnrollmentObserver) and the CertManager events.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { SharedCounters } from "../dataplane/shared-counters.js";
 import type { CertManager } from "../identity/cert-manager.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { EnrollmentObserver } from "../node/node-agent.js";
 import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
 import { CpuSampler } from "./cpu-sampler.js";
+import { registerDataplaneCounters } from "./dataplane-metrics.js";
 import { TRAFFIC_LABELS, type TrafficLabels, trafficLabels, workloadKey, workloadsOf } from "./labels.js";
 import { SeriesIndex } from "./series-index.js";
 
@@ -231,6 +233,14 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
         for (const [reason, n] of counts) this.set({ reason }, n);
       },
     });
+  }
+
+  /**
+   * The data-plane workers' counters (ambit_dataplane_*_total{worker}), read from their shared rows at scrape time.
+   * Call once per SharedCounters: the metric names are fixed.
+   */
+  watchDataplane(counters: SharedCounters): void {
+    registerDataplaneCounters(this.registry, counters);
   }
 
   /** Number of traffic label sets alive (what cardinality tests watch). */
