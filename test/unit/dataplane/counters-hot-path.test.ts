@@ -55,27 +55,37 @@ test.serial(
       t.true(await until(() => replies.length > count), `a reply to ${request.type}`);
     };
 
-    const { fd, port } = relayListener();
-    await ask({
-      id: 1,
-      type: "serve",
-      listenFd: fd,
-      target: { address: "127.0.0.1", port: echo.port },
-      connectTimeoutMs: 5000,
-    });
-    await echoConnections(port, 500);
-    t.true(await until(() => shared.value(0, COUNTER.connections_closed) === 500), "500 clean closes counted");
-    t.is(shared.value(0, COUNTER.connections_accepted), 500);
-    t.is(shared.value(0, COUNTER.connections_opened), 500);
-    t.true(shared.value(0, COUNTER.upstream_bytes) > 500 * "connection 0\n".length);
-    t.deepEqual(
-      replies.map((r) => r.type),
-      ["serving"],
-      "the counts arrived through shared memory; the worker posted nothing per connection",
-    );
-    await ask({ id: 2, type: "stop" });
-    t.deepEqual([(await exited)[0], replies.map((r) => r.type)], [0, ["serving", "stopped"]]);
-    await echo.close();
+    let stopped = false;
+    // A failed assertion ends the test at once: stop the worker whatever happens, or it keeps the process alive.
+    try {
+      const { fd, port } = relayListener();
+      await ask({
+        id: 1,
+        type: "serve",
+        listenFd: fd,
+        target: { address: "127.0.0.1", port: echo.port },
+        connectTimeoutMs: 5000,
+      });
+      await echoConnections(port, 500);
+      t.true(await until(() => shared.value(0, COUNTER.connections_closed) === 500), "500 clean closes counted");
+      t.is(shared.value(0, COUNTER.connections_accepted), 500);
+      t.is(shared.value(0, COUNTER.connections_opened), 500);
+      t.true(shared.value(0, COUNTER.upstream_bytes) > 500 * "connection 0\n".length);
+      t.deepEqual(
+        replies.map((r) => r.type),
+        ["serving"],
+        "the counts arrived through shared memory; the worker posted nothing per connection",
+      );
+      stopped = true;
+      await ask({ id: 2, type: "stop" });
+      t.deepEqual([(await exited)[0], replies.map((r) => r.type)], [0, ["serving", "stopped"]]);
+    } finally {
+      if (!stopped) {
+        worker.postMessage({ id: 3, type: "stop" } satisfies WorkerRequest);
+        await exited;
+      }
+      await echo.close();
+    }
     await assertNoLeak(t, before);
   },
 );
@@ -100,17 +110,23 @@ test.serial("idle: counting and exporting add no timer", async (t) => {
   });
   const { fd, port } = relayListener();
   const listener = new Listener(reactor, fd, counters, (client) => relay.relay(client));
-  await echoConnections(port, 100);
-  t.true(await until(() => relay.live === 0), "every connection ended");
-  t.is(relay.stats().closed, 100);
-  t.is(listener.stats().accepted, 100);
-  t.regex(await metrics.registry.metrics(), /ambit_dataplane_connections_closed_total\{worker="0"\} 100\n/);
-  await sleep(50);
-  t.is(timers(), withMetrics, "no timer left by the relay, its counters or the exporter once idle");
-  metrics.close();
-  t.is(timers(), idleTimers);
-  listener.close();
-  await reactor.close();
-  await echo.close();
+  // A failed assertion ends the test at once: close the reactor whatever happens.
+  try {
+    await echoConnections(port, 100);
+    t.true(await until(() => relay.live === 0), "every connection ended");
+    t.is(relay.stats().closed, 100);
+    t.is(listener.stats().accepted, 100);
+    t.regex(await metrics.registry.metrics(), /ambit_dataplane_connections_closed_total\{worker="0"\} 100\n/);
+    await sleep(50);
+    t.is(timers(), withMetrics, "no timer left by the relay, its counters or the exporter once idle");
+    metrics.close();
+    t.is(timers(), idleTimers);
+  } finally {
+    metrics.close();
+    relay.closeAll();
+    listener.close();
+    await reactor.close();
+    await echo.close();
+  }
   await assertNoLeak(t, before);
 });

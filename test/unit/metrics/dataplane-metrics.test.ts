@@ -90,8 +90,28 @@ test.serial(
     }
     t.is([...first.keys()].filter((k) => !/worker="[01]"/.test(k)).length, 0, "worker label values are 0 and 1 only");
 
-    const zero = await startSlot(shared, 0, echo.port);
-    let one = await startSlot(shared, 1, echo.port);
+    // Stopped whatever happens: a failed assertion ends the test, and a running worker would keep the process alive.
+    const running = new Set<DataplaneWorker>();
+    const start = async (row: number) => {
+      const slot = await startSlot(shared, row, echo.port);
+      running.add(slot.worker);
+      return slot;
+    };
+    const stop = async (slot: Slot) => {
+      running.delete(slot.worker);
+      t.is(await slot.worker.stop(), 0);
+    };
+    let echoClosed: Promise<void> | undefined;
+    const closeEcho = () => {
+      echoClosed ??= echo.close();
+      return echoClosed;
+    };
+    t.teardown(async () => {
+      await Promise.all([...running].map((worker) => worker.stop()));
+      await closeEcho();
+    });
+    const zero = await start(0);
+    let one = await start(1);
     await echoConnections(zero.port, 60);
     await echoConnections(one.port, 40);
     t.is(await endedCount(shared, 0, 60), 60);
@@ -111,8 +131,8 @@ test.serial(
     await echoConnections(zero.port, 40);
     t.is(await endedCount(shared, 0, 100), 100);
     // Worker 1 is replaced: the new thread gets the slot's row and counts on from 40.
-    t.is(await one.worker.stop(), 0);
-    one = await startSlot(shared, 1, echo.port);
+    await stop(one);
+    one = await start(1);
     await echoConnections(one.port, 10);
     t.is(await endedCount(shared, 1, 50), 50);
     const third = await scrape(metrics);
@@ -124,9 +144,9 @@ test.serial(
       t.true((third.get(key) ?? -1) >= value, `${key} did not go down (${value} -> ${third.get(key)})`);
       t.is(fourth.get(key), third.get(key), `${key} holds still without traffic`);
     }
-    t.is(await zero.worker.stop(), 0);
-    t.is(await one.worker.stop(), 0);
-    await echo.close();
+    await stop(zero);
+    await stop(one);
+    await closeEcho();
     await assertNoLeak(t, before);
   },
 );
