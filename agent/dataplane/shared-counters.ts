@@ -12,8 +12,8 @@
  * integer element types and for Atomics; this relies on the engine and the hardware, checked by a test that reads
  * a row while a worker hammers it.) A double counts exactly up to 2^53: 9 PB of bytes, or 100,000 connections a
  * second for 2,800 years.
- * Measured (test/bench/counter-bench.ts, 2 shared cores, median ns per increment, two runs): spread over counters
- * as the relay increments, 1.1-1.3 (the plain object field it replaces: 1.4-2.0); the same slot back to back, a
+ * Measured (test/bench/counter-bench.ts, 2 shared cores, median ns per increment, three runs): spread over counters
+ * as the relay increments, 1.1-1.5 (the plain object field it replaces: 1.4-2.0); the same slot back to back, a
  * chain through memory, 3.5-4.9 (object field 0.8-0.9); Atomics.add 10-22 on Int32Array or BigInt64Array. All of
  * it is noise beside the microseconds of syscalls a relay event costs; plain stores keep fences off the writer.
  * Plain BigInt64Array stores were as cheap once optimized (0.4-1.1), but allocate a BigInt each before that and
