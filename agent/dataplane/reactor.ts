@@ -46,6 +46,17 @@ if (typeof runNextTicks !== "function") {
   throw new AmbitError("reactor_no_tick_callback", "process._tickCallback is missing: this Node cannot run a reactor");
 }
 
+export interface ReactorStats {
+  /** Times libuv called back because the epoll fd was readable. */
+  wakeups: number;
+  /**
+   * Wake-ups whose epoll_wait found nothing: the event was gone before this thread looked, e.g. a connection on a
+   * listening socket shared with other workers that one of them accepted first (the herd that EPOLLEXCLUSIVE does
+   * not prevent here, see ListenerOptions.shared).
+   */
+  emptyWakeups: number;
+}
+
 /** Events taken from the kernel per libuv callback; more ready fds wait for the next loop turn (timers run between). */
 const BATCH = 256;
 
@@ -59,6 +70,7 @@ const BATCH = 256;
  * dispatched ends, so a stale event already taken from the kernel can never reach the slot's next owner.
  */
 export class Reactor {
+  readonly stats: ReactorStats = { wakeups: 0, emptyWakeups: 0 };
   #epfd: number;
   #handle: UvPollHandle;
   #onPoll: RegisteredCallback;
@@ -183,7 +195,11 @@ export class Reactor {
     if (this.#closing) return;
     const events = this.#events;
     const n = epollWait(this.#epfd, events, 0);
-    if (n <= 0) return;
+    this.stats.wakeups++;
+    if (n <= 0) {
+      this.stats.emptyWakeups++;
+      return;
+    }
     this.#dispatching = true;
     let i = 0;
     while (i < n) {

@@ -29,6 +29,10 @@ export const DATAPLANE_COUNTERS = [
   { name: "connections_accepted", help: "Connections accepted on the data plane's listeners" },
   { name: "accepts_paused", help: "Times accept ran out of descriptors or memory (EMFILE, ENFILE, ...) and paused" },
   { name: "accept_failures", help: "Other accept failures (connection gone while queued, firewall verdict)" },
+  {
+    name: "accepts_empty",
+    help: "Readiness events on a listener shared by workers whose first accept found no connection (another took it)",
+  },
   { name: "connections_opened", help: "Relayed connections opened (an upstream socket was created)" },
   { name: "connections_closed", help: "Relayed connections ended by EOF both ways, every byte delivered" },
   { name: "connections_reset", help: "Relayed connections ended by an error or a reset, passed on as a reset" },

@@ -41,9 +41,12 @@ export class DataplaneWorker {
     });
   }
 
-  /** Hands `listenFd` to the worker (which owns and closes it from now on) and relays its connections to `target`. */
-  async serve(listenFd: number, target: RelayTarget, connectTimeoutMs = 10_000): Promise<void> {
-    await this.#request({ type: "serve", listenFd, target, connectTimeoutMs });
+  /**
+   * Relays the connections of `listenFd` to `target`. The worker owns and closes the fd from now on, unless it is
+   * `shared` (DataplaneWorkerPool): then the caller keeps it and closes it once every worker watching it stopped.
+   */
+  async serve(listenFd: number, target: RelayTarget, connectTimeoutMs = 10_000, shared = false): Promise<void> {
+    await this.#request({ type: "serve", listenFd, shared, target, connectTimeoutMs });
   }
 
   async stats(): Promise<WorkerStats> {

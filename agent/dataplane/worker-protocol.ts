@@ -1,4 +1,5 @@
 import type { ListenerStats } from "./listener.js";
+import type { ReactorStats } from "./reactor.js";
 import type { CounterRowRef } from "./shared-counters.js";
 import type { RelayStats, RelayTarget } from "./tcp-relay.js";
 
@@ -9,7 +10,15 @@ export interface WorkerData {
 
 /** Messages from the main thread to a data-plane worker; `id` comes back in the answer. */
 export type WorkerRequest =
-  | { id: number; type: "serve"; listenFd: number; target: RelayTarget; connectTimeoutMs: number }
+  | {
+      id: number;
+      type: "serve";
+      listenFd: number;
+      /** The fd is shared with other workers and owned by the pool (EPOLLEXCLUSIVE, never closed by the worker). */
+      shared: boolean;
+      target: RelayTarget;
+      connectTimeoutMs: number;
+    }
   | { id: number; type: "stats" }
   | { id: number; type: "stop" };
 
@@ -20,6 +29,7 @@ export interface WorkerStats {
   watched: number;
   relay: RelayStats;
   listener: ListenerStats;
+  reactor: ReactorStats;
 }
 
 export type WorkerReply =

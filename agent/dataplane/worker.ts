@@ -1,8 +1,9 @@
 /**
  * Entry of a data-plane worker thread: one Reactor on this thread's libuv loop, serving a listening socket handed
- * over by the main thread (fds are process-wide; the worker owns it from then on) with a plaintext TCP relay.
- * Stopping closes the listener, resets the connections, closes the reactor's uv handle and epoll fd, and lets the
- * thread's loop run empty so the thread exits by itself.
+ * over by the main thread (fds are process-wide) with a plaintext TCP relay. The worker owns that socket, or, when
+ * it is `shared` by a worker pool, only watches it. Stopping closes (or stops watching) the listener, resets the
+ * connections, closes the reactor's uv handle and epoll fd, and lets the thread's loop run empty so the thread
+ * exits by itself.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { AmbitError } from "../errors.js";
@@ -26,6 +27,7 @@ function stats(): WorkerStats {
     watched: reactor.size,
     relay: relayStats(counters),
     listener: listenerStats(counters),
+    reactor: { ...reactor.stats },
   };
 }
 
@@ -36,7 +38,9 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       const { target, connectTimeoutMs } = request;
       const served = new TcpRelay(reactor, { target, connectTimeoutMs, counters });
       relay = served;
-      listener = new Listener(reactor, request.listenFd, counters, (fd) => served.relay(fd));
+      listener = new Listener(reactor, request.listenFd, counters, (fd) => served.relay(fd), {
+        shared: request.shared,
+      });
       return { id: request.id, type: "serving" };
     }
     case "stats":

@@ -30,6 +30,7 @@ import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { Listener } from "../../agent/dataplane/listener.js";
 import { Reactor } from "../../agent/dataplane/reactor.js";
+import { WorkerCounters } from "../../agent/dataplane/shared-counters.js";
 import { TlsContext } from "../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../agent/h2/session.js";
@@ -129,7 +130,7 @@ async function reactorPair(m: Material, onStream: (stream: H2Stream) => void): P
   const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
   let listener: Listener | undefined;
   const accepted = new Promise<number>((resolve) => {
-    listener = new Listener(reactor, lfd, resolve);
+    listener = new Listener(reactor, lfd, WorkerCounters.standalone(), resolve);
   });
   const fd = tcpSocket(AF_INET);
   const r = connect(fd, encodeSockaddr("127.0.0.1", decodeSockaddr(getsockname(lfd)).port));

@@ -63,6 +63,7 @@ test.serial(
         id: 1,
         type: "serve",
         listenFd: fd,
+        shared: false,
         target: { address: "127.0.0.1", port: echo.port },
         connectTimeoutMs: 5000,
       });

@@ -26,9 +26,10 @@ async function echoes(socket: net.Socket, text: string, ms: number): Promise<boo
   return Promise.race([reply, sleep(ms).then(() => false)]);
 }
 
-test.serial(
-  "EMFILE on accept: the listener pauses instead of spinning, counts it, and serves again once fds free up",
-  async (t) => {
+const emfile = test.macro<[string, boolean]>({
+  title: (_title, mode) =>
+    `EMFILE on accept${mode}: the listener pauses instead of spinning, counts it, and serves again once fds free up`,
+  async exec(t, _mode, shared) {
     const baseline = fdBaseline();
     const echo = await backend((socket) => socket.pipe(socket));
     const child = fork(new URL("./support/emfile-child.js", import.meta.url), [], {
@@ -41,7 +42,7 @@ test.serial(
     };
     // 6 free descriptors: a few relayed connections (client + upstream each), then accept fails with EMFILE. A client
     // whose accept got the last fd is reset when the upstream socket() fails; the next one waits in the backlog.
-    const { port } = await ask<{ port: number }>({ start: true, targetPort: echo.port, free: 6 });
+    const { port } = await ask<{ port: number }>({ start: true, targetPort: echo.port, free: 6, shared });
     t.teardown(() => {
       if (child.exitCode === null) child.kill();
     });
@@ -98,4 +99,8 @@ test.serial(
     await echo.close();
     await assertNoLeak(t, baseline);
   },
-);
+});
+
+test.serial(emfile, "", false);
+// A worker pool's shared listener is EPOLLEXCLUSIVE, which epoll_ctl cannot MOD: its pause leaves the epoll set.
+test.serial(emfile, " (listener shared by a worker pool)", true);

@@ -5,6 +5,7 @@ import test, { type ExecutionContext } from "ava";
 import { checkHbonePeer } from "../../../agent/dataplane/hbone-peer.js";
 import { Listener } from "../../../agent/dataplane/listener.js";
 import { Reactor } from "../../../agent/dataplane/reactor.js";
+import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
@@ -342,7 +343,7 @@ test.serial("after end(), a peer that never closes its side is dropped with tls_
     const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
     let listener: Listener | undefined;
     const accepted = new Promise<number>((resolve) => {
-      listener = new Listener(reactor, lfd, resolve);
+      listener = new Listener(reactor, lfd, WorkerCounters.standalone(), resolve);
     });
     const opts = { reactor, handshakeTimeoutMs: 5000, closeTimeoutMs: 200 };
     const client = TlsTransport.open({ ...opts, context: context(cart), fd: dial(localPort(lfd)), role: "client" });

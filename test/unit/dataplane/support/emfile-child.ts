@@ -1,8 +1,9 @@
 /**
  * A child process for the EMFILE test: a relay on its main thread's reactor, with RLIMIT_NOFILE lowered so that
  * only `free` more descriptors can be opened. Lowering the limit is process-wide, hence a process of its own.
- * Messages: {start, targetPort, free} -> {port}; "stats" -> {stats, cpuMicros}; "hold" takes one more descriptor
- * (an eventfd) -> {held}; "stop" -> exits.
+ * Messages: {start, targetPort, free, shared} -> {port}; "stats" -> {stats, cpuMicros}; "hold" takes one more
+ * descriptor (an eventfd) -> {held}; "stop" -> exits. `shared`: the listener is watched as a worker pool's shared
+ * listening socket is (EPOLLEXCLUSIVE, not owned: this child closes it after the listener).
  */
 import { readdirSync } from "node:fs";
 import { Listener } from "../../../../agent/dataplane/listener.js";
@@ -13,7 +14,7 @@ import { closeFd, eventfd, getrlimit, RLIMIT_NOFILE, setrlimit } from "../../../
 import { openListenerFd } from "../../../../native-bindings/sockets.js";
 import { listenerPort } from "./relay.js";
 
-type Message = { start: true; targetPort: number; free: number } | "stats" | "hold" | "stop";
+type Message = { start: true; targetPort: number; free: number; shared: boolean } | "stats" | "hold" | "stop";
 
 /** The lowest limit below which exactly `free` descriptor numbers are unused (new fds take the lowest free one). */
 function limitLeaving(free: number): number {
@@ -29,6 +30,7 @@ const reactor = new Reactor();
 const counters = WorkerCounters.standalone();
 let relay: TcpRelay | undefined;
 let listener: Listener | undefined;
+let sharedFd: number | undefined;
 const held: number[] = [];
 
 process.on("message", async (message: Message) => {
@@ -46,6 +48,7 @@ process.on("message", async (message: Message) => {
   } else if (message === "stop") {
     for (const fd of held) closeFd(fd);
     listener?.close();
+    if (sharedFd !== undefined) closeFd(sharedFd);
     relay?.closeAll();
     await reactor.close();
     process.disconnect();
@@ -57,7 +60,8 @@ process.on("message", async (message: Message) => {
       counters,
     });
     relay = served;
-    listener = new Listener(reactor, fd, counters, (client) => served.relay(client));
+    listener = new Listener(reactor, fd, counters, (client) => served.relay(client), { shared: message.shared });
+    if (message.shared) sharedFd = fd;
     const { hard } = getrlimit(RLIMIT_NOFILE);
     setrlimit(RLIMIT_NOFILE, { soft: BigInt(limitLeaving(message.free)), hard });
     process.send?.({ port: listenerPort(fd) });

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { Listener } from "../../../../agent/dataplane/listener.js";
 import type { Reactor } from "../../../../agent/dataplane/reactor.js";
+import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../../agent/h2/session.js";
@@ -45,7 +46,7 @@ export async function handshakePair(
   const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
   let listener: Listener | undefined;
   const accepted = new Promise<number>((resolve) => {
-    listener = new Listener(reactor, lfd, resolve);
+    listener = new Listener(reactor, lfd, WorkerCounters.standalone(), resolve);
   });
   const client = TlsTransport.open({
     reactor,
