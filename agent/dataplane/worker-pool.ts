@@ -1,0 +1,73 @@
+import { closeFd } from "../../native-bindings/io.js";
+import { AmbitError } from "../errors.js";
+import type { RelayTarget } from "./tcp-relay.js";
+import { DataplaneWorker } from "./worker-handle.js";
+import type { WorkerStats } from "./worker-protocol.js";
+
+/**
+ * N data-plane worker threads serving the same listening socket: each worker's epoll set watches the one fd
+ * (EPOLLEXCLUSIVE, see ListenerOptions.shared) and whichever worker is free accepts the next connection.
+ *
+ * Why one shared fd and not one SO_REUSEPORT listener per worker (test/bench/spread-bench.ts: 2 workers relaying
+ * wrk -t2 to a local nginx, 3 rounds, load average 5 to 9 on 2 cores, so only large differences count):
+ * - CPU per request is the same within the noise: keep-alive -c64 20.9-22.4 µs shared vs 18.8-24.6 reuseport (one
+ *   worker: 22.2-31.8); Connection: close -c64 124-141 vs 138-147 (one worker: 141-160). Keep-alive -c16 was the
+ *   exception: 31.6-35.5 shared vs 26.1-28.0 reuseport (one worker: 20.9-28.4).
+ * - Spread: SO_REUSEPORT hashes the 4-tuple, so it splits many connections evenly (close: 9928/9710) and a burst
+ *   of keep-alive ones by chance (6/11 of 17); a shared queue goes to whichever worker runs first, which follows
+ *   load but can be lopsided for a burst on a busy machine (15/2, see SHARED_ACCEPTS_PER_EVENT in listener.ts).
+ * - SO_REUSEPORT costs what a shared fd does not: N listening fds per pod listener, each made in the pod's
+ *   namespace; a member that closes resets the connections queued on it (net.ipv4.tcp_migrate_req is 0 by default,
+ *   per namespace: 85-107 of 200 queued connections reset when one of 2 members closed); and any process in the
+ *   pod with the agent's uid (root in most containers) can join the group with SO_REUSEPORT and take a share of
+ *   the mesh's connections, where binding a plain listener's port fails with EADDRINUSE.
+ *
+ * The pool owns the listening fds it was handed and closes them after every worker stopped watching them.
+ * End it with stop(), never by terminating its threads (see DataplaneWorker).
+ */
+export class DataplaneWorkerPool {
+  readonly #workers: DataplaneWorker[];
+  readonly #listenFds: number[] = [];
+  #stopping: Promise<number[]> | undefined;
+
+  constructor(count: number) {
+    if (!Number.isInteger(count) || count < 1) {
+      throw new AmbitError("pool_bad_worker_count", `a worker pool needs 1 or more workers, not ${count}`);
+    }
+    this.#workers = Array.from({ length: count }, () => new DataplaneWorker());
+  }
+
+  get size(): number {
+    return this.#workers.length;
+  }
+
+  /**
+   * Every worker accepts from `listenFd` and relays to `target`. The pool owns the fd from this call on (closed by
+   * stop(), also when serving failed). A worker serves one listener for now: a second serve fails.
+   */
+  async serve(listenFd: number, target: RelayTarget, connectTimeoutMs = 10_000): Promise<void> {
+    if (this.#stopping) {
+      closeFd(listenFd);
+      throw new AmbitError("pool_stopped", "the worker pool is stopped");
+    }
+    this.#listenFds.push(listenFd);
+    await Promise.all(this.#workers.map((worker) => worker.serve(listenFd, target, connectTimeoutMs, true)));
+  }
+
+  /** Each worker's figures, in worker order. */
+  stats(): Promise<WorkerStats[]> {
+    return Promise.all(this.#workers.map((worker) => worker.stats()));
+  }
+
+  /**
+   * Stops every worker (each stops watching the listeners and resets its connections), then closes the listening
+   * fds: closing them earlier would let a worker's epoll set see a reused fd number. Resolves with the exit codes.
+   */
+  stop(): Promise<number[]> {
+    this.#stopping ??= Promise.allSettled(this.#workers.map((worker) => worker.stop())).then((results) => {
+      for (const fd of this.#listenFds.splice(0)) closeFd(fd);
+      return results.map((r) => (r.status === "fulfilled" ? r.value : -1));
+    });
+    return this.#stopping;
+  }
+}
