@@ -27,6 +27,7 @@ export const O_CLOEXEC = 0o2000000;
 export const CLONE_NEWNET = 0x40000000;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
+export const SO_REUSEPORT = 15;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_MARK = 36;

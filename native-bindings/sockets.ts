@@ -16,6 +16,7 @@ import {
   SO_ORIGINAL_DST,
   SO_RCVBUF,
   SO_REUSEADDR,
+  SO_REUSEPORT,
   SO_SNDBUF,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
@@ -55,6 +56,11 @@ export interface ListenerOptions {
   backlog?: number;
   /** IP_TRANSPARENT: accept connections to addresses that are not local (TPROXY). */
   transparent?: boolean;
+  /**
+   * SO_REUSEPORT: several listeners on the same address, the kernel spreading connections by a hash of the
+   * 4-tuple. Only for measurements (spread-bench); the data path shares one fd between its workers instead.
+   */
+  reusePort?: boolean;
 }
 
 /**
@@ -67,6 +73,7 @@ export function openListenerFd(options: ListenerOptions): number {
   const where = `${options.address}:${options.port}`;
   try {
     setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, where);
+    if (options.reusePort) setsockoptInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, where);
     if (family === 6) setsockoptInt(fd, SOL_IPV6, IPV6_V6ONLY, 1, where);
     if (options.transparent) {
       setsockoptInt(fd, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1, where);

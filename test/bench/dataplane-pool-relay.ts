@@ -1,0 +1,53 @@
+/**
+ * ambit's data path v2 relay on N worker threads, for spread-bench: the listener is either one fd shared by every
+ * worker (DataplaneWorkerPool, EPOLLEXCLUSIVE) or one SO_REUSEPORT listener per worker, each owned by its worker.
+ * Prints "ready"; each "stats" line on stdin is answered with one JSON line: every worker's WorkerStats. Runs until
+ * SIGTERM, then stops the workers.
+ *
+ *   dataplane-pool-relay LISTEN_HOST:PORT=TARGET_HOST:PORT WORKERS shared|reuseport
+ */
+import { createInterface } from "node:readline";
+import { DataplaneWorker } from "../../agent/dataplane/worker-handle.js";
+import { DataplaneWorkerPool } from "../../agent/dataplane/worker-pool.js";
+import type { WorkerStats } from "../../agent/dataplane/worker-protocol.js";
+import { openListenerFd } from "../../native-bindings/sockets.js";
+
+function endpoint(text: string): { address: string; port: number } {
+  const at = text.lastIndexOf(":");
+  const port = Number(text.slice(at + 1));
+  if (at <= 0 || !Number.isInteger(port)) throw new Error(`not HOST:PORT: ${text}`);
+  return { address: text.slice(0, at), port };
+}
+
+const [from, to] = (process.argv[2] ?? "").split("=");
+const count = Number(process.argv[3] ?? 1);
+const mode = process.argv[4] ?? "shared";
+if (!from || !to || !(count >= 1) || (mode !== "shared" && mode !== "reuseport")) {
+  throw new Error("usage: dataplane-pool-relay LISTEN_HOST:PORT=TARGET_HOST:PORT WORKERS shared|reuseport");
+}
+
+let stats: () => Promise<WorkerStats[]>;
+let stop: () => Promise<number[]>;
+if (mode === "shared") {
+  const pool = new DataplaneWorkerPool(count);
+  await pool.serve(openListenerFd({ ...endpoint(from), backlog: 4096 }), endpoint(to));
+  stats = () => pool.stats();
+  stop = () => pool.stop();
+} else {
+  const workers = Array.from({ length: count }, () => new DataplaneWorker());
+  for (const worker of workers) {
+    await worker.serve(openListenerFd({ ...endpoint(from), backlog: 4096, reusePort: true }), endpoint(to));
+  }
+  stats = () => Promise.all(workers.map((worker) => worker.stats()));
+  stop = () => Promise.all(workers.map((worker) => worker.stop()));
+}
+process.stdout.write("ready\n");
+const lines = createInterface({ input: process.stdin });
+lines.on("line", async (line) => {
+  if (line.trim() === "stats") process.stdout.write(`${JSON.stringify(await stats())}\n`);
+});
+process.once("SIGTERM", async () => {
+  lines.close();
+  const codes = await stop();
+  process.exitCode = codes.every((code) => code === 0) ? 0 : 1;
+});
