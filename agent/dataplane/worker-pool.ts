@@ -9,18 +9,21 @@ import type { WorkerStats } from "./worker-protocol.js";
  * (EPOLLEXCLUSIVE, see ListenerOptions.shared) and whichever worker is free accepts the next connection.
  *
  * Why one shared fd and not one SO_REUSEPORT listener per worker (test/bench/spread-bench.ts: 2 workers relaying
- * wrk -t2 to a local nginx, 3 rounds, load average 5 to 9 on 2 cores, so only large differences count):
- * - CPU per request is the same within the noise: keep-alive -c64 20.9-22.4 µs shared vs 18.8-24.6 reuseport (one
- *   worker: 22.2-31.8); Connection: close -c64 124-141 vs 138-147 (one worker: 141-160). Keep-alive -c16 was the
- *   exception: 31.6-35.5 shared vs 26.1-28.0 reuseport (one worker: 20.9-28.4).
- * - Spread: SO_REUSEPORT hashes the 4-tuple, so it splits many connections evenly (close: 9928/9710) and a burst
- *   of keep-alive ones by chance (6/11 of 17); a shared queue goes to whichever worker runs first, which follows
- *   load but can be lopsided for a burst on a busy machine (15/2, see SHARED_ACCEPTS_PER_EVENT in listener.ts).
+ * wrk -t2 to a local nginx, 2 runs of 3 rounds, load average 1 to 9 on 2 shared cores, so only large differences
+ * count):
+ * - CPU per request is the same within the noise: keep-alive -c64 20.9-29.3 µs shared vs 18.5-27.4 reuseport (one
+ *   worker 22.2-31.8); Connection: close -c64 124-141 vs 122-168 (one worker 141-172). Keep-alive -c16 costs more
+ *   with 2 workers either way: 29.6-41.4 shared, 21.9-38.2 reuseport, 20.9-28.4 one worker.
+ * - Spread: SO_REUSEPORT hashes the 4-tuple, so it splits many connections evenly (close: 18846/18409) and a burst
+ *   of keep-alive ones by chance (5/12 to 10/7 of 17, 28/37 to 34/31 of 65). A shared queue goes to whichever
+ *   worker runs first: that follows load, but on a busy machine a burst of keep-alive connections can land on one
+ *   worker (16/1, 14/3, 12/53 in the same runs; see SHARED_ACCEPTS_PER_EVENT in listener.ts).
  * - SO_REUSEPORT costs what a shared fd does not: N listening fds per pod listener, each made in the pod's
- *   namespace; a member that closes resets the connections queued on it (net.ipv4.tcp_migrate_req is 0 by default,
- *   per namespace: 85-107 of 200 queued connections reset when one of 2 members closed); and any process in the
- *   pod with the agent's uid (root in most containers) can join the group with SO_REUSEPORT and take a share of
- *   the mesh's connections, where binding a plain listener's port fails with EADDRINUSE.
+ *   namespace; a member that closes alone (a worker leaving) resets the connections queued on it, as they are not
+ *   migrated (net.ipv4.tcp_migrate_req is 0 by default, per namespace): 85-110 of 200 queued connections were reset
+ *   when one of 2 members closed; and a process in the pod with the agent's uid (root in many containers) that
+ *   binds the port with SO_REUSEPORT silently joins the group and takes a share of the connections, where binding
+ *   a plain listener's port fails with EADDRINUSE.
  *
  * The pool owns the listening fds it was handed and closes them after every worker stopped watching them.
  * End it with stop(), never by terminating its threads (see DataplaneWorker).
