@@ -31,9 +31,9 @@ const ACCEPTS_PER_EVENT = 64;
  * The same bound for a listener shared by several workers: one, as nginx's default (multi_accept off). Every
  * worker wakes for a connection (see ListenerOptions.shared) and whichever runs first accepts; with 64, it took a
  * whole burst: wrk opening its keep-alive connections at once put 17/0 (-c16) and 64/1 (-c64) on 2 workers, one
- * idle for the whole run. With 1 the worst splits seen were 15/2 and 47/18 (spread-bench.ts, 3 rounds each, load
- * average 5 to 9 on 2 cores: which thread runs first is the scheduler's call). A connection storm costs one more
- * loop turn per connection, against ~140 µs of relay CPU per connection.
+ * idle for the whole run. With 1 the worst splits seen were still 16/1 and 12/53 (spread-bench.ts, 6 rounds, load
+ * average 1 to 9 on 2 shared cores: which thread runs first is the scheduler's call), the extreme ones rarer. A
+ * connection storm costs one more loop turn per connection, against ~140 µs of relay CPU per connection.
  */
 const SHARED_ACCEPTS_PER_EVENT = 1;
 
