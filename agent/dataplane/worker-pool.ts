@@ -1,5 +1,6 @@
 import { closeFd } from "../../native-bindings/io.js";
 import { AmbitError } from "../errors.js";
+import { SharedCounters } from "./shared-counters.js";
 import type { RelayTarget } from "./tcp-relay.js";
 import { DataplaneWorker } from "./worker-handle.js";
 import type { WorkerStats } from "./worker-protocol.js";
@@ -29,6 +30,8 @@ import type { WorkerStats } from "./worker-protocol.js";
  * End it with stop(), never by terminating its threads (see DataplaneWorker).
  */
 export class DataplaneWorkerPool {
+  /** One counter row per worker, read by the main thread's metrics (AgentMetrics.watchDataplane). */
+  readonly counters: SharedCounters;
   readonly #workers: DataplaneWorker[];
   readonly #listenFds: number[] = [];
   #stopping: Promise<number[]> | undefined;
@@ -37,7 +40,11 @@ export class DataplaneWorkerPool {
     if (!Number.isInteger(count) || count < 1) {
       throw new AmbitError("pool_bad_worker_count", `a worker pool needs 1 or more workers, not ${count}`);
     }
-    this.#workers = Array.from({ length: count }, () => new DataplaneWorker());
+    this.counters = new SharedCounters(count);
+    this.#workers = Array.from(
+      { length: count },
+      (_, row) => new DataplaneWorker({ counters: this.counters.rowRef(row) }),
+    );
   }
 
   get size(): number {

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import net from "node:net";
 import test from "ava";
+import { COUNTER } from "../../../agent/dataplane/shared-counters.js";
 import { DataplaneWorkerPool } from "../../../agent/dataplane/worker-pool.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { backend, closeError, relayListener } from "./support/relay.js";
@@ -43,6 +44,11 @@ test.serial("2 workers share one listener: 200 connections are all relayed and b
   t.true(
     accepted.every((n) => n > 0),
     `both workers accepted connections: ${accepted.join("/")}`,
+  );
+  t.deepEqual(
+    [0, 1].map((row) => pool.counters.value(row, COUNTER.connections_accepted)),
+    accepted,
+    "each worker counts in its own row of the pool's shared counters",
   );
   t.is(
     stats.reduce((sum, s) => sum + s.relay.closed, 0),
