@@ -11,13 +11,7 @@ import { DataplaneWorker } from "../../agent/dataplane/worker-handle.js";
 import { DataplaneWorkerPool } from "../../agent/dataplane/worker-pool.js";
 import type { WorkerStats } from "../../agent/dataplane/worker-protocol.js";
 import { openListenerFd } from "../../native-bindings/sockets.js";
-
-function endpoint(text: string): { address: string; port: number } {
-  const at = text.lastIndexOf(":");
-  const port = Number(text.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port)) throw new Error(`not HOST:PORT: ${text}`);
-  return { address: text.slice(0, at), port };
-}
+import { parseEndpoint } from "./tools.js";
 
 const [from, to] = (process.argv[2] ?? "").split("=");
 const count = Number(process.argv[3] ?? 1);
@@ -30,13 +24,13 @@ let stats: () => Promise<WorkerStats[]>;
 let stop: () => Promise<number[]>;
 if (mode === "shared") {
   const pool = new DataplaneWorkerPool(count);
-  await pool.serve(openListenerFd({ ...endpoint(from), backlog: 4096 }), endpoint(to));
+  await pool.serve(openListenerFd({ ...parseEndpoint(from), backlog: 4096 }), parseEndpoint(to));
   stats = () => pool.stats();
   stop = () => pool.stop();
 } else {
   const workers = Array.from({ length: count }, () => new DataplaneWorker());
   for (const worker of workers) {
-    await worker.serve(openListenerFd({ ...endpoint(from), backlog: 4096, reusePort: true }), endpoint(to));
+    await worker.serve(openListenerFd({ ...parseEndpoint(from), backlog: 4096, reusePort: true }), parseEndpoint(to));
   }
   stats = () => Promise.all(workers.map((worker) => worker.stats()));
   stop = () => Promise.all(workers.map((worker) => worker.stop()));

@@ -6,18 +6,12 @@
  */
 import { DataplaneWorker } from "../../agent/dataplane/worker-handle.js";
 import { openListenerFd } from "../../native-bindings/sockets.js";
-
-function endpoint(text: string): { address: string; port: number } {
-  const at = text.lastIndexOf(":");
-  const port = Number(text.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port)) throw new Error(`not HOST:PORT: ${text}`);
-  return { address: text.slice(0, at), port };
-}
+import { parseEndpoint } from "./tools.js";
 
 const [from, to] = (process.argv[2] ?? "").split("=");
 if (!from || !to) throw new Error("usage: dataplane-relay LISTEN_HOST:PORT=TARGET_HOST:PORT");
 const worker = new DataplaneWorker();
-await worker.serve(openListenerFd({ ...endpoint(from), backlog: 4096 }), endpoint(to));
+await worker.serve(openListenerFd({ ...parseEndpoint(from), backlog: 4096 }), parseEndpoint(to));
 process.stdout.write("ready\n");
 process.once("SIGTERM", async () => {
   process.exitCode = await worker.stop();

@@ -10,28 +10,11 @@
 import net from "node:net";
 import { H2Session } from "../../agent/h2/session.js";
 import type { H2Stream } from "../../agent/h2/stream.js";
+import { bulk, H2_BENCH_SETTINGS, type Pair, streams } from "./h2-workloads.js";
 
-/** The proxy's windows (agent/proxy/tuning.ts defaults), so flow control runs as it does in HBONE. */
-const settings = { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxConcurrentStreams: 1000 };
-const CONCURRENT = 64;
-const SMALL = Buffer.alloc(100, 0x61);
+const settings = H2_BENCH_SETTINGS;
 
-type Handlers = Parameters<H2Stream["attach"]>[0];
-
-function handlers(stream: H2Stream, over: Partial<Handlers>): Handlers {
-  return {
-    data: (c) => stream.consumed(c.length),
-    end: () => {},
-    reset: (code) => {
-      throw new Error(`stream ${stream.id} reset (${code})`);
-    },
-    drain: () => {},
-    close: () => {},
-    ...over,
-  };
-}
-
-async function pair(onStream: (stream: H2Stream) => void): Promise<{ client: H2Session; close(): void }> {
+async function pair(onStream: (stream: H2Stream) => void): Promise<Pair> {
   let server: H2Session | undefined;
   const listener = net.createServer({ noDelay: true }, (sock) => {
     server = new H2Session(sock, { role: "server", settings });
@@ -51,89 +34,11 @@ async function pair(onStream: (stream: H2Stream) => void): Promise<{ client: H2S
   };
 }
 
-async function bulk(mib: number): Promise<void> {
-  const total = mib * 1024 * 1024;
-  let received = 0;
-  let done: () => void = () => {};
-  const finished = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  const { client, close } = await pair((stream) => {
-    stream.attach(
-      handlers(stream, {
-        data: (c) => {
-          received += c.length;
-          stream.consumed(c.length);
-        },
-        end: () => stream.end(),
-      }),
-    );
-    stream.respond(200);
-  });
-  const stream = client.request([
-    [":method", "CONNECT"],
-    [":authority", "10.0.0.1:80"],
-  ]);
-  // 64 KiB writes, the size a Node socket read hands the relay.
-  const piece = Buffer.alloc(64 * 1024, 0x62);
-  let sent = 0;
-  const pump = () => {
-    while (sent < total) {
-      sent += piece.length;
-      if (!stream.write(piece)) return;
-    }
-    stream.end();
-  };
-  // Over once the server's END_STREAM is back: it ends its side after the last byte arrived.
-  stream.attach(handlers(stream, { drain: pump, close: () => done() }));
-  pump();
-  await finished;
-  if (received !== total) throw new Error(`received ${received} of ${total} bytes`);
-  close();
-}
-
-async function streams(count: number): Promise<void> {
-  const { client, close } = await pair((stream) => {
-    stream.attach(handlers(stream, { end: () => stream.end() }));
-    stream.respond(200);
-    stream.write(SMALL);
-  });
-  let started = 0;
-  let finished = 0;
-  let done: () => void = () => {};
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  const open = () => {
-    started++;
-    const stream = client.request([
-      [":method", "CONNECT"],
-      [":authority", "10.0.0.1:80"],
-    ]);
-    stream.attach(
-      handlers(stream, {
-        headers: () => {
-          stream.write(SMALL);
-          stream.end();
-        },
-        close: () => {
-          finished++;
-          if (started < count) open();
-          else if (finished === count) done();
-        },
-      }),
-    );
-  };
-  for (let i = 0; i < CONCURRENT; i++) open();
-  await all;
-  close();
-}
-
 const [mode, arg] = process.argv.slice(2);
 const before = process.cpuUsage();
 const wall = performance.now();
-if (mode === "bulk") await bulk(Number(arg ?? 1024));
-else if (mode === "streams") await streams(Number(arg ?? 100_000));
+if (mode === "bulk") await bulk(pair, Number(arg ?? 1024));
+else if (mode === "streams") await streams(pair, Number(arg ?? 100_000));
 else throw new Error("usage: h2-session-bench bulk [MiB] | streams [COUNT]");
 const cpu = process.cpuUsage(before);
 console.log(

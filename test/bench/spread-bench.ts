@@ -25,7 +25,7 @@ import type { WorkerStats } from "../../agent/dataplane/worker-protocol.js";
 import { accept, closeFd, EAGAIN } from "../../native-bindings/io.js";
 import { openListenerFd } from "../../native-bindings/sockets.js";
 import { cpuSeconds, fixed, pad, sleep, tempDir } from "./support.js";
-import { parseWrk } from "./tools.js";
+import { nginxHttpConfig, parseWrk } from "./tools.js";
 
 const execFileP = promisify(execFile);
 const NGINX_PORT = 18490;
@@ -48,15 +48,10 @@ const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);
 
 function nginxConfig(dir: string): string {
-  return `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }
-}
-`;
+  return nginxHttpConfig(
+    dir,
+    `server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }`,
+  );
 }
 
 interface Relay {

@@ -44,12 +44,11 @@ import { MESH_TLS } from "../../agent/identity/tls-policy.js";
 import { AF_INET, connect, EINPROGRESS, getsockname, tcpSocket } from "../../native-bindings/io.js";
 import { decodeSockaddr, encodeSockaddr } from "../../native-bindings/sockaddr.js";
 import { openListenerFd } from "../../native-bindings/sockets.js";
+import { bulk, H2_BENCH_SETTINGS, type Pair, streams } from "./h2-workloads.js";
 
 const TD = "cluster.local";
 /** The proxy's windows (agent/proxy/tuning.ts defaults), so flow control runs as it does in HBONE. */
-const settings = { streamWindow: 4 * 1024 * 1024, connectionWindow: 16 * 1024 * 1024, maxConcurrentStreams: 1000 };
-const CONCURRENT = 64;
-const SMALL = Buffer.alloc(100, 0x61);
+const settings = H2_BENCH_SETTINGS;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 type Impl = "node" | "reactor";
@@ -58,25 +57,6 @@ interface Material {
   server: { key: string; cert: string; ca: string };
   client: { key: string; cert: string; ca: string };
 }
-interface Pair {
-  client: H2Session;
-  close(): void;
-}
-type Handlers = Parameters<H2Stream["attach"]>[0];
-
-function handlers(stream: H2Stream, over: Partial<Handlers>): Handlers {
-  return {
-    data: (c) => stream.consumed(c.length),
-    end: () => {},
-    reset: (code) => {
-      throw new Error(`stream ${stream.id} reset (${code})`);
-    },
-    drain: () => {},
-    close: () => {},
-    ...over,
-  };
-}
-
 async function nodePair(m: Material, onStream: (stream: H2Stream) => void): Promise<Pair> {
   let server: H2Session | undefined;
   const listener = tls.createServer(
@@ -164,83 +144,6 @@ async function reactorPair(m: Material, onStream: (stream: H2Stream) => void): P
       void reactor.close();
     },
   };
-}
-
-async function bulk(pair: (onStream: (s: H2Stream) => void) => Promise<Pair>, mib: number): Promise<void> {
-  const total = mib * 1024 * 1024;
-  let received = 0;
-  let done: () => void = () => {};
-  const finished = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  const { client, close } = await pair((stream) => {
-    stream.attach(
-      handlers(stream, {
-        data: (c) => {
-          received += c.length;
-          stream.consumed(c.length);
-        },
-        end: () => stream.end(),
-      }),
-    );
-    stream.respond(200);
-  });
-  const stream = client.request([
-    [":method", "CONNECT"],
-    [":authority", "10.0.0.1:80"],
-  ]);
-  // 64 KiB writes, the size a relay's read hands the stream.
-  const piece = Buffer.alloc(64 * 1024, 0x62);
-  let sent = 0;
-  const pump = () => {
-    while (sent < total) {
-      sent += piece.length;
-      if (!stream.write(piece)) return;
-    }
-    stream.end();
-  };
-  stream.attach(handlers(stream, { drain: pump, close: () => done() }));
-  pump();
-  await finished;
-  if (received !== total) throw new Error(`received ${received} of ${total} bytes`);
-  close();
-}
-
-async function streams(pair: (onStream: (s: H2Stream) => void) => Promise<Pair>, count: number): Promise<void> {
-  const { client, close } = await pair((stream) => {
-    stream.attach(handlers(stream, { end: () => stream.end() }));
-    stream.respond(200);
-    stream.write(SMALL);
-  });
-  let started = 0;
-  let finished = 0;
-  let done: () => void = () => {};
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  const open = () => {
-    started++;
-    const stream = client.request([
-      [":method", "CONNECT"],
-      [":authority", "10.0.0.1:80"],
-    ]);
-    stream.attach(
-      handlers(stream, {
-        headers: () => {
-          stream.write(SMALL);
-          stream.end();
-        },
-        close: () => {
-          finished++;
-          if (started < count) open();
-          else if (finished === count) done();
-        },
-      }),
-    );
-  };
-  for (let i = 0; i < CONCURRENT; i++) open();
-  await all;
-  close();
 }
 
 async function runOne(impl: Impl, mode: Mode, arg: number, materialPath: string): Promise<void> {

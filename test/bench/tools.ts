@@ -128,3 +128,11 @@ http {
 }
 `;
 }
+
+/** HOST:PORT from a bench script's command line (the last colon splits, so an IPv6 host may carry colons). */
+export function parseEndpoint(text: string): { address: string; port: number } {
+  const at = text.lastIndexOf(":");
+  const port = Number(text.slice(at + 1));
+  if (at <= 0 || !Number.isInteger(port)) throw new Error(`not HOST:PORT: ${text}`);
+  return { address: text.slice(0, at), port };
+}

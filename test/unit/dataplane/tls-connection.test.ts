@@ -8,6 +8,7 @@ import { errDrain, opensslVersion, pemPrivateKey } from "../../../native-binding
 import { issue, newCa, sid, TD, type Workload } from "../identity/helpers.js";
 import {
   contextOf,
+  type Fixture,
   handshakeBoth,
   liveObjects,
   openFds,
@@ -15,27 +16,8 @@ import {
   readAll,
   tlsPair,
   transfer,
+  workloads,
 } from "./tls-support.js";
-
-interface Fixture {
-  db: Workload;
-  cart: Workload;
-  foreign: Workload;
-}
-
-let fixture: Promise<Fixture> | undefined;
-function workloads(): Promise<Fixture> {
-  fixture ??= (async () => {
-    const ca = await newCa();
-    const [db, cart, foreign] = await Promise.all([
-      issue(ca, sid("shop", "db")),
-      issue(ca, sid("shop", "cart")),
-      issue(await newCa(), sid("shop", "cart")),
-    ]);
-    return { db, cart, foreign };
-  })();
-  return fixture;
-}
 
 /**
  * Runs `body` and then checks that it left no fd open and no OpenSSL object alive: every test here builds and

@@ -5,7 +5,7 @@ import { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
 import { liveTlsObjects } from "../../../agent/dataplane/tls/live-objects.js";
 import { closeFd, socketpair } from "../../../native-bindings/io.js";
-import { TD, type Workload } from "../identity/helpers.js";
+import { issue, newCa, sid, TD, type Workload } from "../identity/helpers.js";
 
 /** getsockname(2), which io.ts lacks: the port a listener bound to port 0 got (test-only declaration). */
 const getsocknameRaw = koffi.load("libc.so.6").func("int getsockname(int fd, void *addr, _Inout_ uint32_t *len)");
@@ -153,4 +153,26 @@ export function pollUntil<T>(tick: () => T | undefined, timeoutMs = 5000): Promi
       }
     }, 1);
   });
+}
+
+export interface Fixture {
+  db: Workload;
+  cart: Workload;
+  /** Same SPIFFE ID as cart, from another CA. */
+  foreign: Workload;
+}
+
+let fixture: Promise<Fixture> | undefined;
+/** Three workloads made once per test file: db and cart from one CA, a "cart" from a foreign CA. */
+export function workloads(): Promise<Fixture> {
+  fixture ??= (async () => {
+    const ca = await newCa();
+    const [db, cart, foreign] = await Promise.all([
+      issue(ca, sid("shop", "db")),
+      issue(ca, sid("shop", "cart")),
+      issue(await newCa(), sid("shop", "cart")),
+    ]);
+    return { db, cart, foreign };
+  })();
+  return fixture;
 }

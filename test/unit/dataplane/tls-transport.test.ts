@@ -14,7 +14,7 @@ import type { H2Stream } from "../../../agent/h2/stream.js";
 import { accept, closeFd, setLingerZero } from "../../../native-bindings/io.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
-import { issue, newCa, sid, type Workload } from "../identity/helpers.js";
+import { sid, type Workload } from "../identity/helpers.js";
 import {
   closeOf,
   connectRequest,
@@ -26,7 +26,7 @@ import {
   sendMiB,
   sessionPair,
 } from "./support/tls-sessions.js";
-import { contextOf, liveObjects, localPort } from "./tls-support.js";
+import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tls-support.js";
 
 /** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
 
@@ -37,27 +37,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-interface Fixture {
-  db: Workload;
-  cart: Workload;
-  /** Same SPIFFE ID as cart, from another CA. */
-  foreign: Workload;
-}
-
-let fixture: Promise<Fixture> | undefined;
-function workloads(): Promise<Fixture> {
-  fixture ??= (async () => {
-    const ca = await newCa();
-    const [db, cart, foreign] = await Promise.all([
-      issue(ca, sid("shop", "db")),
-      issue(ca, sid("shop", "cart")),
-      issue(await newCa(), sid("shop", "cart")),
-    ]);
-    return { db, cart, foreign };
-  })();
-  return fixture;
 }
 
 interface World extends Fixture {
