@@ -1,5 +1,8 @@
 import koffi from "koffi";
 import { SyscallError } from "./errors.js";
+import { AF_INET, AF_INET6, IPPROTO_TCP, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET } from "./libc.js";
+
+export { AF_INET, AF_INET6, IPPROTO_TCP, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET };
 
 /**
  * libc calls for ambit's own event loop (data path v2). The hot-path wrappers do not throw: they return the
@@ -44,15 +47,8 @@ export const EFD_NONBLOCK = 0o4000;
 export const AF_UNIX = 1;
 export const SHUT_WR = 1;
 export const SO_ERROR = 4;
-export const SOL_SOCKET = 1;
 export const SO_LINGER = 13;
-export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const SOCK_STREAM = 1;
-export const SOCK_NONBLOCK = 0o4000;
-export const SOCK_CLOEXEC = 0o2000000;
 export const RLIMIT_NOFILE = 7;
 
 export const EAGAIN = 11;
@@ -118,7 +114,7 @@ const acceptLen = [0];
 /** accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC; the peer's sockaddr into `addr` when given. Returns the fd or -errno. */
 export function accept(fd: number, addr: Buffer | null): number {
   acceptLen[0] = addr ? addr.length : 0;
-  return orErrno(raw.accept4(fd, addr, acceptLen, 0o4000 | 0o2000000));
+  return orErrno(raw.accept4(fd, addr, acceptLen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 }
 
 /** Starts a connect; a non-blocking socket returns -EINPROGRESS and reports the outcome as writable + SO_ERROR. */
@@ -148,7 +144,7 @@ export function eventfd(): number {
 /** Two connected sockets (AF_UNIX by default), non-blocking and close-on-exec. */
 export function socketpair(type = 1): [number, number] {
   const sv = Buffer.alloc(8);
-  check("socketpair", raw.socketpair(AF_UNIX, type | 0o4000 | 0o2000000, 0, sv));
+  check("socketpair", raw.socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv));
   return [sv.readInt32LE(0), sv.readInt32LE(4)];
 }
 

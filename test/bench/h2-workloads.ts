@@ -5,6 +5,7 @@
  */
 import type { H2Session } from "../../agent/h2/session.js";
 import type { H2Stream } from "../../agent/h2/stream.js";
+import { handlers } from "../support/h2-handlers.js";
 
 /** The proxy's windows (agent/proxy/tuning.ts defaults), so flow control runs as it does in HBONE. */
 export const H2_BENCH_SETTINGS = {
@@ -19,21 +20,6 @@ export interface Pair {
   client: H2Session;
   close(): void;
 }
-type Handlers = Parameters<H2Stream["attach"]>[0];
-
-function handlers(stream: H2Stream, over: Partial<Handlers>): Handlers {
-  return {
-    data: (c) => stream.consumed(c.length),
-    end: () => {},
-    reset: (code) => {
-      throw new Error(`stream ${stream.id} reset (${code})`);
-    },
-    drain: () => {},
-    close: () => {},
-    ...over,
-  };
-}
-
 export type MakePair = (onStream: (s: H2Stream) => void) => Promise<Pair>;
 
 export async function bulk(pair: MakePair, mib: number): Promise<void> {

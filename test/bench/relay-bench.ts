@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { cpuSeconds, fixed, pad, sleep, tempDir } from "./support.js";
-import { nginxHttpConfig, parseWrk } from "./tools.js";
+import { nginxOkConfig, parseWrk } from "./tools.js";
 
 const execFileP = promisify(execFile);
 const NGINX_PORT = 18480;
@@ -23,13 +23,6 @@ type Relay = keyof typeof RELAYS;
 
 const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);
-
-function nginxConfig(dir: string): string {
-  return nginxHttpConfig(
-    dir,
-    `server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }`,
-  );
-}
 
 async function waitReady(child: ChildProcess, what: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
@@ -51,7 +44,7 @@ const tmp = tempDir("relay");
 const children: ChildProcess[] = [];
 try {
   mkdirSync(join(tmp.dir, "body"));
-  writeFileSync(join(tmp.dir, "nginx.conf"), nginxConfig(tmp.dir));
+  writeFileSync(join(tmp.dir, "nginx.conf"), nginxOkConfig(tmp.dir, NGINX_PORT));
   const nginx = spawn("nginx", ["-e", "stderr", "-p", tmp.dir, "-c", join(tmp.dir, "nginx.conf")], {
     stdio: "inherit",
   });

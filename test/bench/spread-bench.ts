@@ -25,7 +25,7 @@ import type { WorkerStats } from "../../agent/dataplane/worker-protocol.js";
 import { accept, closeFd, EAGAIN } from "../../native-bindings/io.js";
 import { openListenerFd } from "../../native-bindings/sockets.js";
 import { cpuSeconds, fixed, pad, sleep, tempDir } from "./support.js";
-import { nginxHttpConfig, parseWrk } from "./tools.js";
+import { nginxOkConfig, parseWrk } from "./tools.js";
 
 const execFileP = promisify(execFile);
 const NGINX_PORT = 18490;
@@ -46,13 +46,6 @@ const PROBES = 200;
 
 const seconds = Number(process.argv[2] ?? 5);
 const rounds = Number(process.argv[3] ?? 3);
-
-function nginxConfig(dir: string): string {
-  return nginxHttpConfig(
-    dir,
-    `server { listen 127.0.0.1:${NGINX_PORT} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }`,
-  );
-}
 
 interface Relay {
   child: ChildProcess;
@@ -217,7 +210,7 @@ const tmp = tempDir("spread");
 const children: ChildProcess[] = [];
 try {
   mkdirSync(join(tmp.dir, "body"));
-  writeFileSync(join(tmp.dir, "nginx.conf"), nginxConfig(tmp.dir));
+  writeFileSync(join(tmp.dir, "nginx.conf"), nginxOkConfig(tmp.dir, NGINX_PORT));
   children.push(
     spawn("nginx", ["-e", "stderr", "-p", tmp.dir, "-c", join(tmp.dir, "nginx.conf")], { stdio: "inherit" }),
   );

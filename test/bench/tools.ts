@@ -136,3 +136,11 @@ export function parseEndpoint(text: string): { address: string; port: number } {
   if (at <= 0 || !Number.isInteger(port)) throw new Error(`not HOST:PORT: ${text}`);
   return { address: text.slice(0, at), port };
 }
+
+/** nginx answering `ok` to GET / on 127.0.0.1:`port`: the backend the relay benches put a relay in front of. */
+export function nginxOkConfig(dir: string, port: number): string {
+  return nginxHttpConfig(
+    dir,
+    `server { listen 127.0.0.1:${port} backlog=4096; location = / { default_type text/plain; return 200 "ok"; } }`,
+  );
+}

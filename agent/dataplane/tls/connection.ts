@@ -113,14 +113,7 @@ export class TlsConnection {
       return "done";
     }
     const errno = koffi.errno();
-    switch (sslGetError(ssl, ret)) {
-      case SSL_ERROR_WANT_READ:
-        return "want_read";
-      case SSL_ERROR_WANT_WRITE:
-        return "want_write";
-      default:
-        throw this.#failure("tls_handshake", "TLS handshake failed", errno);
-    }
+    return this.#stepOrThrow(sslGetError(ssl, ret), "tls_handshake", "TLS handshake failed", errno);
   }
 
   /** Decrypted bytes into `buf` (from its start): the count, TLS_WANT_READ/WRITE, TLS_EOF or TLS_EOF_UNCLEAN. */
@@ -157,9 +150,20 @@ export class TlsConnection {
 
   /** A read or write that did not complete: the want it waits for, or a tls_protocol error. */
   #wantOrThrow(error: number, what: string, errno: number): number {
-    if (error === SSL_ERROR_WANT_READ) return TLS_WANT_READ;
-    if (error === SSL_ERROR_WANT_WRITE) return TLS_WANT_WRITE;
-    throw this.#failure("tls_protocol", what, errno);
+    const step = this.#stepOrThrow(error, "tls_protocol", what, errno);
+    return step === "want_read" ? TLS_WANT_READ : TLS_WANT_WRITE;
+  }
+
+  /** A call that did not complete: the want it waits for, or a `code` error with OpenSSL's reasons. */
+  #stepOrThrow(
+    error: number,
+    code: "tls_handshake" | "tls_protocol" | "tls_io",
+    what: string,
+    errno: number,
+  ): "want_read" | "want_write" {
+    if (error === SSL_ERROR_WANT_READ) return "want_read";
+    if (error === SSL_ERROR_WANT_WRITE) return "want_write";
+    throw this.#failure(code, what, errno);
   }
 
   /**
@@ -173,14 +177,7 @@ export class TlsConnection {
     const ret = sslShutdown(ssl);
     if (ret >= 0) return "done";
     const errno = koffi.errno();
-    switch (sslGetError(ssl, ret)) {
-      case SSL_ERROR_WANT_READ:
-        return "want_read";
-      case SSL_ERROR_WANT_WRITE:
-        return "want_write";
-      default:
-        throw this.#failure("tls_io", "TLS shutdown failed", errno);
-    }
+    return this.#stepOrThrow(sslGetError(ssl, ret), "tls_io", "TLS shutdown failed", errno);
   }
 
   /**

@@ -14,13 +14,13 @@ import type { H2Stream } from "../../../agent/h2/stream.js";
 import { accept, closeFd, setLingerZero } from "../../../native-bindings/io.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
+import { handlers } from "../../support/h2-handlers.js";
 import { sid, type Workload } from "../identity/helpers.js";
 import {
   closeOf,
   connectRequest,
   dial,
   echo,
-  handlers,
   handshakePair,
   hashReceived,
   sendMiB,

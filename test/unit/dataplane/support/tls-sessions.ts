@@ -9,11 +9,14 @@ import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../../agent/h2/session.js";
-import type { H2Stream, StreamHandlers } from "../../../../agent/h2/stream.js";
+import type { H2Stream } from "../../../../agent/h2/stream.js";
 import { AF_INET, connect, EINPROGRESS, tcpSocket } from "../../../../native-bindings/io.js";
 import { encodeSockaddr } from "../../../../native-bindings/sockaddr.js";
 import { openListenerFd } from "../../../../native-bindings/sockets.js";
+import { handlers } from "../../../support/h2-handlers.js";
 import { localPort } from "../tls-support.js";
+
+export { handlers };
 
 /** The proxy's windows (agent/proxy/tuning.ts defaults), so flow control runs as it does in HBONE. */
 export const SETTINGS = {
@@ -100,20 +103,6 @@ export function connectRequest(session: H2Session, authority = "10.0.0.1:80"): H
     [":method", "CONNECT"],
     [":authority", authority],
   ]);
-}
-
-/** Handlers that fail the test on anything unexpected; `over` replaces what a test cares about. */
-export function handlers(stream: H2Stream, over: Partial<StreamHandlers>): StreamHandlers {
-  return {
-    data: (c) => stream.consumed(c.length),
-    end: () => {},
-    reset: (code) => {
-      throw new Error(`stream ${stream.id} reset (${code})`);
-    },
-    drain: () => {},
-    close: () => {},
-    ...over,
-  };
 }
 
 /**

@@ -7,9 +7,10 @@
 import { randomBytes } from "node:crypto";
 import { parentPort, workerData } from "node:worker_threads";
 import { Reactor } from "../../../../agent/dataplane/reactor.js";
+import { handlers } from "../../../support/h2-handlers.js";
 import type { Workload } from "../../identity/helpers.js";
 import { contextOf, liveObjects } from "../tls-support.js";
-import { connectRequest, echo, handlers, hashReceived, sendMiB, sessionPair } from "./tls-sessions.js";
+import { connectRequest, echo, hashReceived, sendMiB, sessionPair } from "./tls-sessions.js";
 
 const { db, cart } = workerData as { db: Workload; cart: Workload };
 const result: Record<string, unknown> = {};
