@@ -1,13 +1,18 @@
 /**
- * The only way agent code enters a pod's network namespace. setns() switches the calling thread, and all of
- * ambit's namespace work runs on Node's main thread; if the thread cannot return to the agent's own namespace
+ * The only way agent code enters a pod's network namespace. setns() switches the calling thread (Node's main thread,
+ * or a data-plane worker making a pod's socket); if the thread cannot return to the agent's own namespace
  * (NetnsReturnError), every socket it opens afterwards (listeners, HBONE dials, admin servers) would open in a
  * pod's namespace. Nothing it does can be trusted then, so the process logs why and exits at once, on every path:
  * the pods' rules stay (their traffic is refused, never leaked), and the restarted agent re-enrolls them.
  */
 import type net from "node:net";
 import { inNetns, inNetnsFd, NetnsReturnError } from "../native-bindings/netns.js";
-import { connectInNetns, connectInNetnsFd, type MarkedConnectOptions } from "../native-bindings/sockets.js";
+import {
+  connectInNetns,
+  connectInNetnsFd,
+  type MarkedConnectOptions,
+  markedSocketInNetnsFd,
+} from "../native-bindings/sockets.js";
 import type { Logger } from "./log.js";
 
 /** Exit status of an agent that lost its own network namespace. */
@@ -60,6 +65,20 @@ export function connectFromPodFd(netns: HeldNetnsRef, options: MarkedConnectOpti
   } catch (err) {
     exitIfNetnsLost(err, log, netns.description);
     return Promise.reject(err);
+  }
+}
+
+/**
+ * A marked, non-blocking, unconnected socket made inside the held namespace, for a data-plane worker to connect on
+ * its own loop. In a worker, process.exit() ends the thread with EXIT_NETNS_LOST; the main thread then stops the
+ * process (agent/dataplane/worker-handle.ts).
+ */
+export function socketInPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: Logger): number {
+  try {
+    return markedSocketInNetnsFd(netns.fd, options, netns.description);
+  } catch (err) {
+    exitIfNetnsLost(err, log, netns.description);
+    throw err;
   }
 }
 

@@ -2,17 +2,19 @@ import { fstatSync, statSync } from "node:fs";
 import { CLONE_NEWNET, closeFdQuietly, O_CLOEXEC, O_RDONLY, open, setns } from "./libc.js";
 
 /**
- * The agent's own network namespace, opened once. setns() changes only the calling thread, and all of ambit's
- * namespace work happens synchronously on Node's main thread, so /proc/self/ns/net (the main thread's) is home.
+ * The calling thread's own network namespace, opened once per thread (module state is per thread). setns() changes
+ * only the calling thread, and every visit to a namespace is synchronous, so the namespace a thread is in when it
+ * first asks is home: Node's main thread, and the data-plane workers it starts (a new thread starts in its
+ * creator's namespace, and the main thread never starts one from inside a visit).
  */
 let homeFd: number | undefined;
 
 function home(): number {
-  homeFd ??= openNetns("/proc/self/ns/net");
+  homeFd ??= openNetns("/proc/thread-self/ns/net");
   return homeFd;
 }
 
-/** The main thread could not return to its own namespace: nothing it does afterwards can be trusted. */
+/** A thread could not return to its own namespace: nothing the process does afterwards can be trusted. */
 export class NetnsReturnError extends Error {
   readonly code = "netns_return_failed";
 }

@@ -138,6 +138,14 @@ export function connectInNetnsFd(
   );
 }
 
+/**
+ * A marked, non-blocking TCP socket created inside the namespace open at `netnsFd`, not connected yet: the data
+ * plane's workers connect it on their own loop (agent/dataplane/pod-socket.ts).
+ */
+export function markedSocketInNetnsFd(netnsFd: number, options: MarkedConnectOptions, description?: string): number {
+  return inNetnsFd(netnsFd, () => markedSocket(options), description);
+}
+
 /** The unconnected, marked socket, created in the calling thread's current namespace. */
 function markedSocket(options: MarkedConnectOptions): number {
   const where = `${options.address}:${options.port}`;

@@ -1,0 +1,42 @@
+import type { SpiffeId } from "../identity/spiffe.js";
+import type { MtlsMode } from "../kube/records.js";
+import type { ServiceIndex } from "../kube/service-index.js";
+import type { Logger } from "../log.js";
+import type { LogThrottle } from "../log-throttle.js";
+import type { HeldNetnsRef } from "../pod-netns.js";
+import type { ProxyObserver } from "../proxy/observer.js";
+import type { HboneTuning } from "../proxy/tuning.js";
+import type { Workload, WorkloadIndex } from "../proxy/workload-index.js";
+import type { PodDial } from "./pod-socket.js";
+import type { Reactor } from "./reactor.js";
+import type { WorkerCounters } from "./shared-counters.js";
+import type { TlsContext } from "./tls/context.js";
+
+/**
+ * Makes the socket for one connection the proxy opens on a pod's behalf, its connect started: the fd, or -errno if
+ * the connect failed at once. Production: dialFromPod + startConnect (pod-socket.ts), inside the pod's namespace
+ * with the proxy mark. Tests without root: a plain socket in the test's own namespace. The proxy's decisions are
+ * the same either way.
+ */
+export type SocketFactory = (from: HeldNetnsRef, dst: PodDial) => { fd: number; started: number };
+
+/** What every data-plane handler of one worker shares; built once per worker. */
+export interface DataplaneContext {
+  reactor: Reactor;
+  counters: WorkerCounters;
+  log: Logger;
+  /** For log lines a peer can trigger at will (refusals of hostile input). */
+  throttle: LogThrottle;
+  trustDomain: string;
+  tuning: HboneTuning;
+  observer: ProxyObserver;
+  sockets: SocketFactory;
+  index(): WorkloadIndex;
+  /** ClusterIP:port -> Service and its ready endpoints. */
+  services(): ServiceIndex;
+  /** The PeerAuthentication mode in force for plaintext to `port` of the pod (Istio's precedence, per port). */
+  peerAuthentication(self: Workload, port: number): MtlsMode;
+  /** This worker's TLS context for the identity's current certificate; undefined when it has none valid now. */
+  tlsContext(id: SpiffeId): TlsContext | undefined;
+  nextId(): number;
+}
