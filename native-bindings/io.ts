@@ -23,10 +23,12 @@ const raw = {
   eventfd: libc.func("int eventfd(unsigned int initval, int flags)"),
   socketpair: libc.func("int socketpair(int domain, int type, int protocol, void *sv)"),
   close: libc.func("int close(int fd)"),
+  fcntl: libc.func("int fcntl(int fd, int cmd, int arg)"),
   socket: libc.func("int socket(int domain, int type, int protocol)"),
   setsockopt: libc.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t len)"),
   getsockopt: libc.func("int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)"),
   getsockname: libc.func("int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
+  getpeername: libc.func("int getpeername(int fd, _Out_ void *addr, _Inout_ uint32_t *len)"),
   getrlimit: libc.func("int getrlimit(int resource, _Out_ void *rlim)"),
   setrlimit: libc.func("int setrlimit(int resource, const void *rlim)"),
 };
@@ -148,6 +150,13 @@ export function socketpair(type = 1): [number, number] {
   return [sv.readInt32LE(0), sv.readInt32LE(4)];
 }
 
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A second, close-on-exec descriptor of the same open file, owned apart from the first. */
+export function dupFd(fd: number): number {
+  return check("fcntl(F_DUPFD_CLOEXEC)", raw.fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
 /** close(2) for the loop: returns 0 or -errno, never throws (the fd is gone either way). */
 export function closeFd(fd: number): number {
   return orErrno(raw.close(fd));
@@ -189,6 +198,14 @@ export function getsockname(fd: number): Buffer {
   const addr = Buffer.alloc(28);
   const len = [addr.length];
   check("getsockname", raw.getsockname(fd, addr, len));
+  return addr.subarray(0, len[0]);
+}
+
+/** The connected peer's struct sockaddr (decode with sockaddr.ts), or undefined when the peer is gone (ENOTCONN). */
+export function getpeername(fd: number): Buffer | undefined {
+  const addr = Buffer.alloc(28);
+  const len = [addr.length];
+  if (raw.getpeername(fd, addr, len) < 0) return undefined;
   return addr.subarray(0, len[0]);
 }
 

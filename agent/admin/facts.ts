@@ -37,7 +37,7 @@ export function readinessFacts(parts: AgentParts): ReadinessFacts {
       const id = podIdentity(pod, parts.trustDomain);
       return {
         pod: key,
-        redirected: enrolled.get(key)?.listeners.every((l) => l.server.listening) === true,
+        redirected: enrolled.get(key)?.listeners.every((l) => l.served.listening) === true,
         certificate: id !== undefined && parts.certs.secureContext(id) !== undefined,
         identity: id ? formatSpiffeId(id) : INVALID,
       };
@@ -108,14 +108,11 @@ export function configDump(parts: AgentParts): ConfigDump {
       pod: objectKey(e.pod),
       identity: formatIdentity(e.pod, parts.trustDomain),
       netns: e.netns.description,
-      listeners: e.listeners.map((l) => {
-        const a = l.server.address();
-        return {
-          kind: l.kind,
-          family: l.family,
-          address: a && typeof a === "object" ? `${a.address}:${a.port}` : "not listening",
-        };
-      }),
+      listeners: e.listeners.map((l) => ({
+        kind: l.kind,
+        family: l.family,
+        address: l.served.address() ?? "not listening",
+      })),
     })),
     identities: parts.certs.snapshot(),
     notEnrolled: parts.agent.failedPods(),

@@ -13,10 +13,11 @@ import type { WorkerCounters } from "./shared-counters.js";
 import type { TlsContext } from "./tls/context.js";
 
 /**
- * Makes the socket for one connection the proxy opens on a pod's behalf, its connect started: the fd, or -errno if
- * the connect failed at once. Production: dialFromPod + startConnect (pod-socket.ts), inside the pod's namespace
- * with the proxy mark. Tests without root: a plain socket in the test's own namespace. The proxy's decisions are
- * the same either way.
+ * Makes the socket for one connection the proxy opens on a pod's behalf, its connect started: `fd` is the caller's
+ * to close whatever happens, `started` is connect(2)'s result (0, -EINPROGRESS, or -errno when it failed at once).
+ * Throws when no socket can be made (EMFILE). Production: dialFromPod + startConnect (pod-socket.ts), inside the
+ * pod's namespace with the proxy mark. Tests without root: a plain socket in the test's own namespace. The proxy's
+ * decisions are the same either way.
  */
 export type SocketFactory = (from: HeldNetnsRef, dst: PodDial) => { fd: number; started: number };
 

@@ -2,14 +2,28 @@ import { Worker } from "node:worker_threads";
 import { AmbitError } from "../errors.js";
 import { type CounterRowRef, SharedCounters } from "./shared-counters.js";
 import type { RelayTarget } from "./tcp-relay.js";
-import type { WorkerData, WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+import type {
+  WorkerData,
+  WorkerEvent,
+  WorkerEvents,
+  WorkerReply,
+  WorkerRequest,
+  WorkerStats,
+} from "./worker-protocol.js";
 
 export interface DataplaneWorkerOptions {
   /** The counter row this worker owns (SharedCounters.rowRef); default: a row of its own that no exporter reads. */
   counters?: CounterRowRef;
+  /** This worker's row and the pool's size (connection ids stay unique across workers). */
+  row?: number;
+  rows?: number;
+  /** Hears the worker's batched events (MeshDataplane replays them into the observers and the logger). */
+  onEvents?: (events: WorkerEvent[]) => void;
+  /** The thread ended without being asked to stop (its exit code): the data plane it served is gone. */
+  onUnexpectedExit?: (code: number) => void;
 }
 
-type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+export type WorkerCommand = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
 /**
  * The main thread's side of one data-plane worker thread (agent/dataplane/worker.ts). End it with stop(), never
@@ -22,11 +36,20 @@ export class DataplaneWorker {
   readonly #waiting = new Map<number, { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void }>();
   readonly #exited: Promise<number>;
   #nextId = 1;
+  #stopping = false;
 
   constructor(options: DataplaneWorkerOptions = {}) {
-    const workerData: WorkerData = { counters: options.counters ?? new SharedCounters(1).rowRef(0) };
+    const workerData: WorkerData = {
+      counters: options.counters ?? new SharedCounters(1).rowRef(0),
+      row: options.row ?? 0,
+      rows: options.rows ?? 1,
+    };
     this.#worker = new Worker(new URL("./worker.js", import.meta.url), { workerData });
-    this.#worker.on("message", (reply: WorkerReply) => {
+    this.#worker.on("message", (reply: WorkerReply | WorkerEvents) => {
+      if (reply.type === "events") {
+        options.onEvents?.(reply.events);
+        return;
+      }
       const waiter = this.#waiting.get(reply.id);
       this.#waiting.delete(reply.id);
       if (reply.type === "failed") waiter?.reject(new AmbitError(reply.code, reply.message));
@@ -35,6 +58,7 @@ export class DataplaneWorker {
     this.#exited = new Promise((resolve) => {
       this.#worker.on("error", (err) => this.#failAll(err));
       this.#worker.on("exit", (code) => {
+        if (!this.#stopping) options.onUnexpectedExit?.(code);
         this.#failAll(new AmbitError("worker_exited", `data-plane worker exited with code ${code}`));
         resolve(code);
       });
@@ -55,13 +79,19 @@ export class DataplaneWorker {
     return reply.stats;
   }
 
+  /** Sends one request and resolves once the worker carried it out (MeshDataplane's messages). */
+  async send(request: WorkerCommand): Promise<void> {
+    await this.#request(request);
+  }
+
   /** Closes the worker's listener, connections and reactor; resolves with the thread's exit code. */
   async stop(): Promise<number> {
+    this.#stopping = true;
     await this.#request({ type: "stop" });
     return this.#exited;
   }
 
-  #request(request: Request): Promise<WorkerReply> {
+  #request(request: WorkerCommand): Promise<WorkerReply> {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#waiting.set(id, { resolve, reject });

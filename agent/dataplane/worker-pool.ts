@@ -2,8 +2,15 @@ import { closeFd } from "../../native-bindings/io.js";
 import { AmbitError } from "../errors.js";
 import { SharedCounters } from "./shared-counters.js";
 import type { RelayTarget } from "./tcp-relay.js";
-import { DataplaneWorker } from "./worker-handle.js";
-import type { WorkerStats } from "./worker-protocol.js";
+import { DataplaneWorker, type WorkerCommand } from "./worker-handle.js";
+import type { WorkerEvent, WorkerStats } from "./worker-protocol.js";
+
+export interface WorkerPoolOptions {
+  /** Hears each worker's batched events. */
+  onEvents?: (events: WorkerEvent[]) => void;
+  /** A worker thread ended without being asked to (its exit code). */
+  onUnexpectedExit?: (code: number) => void;
+}
 
 /**
  * N data-plane worker threads serving the same listening socket: each worker's epoll set watches the one fd
@@ -36,14 +43,14 @@ export class DataplaneWorkerPool {
   readonly #listenFds: number[] = [];
   #stopping: Promise<number[]> | undefined;
 
-  constructor(count: number) {
+  constructor(count: number, options: WorkerPoolOptions = {}) {
     if (!Number.isInteger(count) || count < 1) {
       throw new AmbitError("pool_bad_worker_count", `a worker pool needs 1 or more workers, not ${count}`);
     }
     this.counters = new SharedCounters(count);
     this.#workers = Array.from(
       { length: count },
-      (_, row) => new DataplaneWorker({ counters: this.counters.rowRef(row) }),
+      (_, row) => new DataplaneWorker({ ...options, counters: this.counters.rowRef(row), row, rows: count }),
     );
   }
 
@@ -62,6 +69,11 @@ export class DataplaneWorkerPool {
     }
     this.#listenFds.push(listenFd);
     await Promise.all(this.#workers.map((worker) => worker.serve(listenFd, target, connectTimeoutMs, true)));
+  }
+
+  /** Sends `command` to every worker; resolves once each carried it out (messages reach a worker in send order). */
+  async broadcast(command: WorkerCommand): Promise<void> {
+    await Promise.all(this.#workers.map((worker) => worker.send(command)));
   }
 
   /** Each worker's figures, in worker order. */

@@ -1,3 +1,8 @@
+import type { ClusterState } from "../kube/cluster-state.js";
+import type { PodRecord } from "../kube/records.js";
+import type { ConnectionEnd, ConnectionInfo, HandshakeRole } from "../proxy/observer.js";
+import type { HboneTuning } from "../proxy/tuning.js";
+import type { ListenerKind } from "../redirect/enroller.js";
 import type { ListenerStats } from "./listener.js";
 import type { ReactorStats } from "./reactor.js";
 import type { CounterRowRef } from "./shared-counters.js";
@@ -6,7 +11,33 @@ import type { RelayStats, RelayTarget } from "./tcp-relay.js";
 /** A worker's workerData: the counter row it owns (it counts there; the main thread's metrics read it). */
 export interface WorkerData {
   counters: CounterRowRef;
+  /** This worker's row and the pool's size: connection ids are unique across workers (id * rows + row). */
+  row: number;
+  rows: number;
 }
+
+/** What a worker serving the mesh needs to know once (MeshDataplane sends it first). */
+export interface MeshSettings {
+  trustDomain: string;
+  rootNamespace: string;
+  mark: number;
+  tuning: HboneTuning;
+  /** pino level of the worker's log lines (they are forwarded to the main thread's logger). */
+  logLevel: string;
+}
+
+/** An identity's current certificate, for the worker's TLS context; sent again on every rotation. */
+export interface IdentityMaterial {
+  chainPem: string;
+  keyPem: string;
+  bundlePem: string;
+  serial: string;
+  /** ms since the epoch: the worker stops presenting it then, even if no newer message came. */
+  notAfter: number;
+}
+
+/** The resources of a ClusterState that changed since the last message (the whole snapshot is never resent). */
+export type StateChanges = Partial<ClusterState>;
 
 /** Messages from the main thread to a data-plane worker; `id` comes back in the answer. */
 export type WorkerRequest =
@@ -19,6 +50,17 @@ export type WorkerRequest =
       target: RelayTarget;
       connectTimeoutMs: number;
     }
+  | { id: number; type: "mesh"; settings: MeshSettings }
+  | { id: number; type: "state"; changes: StateChanges }
+  | { id: number; type: "identity"; spiffe: string; material: IdentityMaterial | null }
+  /** An enrolled pod: its record and a descriptor of its network namespace (the pool's, valid until pod_gone). */
+  | { id: number; type: "pod"; key: string; pod: PodRecord; netnsFd: number; netnsDescription: string }
+  /** Accept from `fd` (the pool's, shared by every worker) on behalf of pod `key`. */
+  | { id: number; type: "listen"; key: string; kind: ListenerKind; family: 4 | 6; fd: number }
+  /** Stop watching `fd`; answered once the worker no longer touches it. */
+  | { id: number; type: "unlisten"; key: string; fd: number }
+  /** The pod left: its HBONE sessions drain, its netns fd is no longer used once this is answered. */
+  | { id: number; type: "pod_gone"; key: string }
   | { id: number; type: "stats" }
   | { id: number; type: "stop" };
 
@@ -30,10 +72,28 @@ export interface WorkerStats {
   relay: RelayStats;
   listener: ListenerStats;
   reactor: ReactorStats;
+  /** HBONE client sessions pooled by this worker. */
+  pooledSessions: number;
 }
+
+/** What a worker reports as it works, batched (WorkerEventBatch): never one message per connection. */
+export type WorkerEvent =
+  | { e: "handshake"; role: HandshakeRole; result: string; seconds: number }
+  | { e: "opened"; info: ConnectionInfo }
+  | { e: "closed"; info: ConnectionInfo; end: ConnectionEnd }
+  | { e: "refused"; pod: string; direction: "outbound" | "inbound"; reason: string }
+  /** A pino JSON line of the worker's logger, re-logged by the main thread's. */
+  | { e: "log"; line: string };
 
 export type WorkerReply =
   | { id: number; type: "serving" }
+  | { id: number; type: "done" }
   | { id: number; type: "stats"; stats: WorkerStats }
   | { id: number; type: "stopped" }
   | { id: number; type: "failed"; code: string; message: string };
+
+/** Unsolicited: a batch of events. */
+export interface WorkerEvents {
+  type: "events";
+  events: WorkerEvent[];
+}

@@ -46,8 +46,18 @@ export interface CertManagerOptions {
   jitter?: number;
 }
 
+/** An identity's current certificate as PEM, for TLS stacks other than Node's (the data plane's workers). */
+export interface CertificateMaterial {
+  chainPem: string;
+  keyPem: string;
+  bundlePem: string;
+  serial: string;
+  notAfter: Date;
+}
+
 interface Issued {
   context: SecureContext;
+  material: CertificateMaterial;
   serial: string;
   notBefore: Date;
   notAfter: Date;
@@ -125,6 +135,12 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
   secureContext(id: SpiffeId): SecureContext | undefined {
     const entry = this.entries.get(formatSpiffeId(id));
     return entry && this.usable(entry) ? entry.cert?.context : undefined;
+  }
+
+  /** The PEM behind secureContext(id): the same certificate, under the same rule (undefined unless valid now). */
+  material(id: SpiffeId): CertificateMaterial | undefined {
+    const entry = this.entries.get(formatSpiffeId(id));
+    return entry && this.usable(entry) ? entry.cert?.material : undefined;
   }
 
   /** The mesh trust bundle (PEM): the latest one the CA sent, or asked for once if no certificate came yet. */
@@ -230,7 +246,15 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
     if (why) throw new IdentityError("ca_unavailable", `CA returned an unusable certificate: ${why}`);
     const leaf = new X509Certificate(chain[0] as string);
     const previous = entry.cert;
+    const notAfter = new Date(leaf.validTo);
     entry.cert = {
+      material: {
+        chainPem: res.certChainPem,
+        keyPem: keys.privateKeyPem,
+        bundlePem: res.trustBundlePem,
+        serial: leaf.serialNumber,
+        notAfter,
+      },
       context: createSecureContext({
         ...MESH_TLS,
         key: keys.privateKeyPem,
@@ -239,14 +263,14 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
       }),
       serial: leaf.serialNumber,
       notBefore: new Date(leaf.validFrom),
-      notAfter: new Date(leaf.validTo),
+      notAfter,
     };
     this.bundle = res.trustBundlePem;
     entry.pendingKeys = undefined;
     entry.failures = 0;
     entry.lapsed = false;
     entry.lastError = undefined;
-    const { serial, notAfter } = entry.cert;
+    const { serial } = entry.cert;
     clearTimeout(entry.expiryTimer);
     entry.expiryTimer = setTimeout(() => this.usable(entry), delayUntil(notAfter.getTime(), now) + 1).unref();
     const renewIn = refreshDelayMs(now, notAfter.getTime(), this.jitter);

@@ -11,9 +11,9 @@ import { diffEnrollment } from "../kube/enrollment-diff.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
 import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
-import type { MeshProxy } from "../proxy/proxy.js";
 import type { Redirector } from "../redirect/enroller.js";
 import { EnrollmentError } from "../redirect/errors.js";
+import type { MeshDataPath } from "./data-path.js";
 
 export interface EnrollmentObserver {
   enrolled(pod: PodRecord, seconds: number): void;
@@ -48,7 +48,7 @@ export interface NodeAgentOptions {
   trustDomain: string;
   certs: CertManager;
   redirector: Redirector;
-  proxy: MeshProxy;
+  proxy: MeshDataPath;
   namespaces: PodNamespaces;
   /**
    * Enter a pod's namespace at the path its record names (the `ambit.dev/netns` annotation), without looking for it.
@@ -124,13 +124,17 @@ export class NodeAgent {
     while (this.#pending.size > 0) await Promise.all(this.#pending);
   }
 
-  /** Stop serving, leaving every pod's rules in place: their traffic is refused until an agent returns. */
-  stop(): void {
+  /**
+   * Stop serving, leaving every pod's rules in place: their traffic is refused until an agent returns. Resolves
+   * once the proxy stopped (a data plane's worker threads exited).
+   */
+  stop(): Promise<void> {
     for (const t of this.#timers) clearInterval(t);
     this.#o.redirector.closeListenersOnly();
-    this.#o.proxy.close();
+    const stopped = this.#o.proxy.close();
     this.#o.certs.close();
     this.#o.namespaces.releaseAll();
+    return stopped;
   }
 
   #background(work: Promise<unknown>): void {
@@ -162,7 +166,7 @@ export class NodeAgent {
       return;
     }
     try {
-      this.#o.redirector.enroll({ pod, netns: found.netns }, this.#o.proxy.serverFactory);
+      this.#o.redirector.enroll({ pod, netns: found.netns }, this.#o.proxy.listenerFactory);
     } catch (err) {
       const reason = err instanceof EnrollmentError ? err.code : "unexpected";
       fail(reason, err, "enrollment failed; the pod's traffic is not redirected, retrying in the background");

@@ -17,13 +17,14 @@ import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { MeshProxy } from "../proxy/proxy.js";
 import { Redirector } from "../redirect/enroller.js";
 import type { AgentConfig } from "./config.js";
+import type { MeshDataPath } from "./data-path.js";
 import { type EnrollmentObserver, enrollmentObservers, NodeAgent } from "./node-agent.js";
 
 export interface RunningAgent {
   config: AgentConfig;
   agent: NodeAgent;
   certs: CertManager;
-  proxy: MeshProxy;
+  proxy: MeshDataPath;
   redirector: Redirector;
   source: ClusterSource;
   metrics: AgentMetrics;
@@ -58,6 +59,28 @@ async function certificateSource(config: AgentConfig, log: Logger): Promise<Cert
   return new EmbeddedCertificateSource(ca);
 }
 
+/**
+ * The proxy that serves the pods: the data plane's worker threads, loaded only when asked for (its native
+ * bindings, libuv and OpenSSL through koffi, stay unloaded otherwise), or the Node-sockets proxy.
+ */
+async function dataPath(
+  config: AgentConfig,
+  certs: CertManager,
+  observer: ProxyObserver,
+  logger: Logger,
+  metrics: AgentMetrics,
+): Promise<MeshDataPath> {
+  const common = { trustDomain: config.trustDomain, certs, observer, logger, rootNamespace: config.rootNamespace };
+  if (config.dataplane === "node") return new MeshProxy(common);
+  const [{ MeshDataplane }, { defaultWorkerCount }] = await Promise.all([
+    import("../dataplane/mesh-dataplane.js"),
+    import("../dataplane/worker-count.js"),
+  ]);
+  const dataplane = new MeshDataplane({ ...common, workers: config.workers ?? defaultWorkerCount() });
+  metrics.watchDataplane(dataplane.counters);
+  return dataplane;
+}
+
 export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentHooks = {}): Promise<RunningAgent> {
   const source = await certificateSource(config, log);
   const certs = new CertManager({ source, logger: log.child({ component: "certs" }) });
@@ -66,13 +89,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   const connections = new ConnectionTracker();
   const observed: ProxyObserver[] = [metrics, connections, accessLog(log.child({ component: "access" }))];
   if (hooks.observer) observed.push(hooks.observer);
-  const proxy = new MeshProxy({
-    trustDomain: config.trustDomain,
-    certs,
-    observer: observers(...observed),
-    logger: log.child({ component: "proxy" }),
-    rootNamespace: config.rootNamespace,
-  });
+  const proxy = await dataPath(config, certs, observers(...observed), log.child({ component: "proxy" }), metrics);
   const refreshBundle = () =>
     void certs.trustBundlePem().then(
       (pem) => proxy.setTrustBundle(pem),
@@ -100,7 +117,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   let cluster: ClusterSource | undefined;
   const shutdown = async () => {
     cluster?.close();
-    agent.stop();
+    await agent.stop();
     metrics.close();
     await servers?.close();
   };

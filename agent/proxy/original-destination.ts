@@ -38,19 +38,35 @@ export function destinationOf(
     resetSocket(client);
     return undefined;
   }
-  const wanted = canonicalIp(dst.address);
-  const local = direction === "inbound" || self.pod.ips.some((ip) => canonicalIp(ip) === wanted);
-  const own = ownDestination(dst, local);
-  if (own) {
-    ctx.observer.connectionRefused(self.key, direction, own);
-    ctx.throttle.hit(`${self.key}|${direction}|${own}`, (suppressed) =>
-      log.warn(
-        { reason: own, destination: `${dst.address}:${dst.port}`, peer: client.remoteAddress, suppressed },
-        `${direction} connection to the agent's own listener or loopback (not redirected); reset, never dialled`,
-      ),
-    );
+  if (refusedOwnDestination(ctx, self, dst, direction, client.remoteAddress, log)) {
     resetSocket(client);
     return undefined;
   }
   return dst;
+}
+
+/**
+ * A destination the proxy must never dial (own-destination.ts): counted and logged (throttled), true; the caller
+ * resets the connection. Shared by both data paths.
+ */
+export function refusedOwnDestination(
+  ctx: Pick<ProxyContext, "observer" | "throttle">,
+  self: LocalWorkload,
+  dst: OriginalDestination,
+  direction: "outbound" | "inbound",
+  peer: string | undefined,
+  log: Logger,
+): boolean {
+  const wanted = canonicalIp(dst.address);
+  const local = direction === "inbound" || self.pod.ips.some((ip) => canonicalIp(ip) === wanted);
+  const own = ownDestination(dst, local);
+  if (!own) return false;
+  ctx.observer.connectionRefused(self.key, direction, own);
+  ctx.throttle.hit(`${self.key}|${direction}|${own}`, (suppressed) =>
+    log.warn(
+      { reason: own, destination: `${dst.address}:${dst.port}`, peer, suppressed },
+      `${direction} connection to the agent's own listener or loopback (not redirected); reset, never dialled`,
+    ),
+  );
+  return true;
 }

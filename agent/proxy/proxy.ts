@@ -1,5 +1,5 @@
 /**
- * The node's one shared proxy. The redirector asks it for a server per in-pod listener (ServerFactory); every
+ * The node's one shared proxy. The redirector hands it each in-pod listener (ListenerFactory); every
  * connection any enrolled pod makes or receives then lands in one of the three handlers:
  *   outbound.ts      pod -> anywhere (HBONE for meshed destinations, passthrough otherwise)
  *   hbone-server.ts  mesh peer -> pod (mutual TLS, HTTP/2 CONNECT)
@@ -15,7 +15,9 @@ import { DEFAULT_ROOT_NAMESPACE, peerAuthenticationResolver } from "../kube/peer
 import { ServiceIndex } from "../kube/service-index.js";
 import { type Logger, silentLogger } from "../log.js";
 import { LogThrottle } from "../log-throttle.js";
-import type { EnrollTarget, ListenerKind } from "../redirect/enroller.js";
+import type { MeshDataPath } from "../node/data-path.js";
+import type { EnrollTarget, ListenerKind, ServedListener } from "../redirect/enroller.js";
+import { serveWithNode } from "../redirect/node-listener.js";
 import { PROXY_MARK } from "../redirect/ports.js";
 import type { ProxyContext } from "./context.js";
 import { ProxyError } from "./errors.js";
@@ -38,7 +40,7 @@ export interface ProxyOptions {
   rootNamespace?: string;
 }
 
-export class MeshProxy {
+export class MeshProxy implements MeshDataPath {
   readonly #ctx: ProxyContext;
   #state: ClusterState = emptyClusterState();
   #index: WorkloadIndex;
@@ -102,12 +104,15 @@ export class MeshProxy {
     this.#bundle = parseTrustBundle(pem);
   }
 
-  get pooledSessions(): number {
+  async pooledSessions(): Promise<number> {
     return this.#ctx.pool.size;
   }
 
-  /** For the redirector: the server behind one in-pod listener of an enrolled pod. */
-  readonly serverFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget): net.Server => {
+  /** For the redirector: serves one in-pod listener of an enrolled pod with a Node server. */
+  readonly listenerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget, fd: number): ServedListener =>
+    serveWithNode(this.#server(kind, family, target), fd);
+
+  #server(kind: ListenerKind, family: 4 | 6, target: EnrollTarget): net.Server {
     const workload = workloadOf(target.pod, this.#ctx.trustDomain);
     if (!workload) throw new ProxyError("no_identity", `${target.pod.namespace}/${target.pod.name}: invalid identity`);
     const self: LocalWorkload = { ...workload, netns: target.netns };
@@ -121,10 +126,10 @@ export class MeshProxy {
     } else if (kind === "inbound")
       server.on("connection", (s) => handleInboundPlaintext(this.#ctx, self, family, s, log));
     return server;
-  };
+  }
 
   /** Stop: every HBONE session, pooled or accepted, is torn down and its streams reset. */
-  close(): void {
+  async close(): Promise<void> {
     this.#ctx.pool.closeAll();
     for (const session of this.#ctx.sessions) session.destroy();
   }

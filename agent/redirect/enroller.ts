@@ -4,10 +4,10 @@
  * something is listening. If the agent dies, the rules stay and the listeners die with it, so the pod's TCP is
  * refused (fail closed) until an agent enrolls it again and replaces the table in one transaction.
  */
-import { isIPv4, type Server } from "node:net";
+import { isIPv4 } from "node:net";
 import { NftablesError } from "../../native-bindings/errors.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
-import { closeFdQuietly, LISTEN_BACKLOG, openListenerFd } from "../../native-bindings/sockets.js";
+import { closeFdQuietly, openListenerFd } from "../../native-bindings/sockets.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
 import { type HeldNetnsRef, inPodNetns, inPodNetnsFd } from "../pod-netns.js";
@@ -30,11 +30,24 @@ export interface EnrollTarget {
   netns: HeldNetnsRef;
 }
 
-/** Makes the server that will serve one in-pod listener; the proxy decides what a connection means. */
-export type ServerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget) => Server;
+/** One in-pod listener as the proxy serves it. */
+export interface ServedListener {
+  /** Accepting connections now (false once closed). */
+  readonly listening: boolean;
+  /** `ip:port` it listens on (inside the pod's namespace), or undefined once closed. */
+  address(): string | undefined;
+  /** Stop accepting and close the listening socket (connections already accepted go on). Idempotent. */
+  close(): void;
+}
+
+/**
+ * Serves one in-pod listener: `fd` is a listening socket opened in the pod's namespace, the proxy's from this call
+ * on (it closes it on close()); the proxy decides what a connection means.
+ */
+export type ListenerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget, fd: number) => ServedListener;
 
 export interface EnrolledPod extends EnrollTarget {
-  listeners: Array<{ kind: ListenerKind; family: 4 | 6; server: Server }>;
+  listeners: Array<{ kind: ListenerKind; family: 4 | 6; served: ServedListener }>;
 }
 
 interface ListenerSpec {
@@ -98,7 +111,7 @@ export class Redirector {
    * Enroll (or re-enroll) a pod. Re-enrolling replaces the listeners and the table; there is no moment where the
    * pod's traffic can bypass the proxy, only one where it may be refused.
    */
-  enroll(target: EnrollTarget, factory: ServerFactory): EnrolledPod {
+  enroll(target: EnrollTarget, factory: ListenerFactory): EnrolledPod {
     const { pod, netns } = target;
     const key = objectKey(pod);
     if (pod.ips.length === 0) throw new EnrollmentError("no_ips", key, "pod has no IPs; nothing to redirect");
@@ -115,11 +128,11 @@ export class Redirector {
     if (skipped.length > 0) {
       this.#log.debug({ pod: key, skipped }, "unlisted address family unavailable in the pod; its traffic is refused");
     }
-    const listeners = opened.map(({ spec, fd }) => {
-      const server = factory(spec.kind, spec.family, target);
-      server.listen({ fd }, LISTEN_BACKLOG);
-      return { kind: spec.kind, family: spec.family, server };
-    });
+    const listeners = opened.map(({ spec, fd }) => ({
+      kind: spec.kind,
+      family: spec.family,
+      served: factory(spec.kind, spec.family, target, fd),
+    }));
     const enrolled = { pod, netns, listeners };
     this.#pods.set(key, enrolled);
     this.#syncHostRules();
@@ -141,7 +154,7 @@ export class Redirector {
         cause,
       });
     } finally {
-      for (const { server } of enrolled.listeners) server.close();
+      for (const { served } of enrolled.listeners) served.close();
       this.#syncHostRules();
     }
   }
@@ -162,7 +175,7 @@ export class Redirector {
   }
 
   #closeListeners(key: string): void {
-    for (const { server } of this.#pods.get(key)?.listeners ?? []) server.close();
+    for (const { served } of this.#pods.get(key)?.listeners ?? []) served.close();
   }
 
   #syncHostRules(): void {

@@ -12,7 +12,8 @@ import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { objectKey } from "../../agent/kube/records.js";
 import { NetnsRegistry } from "../../agent/netns/netns-registry.js";
-import { type EnrollTarget, Redirector } from "../../agent/redirect/enroller.js";
+import { type EnrollTarget, type ListenerFactory, Redirector } from "../../agent/redirect/enroller.js";
+import { serveWithNode } from "../../agent/redirect/node-listener.js";
 import { buildRedirectRules, buildRemoveRules } from "../../agent/redirect/rules.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import { inNetnsFd } from "../../native-bindings/netns.js";
@@ -66,7 +67,11 @@ export async function runEnrollBench(): Promise<string> {
       if (!found.ok) throw found.error;
       return { pod, netns: found.netns };
     });
-    const factory = () => createServer((s) => s.destroy());
+    const factory: ListenerFactory = (_kind, _family, _target, fd) =>
+      serveWithNode(
+        createServer((s) => s.destroy()),
+        fd,
+      );
     const rows: Array<{ label: string; s: Stats; note?: string }> = [];
 
     // Warm-up (koffi symbol binding, JIT, first libnftables context), then back to a pod without the table.

@@ -29,5 +29,5 @@ test("meshed pods talk over HBONE, same node and across nodes; non-meshed pods p
   t.is(await request(b.netnsPath, a.ipv4, 8080), `a saw ${a.ipv4}`, "b -> a across nodes");
   t.is(await request(a.netnsPath, c.ipv4, 8080), `c saw ${a.ipv4}`, "a -> c (not meshed) passes through from a's IP");
   t.is(await request(c.netnsPath, a.ipv4, 8080), `a saw ${a.ipv4}`, "c -> a plaintext under PERMISSIVE");
-  t.is(mesh.agents[0]?.proxy.pooledSessions, 1);
+  t.is(await mesh.agents[0]?.proxy.pooledSessions(), 1);
 });

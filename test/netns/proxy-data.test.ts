@@ -36,7 +36,7 @@ test("bytes arrive intact both ways over HBONE, same node and across nodes (1 B,
       t.pass(`${name}: ${size} bytes each way`);
     }
   }
-  t.is(mesh.agents[0]?.proxy.pooledSessions, 2, "one pooled HBONE session per destination");
+  t.is(await mesh.agents[0]?.proxy.pooledSessions(), 2, "one pooled HBONE session per destination");
 });
 
 test("1000 concurrent connections through one agent pair all complete", async (t) => {

@@ -39,7 +39,7 @@ async function setup(t: ExecutionContext, tuning: Partial<HboneTuning> = {}) {
 test("a pooled session is not reused once the index expects another identity at its IP", async (t) => {
   const { state, n1, client, get } = await setup(t);
   t.is(await get(), "hello from b");
-  t.is(n1.proxy.pooledSessions, 1);
+  t.is(await n1.proxy.pooledSessions(), 1);
 
   // b's IP now belongs (as n1 sees it) to a workload running as sa-other; b's agent still holds sa-b.
   const moved = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-other" }));
@@ -59,7 +59,7 @@ test("a pooled session is not reused once the index expects another identity at 
 test("a pooled session without streams is closed after the idle time; the next connection opens a new one", async (t) => {
   const { n1, client, get } = await setup(t, { poolIdleMs: 300 });
   t.is(await get(), "hello from b");
-  await waitFor("the idle session to close", async () => n1.proxy.pooledSessions === 0, 15_000);
+  await waitFor("the idle session to close", async () => (await n1.proxy.pooledSessions()) === 0, 15_000);
   t.is(await get(), "hello from b");
   t.is(client.events.handshakes.filter((h) => h.role === "client" && h.result === "ok").length, 2);
 });
@@ -67,16 +67,16 @@ test("a pooled session without streams is closed after the idle time; the next c
 test("a pod leaving the mesh closes the sessions it opened", async (t) => {
   const { state, n1, get } = await setup(t);
   t.is(await get(), "hello from b");
-  t.is(n1.proxy.pooledSessions, 1);
+  t.is(await n1.proxy.pooledSessions(), 1);
   n1.agent.apply(withPod(state, "default/a", (p) => ({ ...p, labels: {} })));
   t.is(n1.redirector.enrolled().length, 0);
-  await waitFor("a's sessions to close", async () => n1.proxy.pooledSessions === 0, 15_000);
+  await waitFor("a's sessions to close", async () => (await n1.proxy.pooledSessions()) === 0, 15_000);
 });
 
 test("a peer that goes silent is noticed: its session is dropped, new connections fail fast, then recover", async (t) => {
   const { b, n1, get } = await setup(t, { peerTimeoutMs: 1500, handshakeTimeoutMs: 1500 });
   t.is(await get(), "hello from b");
-  t.is(n1.proxy.pooledSessions, 1);
+  t.is(await n1.proxy.pooledSessions(), 1);
 
   // Drop what reaches b's HBONE port inside b's namespace: the session's peer simply stops answering.
   const table = { family: "inet", name: "blackhole" };
@@ -107,7 +107,7 @@ test("a peer that goes silent is noticed: its session is dropped, new connection
     if (!restored) restore();
   });
   const dropped = Date.now();
-  await waitFor("keepalive to drop the silent session", async () => n1.proxy.pooledSessions === 0, 15_000);
+  await waitFor("keepalive to drop the silent session", async () => (await n1.proxy.pooledSessions()) === 0, 15_000);
   t.log(`session dropped ${Date.now() - dropped} ms after the peer went silent`);
 
   // A new connection meets a peer that never answers its SYN: refused once the connect timeout passes.

@@ -1,8 +1,14 @@
 import { closeSync, openSync } from "node:fs";
 import net from "node:net";
 import test from "ava";
-import { type EnrollTarget, type ListenerKind, Redirector } from "../../agent/redirect/enroller.js";
+import {
+  type EnrollTarget,
+  type ListenerFactory,
+  type ListenerKind,
+  Redirector,
+} from "../../agent/redirect/enroller.js";
 import { EnrollmentError } from "../../agent/redirect/errors.js";
+import { serveWithNode } from "../../agent/redirect/node-listener.js";
 import { LISTEN_BACKLOG, originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import { clusterFor, enrollTarget } from "./support/cluster.js";
 import { ruleCount, tableExists } from "./support/nft.js";
@@ -11,13 +17,16 @@ import { answerIn, closeServer, request } from "./support/sockets.js";
 const meshed = { "ambit.dev/mesh": "enabled" };
 
 /** Listeners that answer with what they are and where the connection was going. */
-function reportingFactory(kind: ListenerKind, family: 4 | 6, { pod }: EnrollTarget): net.Server {
+function reportingServer(kind: ListenerKind, family: 4 | 6, { pod }: EnrollTarget): net.Server {
   return net.createServer({ allowHalfOpen: true }, (s) => {
     s.on("error", () => {});
     const dst = originalDestination(socketFd(s) as number, family);
     s.end(JSON.stringify({ kind, pod: pod.name, dst: `${dst.address}:${dst.port}`, src: s.remoteAddress }));
   });
 }
+
+const reportingFactory: ListenerFactory = (kind, family, target, fd) =>
+  serveWithNode(reportingServer(kind, family, target), fd);
 
 test("outbound TCP from an enrolled pod reaches the agent's listener with its original destination (IPv4, IPv6)", async (t) => {
   const cluster = await clusterFor(t, {

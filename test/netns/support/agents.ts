@@ -6,6 +6,7 @@ import { silentLogger } from "../../../agent/log.js";
 import type { AgentConfig } from "../../../agent/node/config.js";
 import { type AgentHooks, type RunningAgent, startAgent } from "../../../agent/node/run-agent.js";
 import type { NamespaceSpec, SimCluster } from "../../../agent/sim/index.js";
+import { testDataplaneConfig } from "./data-path.js";
 
 export interface TestMesh {
   dir: string;
@@ -52,6 +53,7 @@ export async function meshFor(
       adminAddress: "127.0.0.1:0",
       readyAddress: "127.0.0.1:0",
       logLevel: "silent",
+      ...testDataplaneConfig,
     };
     agents.push(await startAgent(config, silentLogger, options.hooks?.(node.name) ?? {}));
   }

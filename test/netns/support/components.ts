@@ -11,15 +11,16 @@ import type { ClusterState } from "../../../agent/kube/cluster-state.js";
 import { objectKey } from "../../../agent/kube/records.js";
 import { type Logger, silentLogger } from "../../../agent/log.js";
 import { NetnsRegistry } from "../../../agent/netns/netns-registry.js";
+import type { MeshDataPath } from "../../../agent/node/data-path.js";
 import { NodeAgent } from "../../../agent/node/node-agent.js";
 import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
-import { MeshProxy } from "../../../agent/proxy/proxy.js";
 import type { HboneTuning } from "../../../agent/proxy/tuning.js";
 import { Redirector } from "../../../agent/redirect/enroller.js";
+import { testDataPath } from "./data-path.js";
 
 export interface TestNode {
   agent: NodeAgent;
-  proxy: MeshProxy;
+  proxy: MeshDataPath;
   certs: CertManager;
   redirector: Redirector;
 }
@@ -37,7 +38,7 @@ export async function nodeFor(
 ): Promise<TestNode> {
   const logger = options.logger ?? silentLogger;
   const certs = new CertManager({ source: new EmbeddedCertificateSource(options.ca) });
-  const proxy = new MeshProxy({
+  const proxy = await testDataPath({
     trustDomain: options.ca.trustDomain,
     certs,
     observer: options.observer ?? nullObserver,
@@ -56,9 +57,9 @@ export async function nodeFor(
     netnsPaths: true,
     logger,
   });
-  t.teardown(() => {
+  t.teardown(async () => {
     for (const e of redirector.enrolled()) redirector.unenroll(objectKey(e.pod));
-    agent.stop();
+    await agent.stop();
   });
   agent.apply(options.state);
   await agent.settled();

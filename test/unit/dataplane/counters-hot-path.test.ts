@@ -42,7 +42,7 @@ test.serial(
     const before = fdBaseline();
     const echo = await backend((socket) => socket.pipe(socket));
     const shared = new SharedCounters(1);
-    const workerData: WorkerData = { counters: shared.rowRef(0) };
+    const workerData: WorkerData = { counters: shared.rowRef(0), row: 0, rows: 1 };
     // The worker itself, not DataplaneWorker: every message it posts is seen here, whatever it is.
     const worker = new Worker(new URL("../../../agent/dataplane/worker.js", import.meta.url), { workerData });
     const exited = once(worker, "exit");

@@ -1,0 +1,97 @@
+/**
+ * How a worker reports what it sees without a message per connection: events (handshakes, connections opened,
+ * closed, refused, log lines) queue in the worker and go to the main thread as one message per EVENT_FLUSH_MS, or
+ * sooner once EVENT_BATCH_MAX are queued. The main thread replays them into the same observers the Node path
+ * feeds (metrics, access log, connection table) and its own logger, in the order each worker saw them.
+ */
+import pino from "pino";
+import type { Logger } from "../log.js";
+import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import type { WorkerEvent, WorkerEvents } from "./worker-protocol.js";
+
+/** A finished connection shows in the access log and istio_tcp_* at most this late. */
+export const EVENT_FLUSH_MS = 50;
+export const EVENT_BATCH_MAX = 512;
+
+export class WorkerEventBatch implements ProxyObserver {
+  readonly #post: (message: WorkerEvents) => void;
+  #events: WorkerEvent[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(post: (message: WorkerEvents) => void) {
+    this.#post = post;
+  }
+
+  handshake(role: HandshakeRole, result: string, seconds: number): void {
+    this.#push({ e: "handshake", role, result, seconds });
+  }
+
+  connectionOpened(info: ConnectionInfo): void {
+    this.#push({ e: "opened", info });
+  }
+
+  connectionClosed(info: ConnectionInfo, end: ConnectionEnd): void {
+    this.#push({ e: "closed", info, end });
+  }
+
+  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void {
+    this.#push({ e: "refused", pod, direction, reason });
+  }
+
+  /** A logger whose lines travel with the events (pino JSON, re-logged by the main thread's logger). */
+  logger(level: string): Logger {
+    return pino({ level, base: null, timestamp: false }, { write: (line: string) => this.#push({ e: "log", line }) });
+  }
+
+  /** Sends what is queued now (the worker is stopping, or a test wants it). */
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#events.length === 0) return;
+    const events = this.#events;
+    this.#events = [];
+    this.#post({ type: "events", events });
+  }
+
+  #push(event: WorkerEvent): void {
+    this.#events.push(event);
+    if (this.#events.length >= EVENT_BATCH_MAX) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), EVENT_FLUSH_MS);
+  }
+}
+
+/** The main thread's side: each event to the observer, each log line to `log` at its level. */
+export function replayEvents(events: WorkerEvent[], observer: ProxyObserver, log: Logger): void {
+  for (const ev of events) {
+    switch (ev.e) {
+      case "handshake":
+        observer.handshake(ev.role, ev.result, ev.seconds);
+        break;
+      case "opened":
+        observer.connectionOpened(ev.info);
+        break;
+      case "closed":
+        observer.connectionClosed(ev.info, ev.end);
+        break;
+      case "refused":
+        observer.connectionRefused(ev.pod, ev.direction, ev.reason);
+        break;
+      case "log":
+        relog(ev.line, log);
+        break;
+    }
+  }
+}
+
+function relog(line: string, log: Logger): void {
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return;
+  }
+  const { level, msg, ...fields } = parsed;
+  const label = pino.levels.labels[Number(level)] ?? "info";
+  const write = (log as unknown as Record<string, (obj: object, msg: string) => void>)[label];
+  write?.call(log, fields, String(msg ?? ""));
+}

@@ -1,0 +1,56 @@
+/**
+ * A pod's plaintext inbound listener (15006) on a worker: TCP that reached the pod without HBONE. STRICT refuses
+ * it (reset, counted); PERMISSIVE and DISABLE deliver it to the app at its original destination port.
+ */
+import type { Logger } from "../log.js";
+import type { ConnectionInfo } from "../proxy/observer.js";
+import type { LocalWorkload } from "../proxy/workload-index.js";
+import type { DataplaneContext } from "./context.js";
+import { peerAddress, resetFd } from "./fd.js";
+import { destinationOfFd } from "./outbound.js";
+import { passThrough } from "./pass-through.js";
+import type { TcpRelay } from "./tcp-relay.js";
+
+export function handleInboundPlaintext(
+  ctx: DataplaneContext,
+  relay: TcpRelay,
+  self: LocalWorkload,
+  family: 4 | 6,
+  fd: number,
+  log: Logger,
+): void {
+  const peer = peerAddress(fd);
+  const dst = destinationOfFd(ctx, self, fd, family, "inbound", peer, log);
+  if (!dst) return;
+  // Per port: a workload PeerAuthentication's portLevelMtls may set another mode for this one.
+  if (ctx.peerAuthentication(self, dst.port) === "STRICT") {
+    ctx.observer.connectionRefused(self.key, "inbound", "plaintext_strict");
+    ctx.throttle.hit(`${self.key}|plaintext_strict`, (suppressed) =>
+      log.info({ peer, port: dst.port, suppressed }, "plaintext connection refused (PeerAuthentication STRICT); reset"),
+    );
+    resetFd(fd);
+    return;
+  }
+  const source = ctx.index().lookup(peer);
+  const info: ConnectionInfo = {
+    id: ctx.nextId(),
+    reporter: "destination",
+    source: {
+      workload: source?.workload ?? "unknown",
+      namespace: source?.pod.namespace ?? "unknown",
+      principal: "",
+      ip: peer,
+    },
+    destination: {
+      workload: self.workload,
+      namespace: self.pod.namespace,
+      principal: self.spiffe,
+      ip: dst.address,
+      port: dst.port,
+    },
+    tls: false,
+    pod: self.key,
+    startedAt: Date.now(),
+  };
+  passThrough(relay, ctx, self, "inbound", fd, dst, info);
+}

@@ -1,0 +1,230 @@
+/**
+ * The data plane's main-thread side (data path v2): N worker threads serve every enrolled pod's listeners, each
+ * with its own epoll loop (worker.ts, mesh-worker.ts), and this class keeps them told: the cluster's state as it
+ * changes, each pod as it is enrolled (its record, a descriptor of its network namespace, its listening sockets),
+ * and the current certificate of each identity the node's pods hold. Workers report back in batches (event-batch.ts),
+ * replayed here into the same observers the Node-sockets proxy feeds, and count into shared counters.
+ *
+ * Descriptors: the listening sockets and a duplicate of each pod's namespace descriptor are this class's; a worker
+ * only uses them until it answered the message that takes them away (unlisten, pod_gone), and only then are they
+ * closed, so no worker can ever use a number the process has since given to another file.
+ */
+import { closeFd, dupFd, getsockname } from "../../native-bindings/io.js";
+import { decodeSockaddr } from "../../native-bindings/sockaddr.js";
+import type { CertificateMaterial } from "../identity/cert-manager.js";
+import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
+import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
+import { DEFAULT_ROOT_NAMESPACE } from "../kube/peer-authentication.js";
+import { objectKey } from "../kube/records.js";
+import { type Logger, silentLogger } from "../log.js";
+import type { MeshDataPath } from "../node/data-path.js";
+import { EXIT_NETNS_LOST } from "../pod-netns.js";
+import { ProxyError } from "../proxy/errors.js";
+import { nullObserver, type ProxyObserver } from "../proxy/observer.js";
+import { DEFAULT_TUNING, type HboneTuning } from "../proxy/tuning.js";
+import { workloadOf } from "../proxy/workload-index.js";
+import type { EnrollTarget, ListenerKind, ServedListener } from "../redirect/enroller.js";
+import { PROXY_MARK } from "../redirect/ports.js";
+import { replayEvents } from "./event-batch.js";
+import { DataplaneWorkerPool } from "./worker-pool.js";
+import type { StateChanges } from "./worker-protocol.js";
+
+/** What the data plane needs of the certificate manager. */
+export interface IdentityMaterials {
+  material(id: SpiffeId): CertificateMaterial | undefined;
+  on(event: "issued" | "rotated" | "expired", listener: () => void): unknown;
+}
+
+export interface MeshDataplaneOptions {
+  trustDomain: string;
+  certs: IdentityMaterials;
+  /** Worker threads (default 1; the agent passes --workers, or the CPUs it may use). */
+  workers?: number;
+  observer?: ProxyObserver;
+  logger?: Logger;
+  tuning?: Partial<HboneTuning>;
+  mark?: number;
+  rootNamespace?: string;
+}
+
+interface PodEntry {
+  netnsFd: number;
+  id: SpiffeId;
+  /** Listeners of this enrollment not closed yet; the last one's close tells the workers the pod is gone. */
+  open: number;
+}
+
+const STATE_KEYS = [
+  "namespaces",
+  "pods",
+  "nodePods",
+  "services",
+  "endpointSlices",
+  "peerAuthentications",
+  "authorizationPolicies",
+] as const;
+
+export class MeshDataplane implements MeshDataPath {
+  readonly #pool: DataplaneWorkerPool;
+  readonly #log: Logger;
+  readonly #certs: IdentityMaterials;
+  readonly #trustDomain: string;
+  readonly #pods = new Map<string, PodEntry>();
+  /** Serial each worker was last sent per identity (null: told it has none). */
+  readonly #sent = new Map<string, string | null>();
+  #state: ClusterState = emptyClusterState();
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: MeshDataplaneOptions) {
+    const observer = opts.observer ?? nullObserver;
+    this.#log = opts.logger ?? silentLogger;
+    this.#certs = opts.certs;
+    this.#trustDomain = opts.trustDomain;
+    this.#pool = new DataplaneWorkerPool(opts.workers ?? 1, {
+      onEvents: (events) => replayEvents(events, observer, this.#log),
+      onUnexpectedExit: (code) => this.#workerLost(code),
+    });
+    this.#send({
+      type: "mesh",
+      settings: {
+        trustDomain: opts.trustDomain,
+        rootNamespace: opts.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
+        mark: opts.mark ?? PROXY_MARK,
+        tuning: { ...DEFAULT_TUNING, ...opts.tuning },
+        logLevel: this.#log.level,
+      },
+    });
+    const sync = () => this.#syncIdentities();
+    opts.certs.on("issued", sync);
+    opts.certs.on("rotated", sync);
+    opts.certs.on("expired", sync);
+  }
+
+  /** The workers' shared counters (AgentMetrics.watchDataplane exports them). */
+  get counters() {
+    return this.#pool.counters;
+  }
+
+  setState(state: ClusterState): void {
+    const changes: Record<string, unknown> = {};
+    let changed = false;
+    for (const key of STATE_KEYS) {
+      if (state[key] === this.#state[key]) continue;
+      changes[key] = state[key];
+      changed = true;
+    }
+    this.#state = state;
+    if (changed) this.#send({ type: "state", changes: changes as StateChanges });
+  }
+
+  /** Peers are checked against the bundle each certificate arrives with; this one adds nothing workers use. */
+  setTrustBundle(_pem: string): void {}
+
+  async pooledSessions(): Promise<number> {
+    const stats = await this.#pool.stats();
+    return stats.reduce((sum, s) => sum + s.pooledSessions, 0);
+  }
+
+  readonly listenerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget, fd: number): ServedListener => {
+    const key = objectKey(target.pod);
+    let entry = this.#pods.get(key);
+    if (!entry) {
+      const workload = workloadOf(target.pod, this.#trustDomain);
+      if (!workload) {
+        closeFd(fd);
+        throw new ProxyError("no_identity", `${key}: invalid identity`);
+      }
+      entry = { netnsFd: dupFd(target.netns.fd), id: workload.id, open: 0 };
+      this.#pods.set(key, entry);
+      this.#send({
+        type: "pod",
+        key,
+        pod: target.pod,
+        netnsFd: entry.netnsFd,
+        netnsDescription: target.netns.description,
+      });
+      this.#syncIdentities();
+    }
+    const pod = entry;
+    pod.open++;
+    this.#send({ type: "listen", key, kind, family, fd });
+    let open = true;
+    return {
+      get listening() {
+        return open;
+      },
+      address: () => {
+        if (!open) return undefined;
+        const a = decodeSockaddr(getsockname(fd));
+        return `${a.address}:${a.port}`;
+      },
+      close: () => {
+        if (!open) return;
+        open = false;
+        void this.#broadcast({ type: "unlisten", key, fd }).finally(() => closeFd(fd));
+        if (--pod.open > 0) return;
+        if (this.#pods.get(key) === pod) this.#pods.delete(key);
+        void this.#broadcast({ type: "pod_gone", key }).finally(() => closeFd(pod.netnsFd));
+        this.#syncIdentities();
+      },
+    };
+  };
+
+  /** Stops every worker (listeners, sessions and connections torn down), then closes the descriptors. */
+  close(): Promise<void> {
+    this.#closing ??= this.#pool.stop().then(() => {
+      for (const entry of this.#pods.values()) closeFd(entry.netnsFd);
+      this.#pods.clear();
+    });
+    return this.#closing;
+  }
+
+  /** Tells the workers each identity's current certificate, or that it has none, when that changed. */
+  #syncIdentities(): void {
+    const wanted = new Map<string, SpiffeId>();
+    for (const entry of this.#pods.values()) wanted.set(formatSpiffeId(entry.id), entry.id);
+    for (const [spiffe, id] of wanted) {
+      const material = this.#certs.material(id);
+      const serial = material?.serial ?? null;
+      if (this.#sent.get(spiffe) === serial && this.#sent.has(spiffe)) continue;
+      this.#sent.set(spiffe, serial);
+      this.#send({
+        type: "identity",
+        spiffe,
+        material: material ? { ...material, notAfter: material.notAfter.getTime() } : null,
+      });
+    }
+    for (const spiffe of [...this.#sent.keys()]) {
+      if (wanted.has(spiffe)) continue;
+      this.#sent.delete(spiffe);
+      this.#send({ type: "identity", spiffe, material: null });
+    }
+  }
+
+  #send(command: Parameters<DataplaneWorkerPool["broadcast"]>[0]): void {
+    void this.#broadcast(command);
+  }
+
+  #broadcast(command: Parameters<DataplaneWorkerPool["broadcast"]>[0]): Promise<void> {
+    if (this.#closing) return Promise.resolve();
+    return this.#pool.broadcast(command).catch((err: unknown) => {
+      if (this.#closing) return;
+      this.#log.error(
+        { err, command: command.type },
+        "a data-plane worker refused a control message; its pods' traffic may be refused",
+      );
+    });
+  }
+
+  /**
+   * A worker that ends unasked took its share of every pod's connections with it. One that could not return to its
+   * own network namespace must take the process down (pod-netns.ts): anything it would open next could be in a pod's.
+   */
+  #workerLost(code: number): void {
+    this.#log.fatal(
+      { exitCode: code },
+      "a data-plane worker thread ended unexpectedly; exiting so the restarted agent serves every pod again (their traffic is refused meanwhile)",
+    );
+    process.exit(code === EXIT_NETNS_LOST ? EXIT_NETNS_LOST : 1);
+  }
+}

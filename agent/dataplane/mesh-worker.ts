@@ -1,0 +1,202 @@
+/**
+ * What a data-plane worker holds to serve the mesh: its view of the cluster (sent by the main thread as it
+ * changes), one TLS context per identity of the node's pods, the enrolled pods with their namespace descriptors
+ * and listeners, its HBONE client pool, and the handlers each accepted connection goes to by listener kind:
+ *   outbound.ts       pod -> anywhere (HBONE for meshed destinations, passthrough otherwise)
+ *   inbound-hbone.ts  mesh peer -> pod (mutual TLS, HTTP/2 CONNECT)
+ *   inbound-plain.ts  non-mesh client -> pod (PeerAuthentication decides)
+ */
+import { AmbitError } from "../errors.js";
+import type { SpiffeId } from "../identity/spiffe.js";
+import { formatSpiffeId } from "../identity/spiffe.js";
+import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
+import { peerAuthenticationResolver } from "../kube/peer-authentication.js";
+import { ServiceIndex } from "../kube/service-index.js";
+import type { Logger } from "../log.js";
+import { LogThrottle } from "../log-throttle.js";
+import type { HeldNetnsRef } from "../pod-netns.js";
+import { type LocalWorkload, WorkloadIndex, workloadOf } from "../proxy/workload-index.js";
+import type { ListenerKind } from "../redirect/enroller.js";
+import type { DataplaneContext, SocketFactory } from "./context.js";
+import { WorkerEventBatch } from "./event-batch.js";
+import { HbonePool } from "./hbone-pool.js";
+import { HboneServer } from "./inbound-hbone.js";
+import { handleInboundPlaintext } from "./inbound-plain.js";
+import { Listener } from "./listener.js";
+import { handleOutbound } from "./outbound.js";
+import { dialFromPod, startConnect } from "./pod-socket.js";
+import type { Reactor } from "./reactor.js";
+import type { WorkerCounters } from "./shared-counters.js";
+import { TcpRelay } from "./tcp-relay.js";
+import { TlsContext } from "./tls/context.js";
+import type { IdentityMaterial, MeshSettings, StateChanges, WorkerEvents } from "./worker-protocol.js";
+
+interface ServedPod {
+  self: LocalWorkload;
+  log: Logger;
+  listeners: Map<number, Listener>;
+  hbone: HboneServer;
+}
+
+interface Identity {
+  context: TlsContext;
+  serial: string;
+  notAfter: number;
+}
+
+export class MeshWorker {
+  readonly events: WorkerEventBatch;
+  readonly #ctx: DataplaneContext;
+  readonly #settings: MeshSettings;
+  readonly #pool: HbonePool;
+  readonly #relay: TcpRelay;
+  readonly #pods = new Map<string, ServedPod>();
+  readonly #identities = new Map<string, Identity>();
+  #state: ClusterState = emptyClusterState();
+  #index: WorkloadIndex;
+  #services: ServiceIndex;
+
+  constructor(
+    reactor: Reactor,
+    counters: WorkerCounters,
+    settings: MeshSettings,
+    ids: { row: number; rows: number },
+    post: (message: WorkerEvents) => void,
+    sockets?: SocketFactory,
+  ) {
+    this.#settings = settings;
+    this.events = new WorkerEventBatch(post);
+    const log = this.events.logger(settings.logLevel);
+    this.#index = new WorkloadIndex(this.#state, settings.trustDomain);
+    this.#services = ServiceIndex.of(this.#state);
+    let next = 0;
+    this.#ctx = {
+      reactor,
+      counters,
+      log,
+      throttle: new LogThrottle(),
+      trustDomain: settings.trustDomain,
+      tuning: settings.tuning,
+      observer: this.events,
+      sockets: sockets ?? podSockets(settings, log),
+      index: () => this.#index,
+      services: () => this.#services,
+      peerAuthentication: (self, port) => {
+        // The pod's labels as the cluster says now (they may have changed since it was enrolled).
+        const current = this.#state.nodePods?.get(self.key) ?? this.#state.pods.get(self.key) ?? self.pod;
+        return peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(current, port);
+      },
+      tlsContext: (id) => this.#context(id),
+      nextId: () => ++next * ids.rows + ids.row,
+    };
+    this.#pool = new HbonePool(this.#ctx);
+    this.#relay = new TcpRelay(reactor, { connectTimeoutMs: settings.tuning.handshakeTimeoutMs, counters });
+  }
+
+  get pooledSessions(): number {
+    return this.#pool.size;
+  }
+
+  get live(): number {
+    return this.#relay.live;
+  }
+
+  applyState(changes: StateChanges): void {
+    const previous = this.#state;
+    this.#state = { ...previous, ...changes };
+    if (changes.pods || changes.namespaces) this.#index = new WorkloadIndex(this.#state, this.#settings.trustDomain);
+    if (changes.services || changes.endpointSlices) this.#services = ServiceIndex.of(this.#state);
+  }
+
+  /** A new certificate for `spiffe` (or none: it lapsed or its last pod left). Connections keep the one they began with. */
+  setIdentity(spiffe: string, material: IdentityMaterial | null): void {
+    const previous = this.#identities.get(spiffe);
+    if (material && previous?.serial === material.serial) return;
+    if (material) {
+      const context = TlsContext.create({
+        chainPem: material.chainPem,
+        keyPem: material.keyPem,
+        bundlePem: material.bundlePem,
+        trustDomain: this.#settings.trustDomain,
+      });
+      this.#identities.set(spiffe, { context, serial: material.serial, notAfter: material.notAfter });
+    } else {
+      this.#identities.delete(spiffe);
+    }
+    previous?.context.dispose();
+  }
+
+  addPod(key: string, pod: LocalWorkload["pod"], netns: HeldNetnsRef): void {
+    if (this.#pods.has(key)) throw new AmbitError("worker_pod_exists", `${key} is already served by this worker`);
+    const workload = workloadOf(pod, this.#settings.trustDomain);
+    if (!workload) throw new AmbitError("no_identity", `${key}: invalid identity`);
+    const self: LocalWorkload = { ...workload, netns };
+    const log = this.#ctx.log.child({ pod: key });
+    this.#pods.set(key, { self, log, listeners: new Map(), hbone: new HboneServer(this.#ctx, self) });
+  }
+
+  listen(key: string, kind: ListenerKind, family: 4 | 6, fd: number): void {
+    const served = this.#served(key);
+    const log = served.log.child({ listener: kind });
+    const deps = { ctx: this.#ctx, pool: this.#pool, relay: this.#relay };
+    const onAccept =
+      kind === "outbound"
+        ? (client: number) => handleOutbound(deps, served.self, family, client, log)
+        : kind === "inbound"
+          ? (client: number) => handleInboundPlaintext(this.#ctx, this.#relay, served.self, family, client, log)
+          : (client: number) => served.hbone.accept(client);
+    served.listeners.set(fd, new Listener(this.#ctx.reactor, fd, this.#ctx.counters, onAccept, { shared: true }));
+  }
+
+  unlisten(key: string, fd: number): void {
+    const served = this.#pods.get(key);
+    served?.listeners.get(fd)?.close();
+    served?.listeners.delete(fd);
+  }
+
+  /** The pod left the mesh: the sessions it opened and accepted finish their streams and close. */
+  removePod(key: string): void {
+    const served = this.#pods.get(key);
+    if (!served) return;
+    for (const listener of served.listeners.values()) listener.close();
+    served.hbone.close();
+    this.#pool.closeSource(key);
+    this.#pods.delete(key);
+  }
+
+  /** The worker is stopping: every listener, session and connection is torn down now. */
+  close(): void {
+    for (const served of this.#pods.values()) {
+      for (const listener of served.listeners.values()) listener.close();
+      served.hbone.destroy();
+    }
+    this.#pods.clear();
+    this.#pool.closeAll();
+    this.#relay.closeAll();
+    for (const identity of this.#identities.values()) identity.context.dispose();
+    this.#identities.clear();
+    this.events.flush();
+  }
+
+  #served(key: string): ServedPod {
+    const served = this.#pods.get(key);
+    if (!served) throw new AmbitError("worker_no_pod", `${key} is not served by this worker`);
+    return served;
+  }
+
+  /** Valid now: checked against the clock, so a certificate past its notAfter is never presented. */
+  #context(id: SpiffeId): TlsContext | undefined {
+    const identity = this.#identities.get(formatSpiffeId(id));
+    return identity && Date.now() < identity.notAfter ? identity.context : undefined;
+  }
+}
+
+/** Production sockets: made in the pod's namespace with the proxy mark, connect started. */
+function podSockets(settings: MeshSettings, log: Logger): SocketFactory {
+  const options = { mark: settings.mark, socketBuffer: settings.tuning.socketBuffer };
+  return (netns, dst) => {
+    const fd = dialFromPod(netns, dst, options, log);
+    const started = startConnect(fd, dst);
+    return { fd, started };
+  };
+}

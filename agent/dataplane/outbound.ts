@@ -1,0 +1,131 @@
+/**
+ * A pod's outbound listener (15001) on a worker: every TCP connection the pod opens arrives here after REDIRECT.
+ * Meshed destinations, direct or behind a Service ClusterIP, go over HBONE with the pod's own certificate
+ * (agent/proxy/outbound-route.ts, shared with the Node path); others pass through unchanged from the pod's
+ * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
+ */
+import { originalDestination } from "../../native-bindings/sockets.js";
+import type { Logger } from "../log.js";
+import { formatBaggage } from "../proxy/authority.js";
+import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
+import { type OriginalDestination, refusedOwnDestination } from "../proxy/original-destination.js";
+import { routeOutbound } from "../proxy/outbound-route.js";
+import type { LocalWorkload } from "../proxy/workload-index.js";
+import type { DataplaneContext } from "./context.js";
+import { peerAddress, resetFd } from "./fd.js";
+import type { HbonePool } from "./hbone-pool.js";
+import { passThrough } from "./pass-through.js";
+import { relayFdStream } from "./stream-relay.js";
+import type { TcpRelay } from "./tcp-relay.js";
+
+export interface OutboundDeps {
+  ctx: DataplaneContext;
+  pool: HbonePool;
+  relay: TcpRelay;
+}
+
+export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 4 | 6, fd: number, log: Logger): void {
+  const { ctx, pool } = deps;
+  const peer = peerAddress(fd);
+  const dst = destinationOfFd(ctx, self, fd, family, "outbound", peer, log);
+  if (!dst) return;
+  const route = routeOutbound(dst, ctx.index(), ctx.services());
+  if (route.kind === "refuse") {
+    ctx.observer.connectionRefused(self.key, "outbound", route.reason);
+    ctx.throttle.hit(`${self.key}|${route.service}|${route.reason}`, (suppressed) =>
+      log.info(
+        { service: route.service, destination: `${dst.address}:${dst.port}`, suppressed },
+        "connection to a Service with no ready endpoint; reset",
+      ),
+    );
+    resetFd(fd);
+    return;
+  }
+  const target = route.kind === "hbone" ? route.target : undefined;
+  const info: ConnectionInfo = {
+    id: ctx.nextId(),
+    reporter: "source",
+    source: { workload: self.workload, namespace: self.pod.namespace, principal: target ? self.spiffe : "", ip: peer },
+    destination: {
+      workload: target?.workload ?? "unknown",
+      namespace: target?.pod.namespace ?? "unknown",
+      principal: target?.spiffe ?? "",
+      ip: route.kind === "hbone" ? route.address : dst.address,
+      port: route.kind === "hbone" ? route.port : dst.port,
+    },
+    tls: target !== undefined,
+    pod: self.key,
+    startedAt: Date.now(),
+  };
+
+  if (route.kind === "passthrough") {
+    passThrough(deps.relay, ctx, self, "outbound", fd, dst, info);
+    return;
+  }
+
+  if (!ctx.tlsContext(self.id)) {
+    log.warn(
+      { destination: route.target.key },
+      "no valid certificate for this pod; meshed connection reset (fail closed)",
+    );
+    ctx.observer.connectionRefused(self.key, "outbound", "no_identity");
+    resetFd(fd);
+    return;
+  }
+  const baggage = formatBaggage({ namespace: self.pod.namespace, workload: self.workload, pod: self.pod.name });
+  pool.open(self, route.target, route.address, route.port, [["baggage", baggage]]).then(
+    (stream) => {
+      ctx.observer.connectionOpened(info);
+      // The app's first bytes go out with the CONNECT, without waiting for the answer; a refusal resets both.
+      const relayed = relayFdStream(
+        ctx.reactor,
+        ctx.counters,
+        fd,
+        stream,
+        reportClose(ctx.observer, info),
+        (headers) => {
+          const status = headers.find(([name]) => name === ":status")?.[1];
+          if (status !== "200") {
+            ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
+            log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
+            relayed.reset();
+          }
+        },
+      );
+    },
+    (err: { code?: string }) => {
+      log.warn({ err, destination: route.target.key }, "HBONE connection failed; app connection reset");
+      ctx.observer.connectionRefused(self.key, "outbound", err.code ?? "hbone_error");
+      resetFd(fd);
+    },
+  );
+}
+
+/**
+ * Where a redirected connection was going before REDIRECT rewrote it (SO_ORIGINAL_DST), or undefined after the
+ * connection was reset and counted: no original destination, or one the proxy must never dial.
+ */
+export function destinationOfFd(
+  ctx: DataplaneContext,
+  self: LocalWorkload,
+  fd: number,
+  family: 4 | 6,
+  direction: "outbound" | "inbound",
+  peer: string,
+  log: Logger,
+): OriginalDestination | undefined {
+  let dst: OriginalDestination;
+  try {
+    dst = originalDestination(fd, family);
+  } catch (err) {
+    log.warn({ err }, `${direction} connection without an original destination; reset`);
+    ctx.observer.connectionRefused(self.key, direction, "no_original_dst");
+    resetFd(fd);
+    return undefined;
+  }
+  if (refusedOwnDestination(ctx, self, dst, direction, peer, log)) {
+    resetFd(fd);
+    return undefined;
+  }
+  return dst;
+}
