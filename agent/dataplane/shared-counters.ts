@@ -42,6 +42,11 @@ export const DATAPLANE_COUNTERS = [
   { name: "backpressured", help: "Writes that took less than was read, so reading that direction paused" },
   { name: "upstream_bytes", help: "Bytes relayed from clients to upstreams (written to the upstream socket)" },
   { name: "downstream_bytes", help: "Bytes relayed from upstreams to clients (written to the client socket)" },
+  { name: "stream_sent_bytes", help: "Bytes relayed from app sockets into HTTP/2 streams (read from the socket)" },
+  {
+    name: "stream_received_bytes",
+    help: "Bytes relayed from HTTP/2 streams to app sockets (written to the socket)",
+  },
 ] as const;
 
 export type CounterName = (typeof DATAPLANE_COUNTERS)[number]["name"];

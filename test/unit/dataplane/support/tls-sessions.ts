@@ -134,10 +134,18 @@ export function echo(stream: H2Stream): void {
   stream.respond(200);
 }
 
-/** Writes `mib` MiB (random bytes stamped with each MiB's index) honouring drain, then ends: the sha256 sent. */
-export function sendMiB(stream: H2Stream, mib: number, chunk: Buffer): { sha256: Promise<string>; drain: () => void } {
+/**
+ * Writes `mib` MiB (random bytes stamped with each MiB's index) honouring drain, then ends: the sha256 sent, and
+ * the bytes handed to the stream so far.
+ */
+export function sendMiB(
+  stream: H2Stream,
+  mib: number,
+  chunk: Buffer,
+): { sha256: Promise<string>; drain: () => void; written: () => number } {
   const hash = createHash("sha256");
   let i = 0;
+  let written = 0;
   let done: (h: string) => void = () => {};
   const sha256 = new Promise<string>((resolve) => {
     done = resolve;
@@ -147,6 +155,7 @@ export function sendMiB(stream: H2Stream, mib: number, chunk: Buffer): { sha256:
       const stamped = Buffer.from(chunk);
       stamped.writeUInt32BE(i++, 0);
       hash.update(stamped);
+      written += stamped.length;
       if (!stream.write(stamped)) return;
     }
     if (i === mib) {
@@ -156,7 +165,7 @@ export function sendMiB(stream: H2Stream, mib: number, chunk: Buffer): { sha256:
     }
   };
   queueMicrotask(pump);
-  return { sha256, drain: pump };
+  return { sha256, drain: pump, written: () => written };
 }
 
 /** Hashes what a stream receives; `result` resolves at its end. */
