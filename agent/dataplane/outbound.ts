@@ -77,21 +77,15 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
     (stream) => {
       ctx.observer.connectionOpened(info);
       // The app's first bytes go out with the CONNECT, without waiting for the answer; a refusal resets both.
-      const relayed = relayFdStream(
-        ctx.reactor,
-        ctx.counters,
-        fd,
-        stream,
-        reportClose(ctx.observer, info),
-        (headers) => {
-          const status = headers.find(([name]) => name === ":status")?.[1];
-          if (status !== "200") {
-            ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
-            log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
-            relayed.reset();
-          }
-        },
-      );
+      relayFdStream(ctx.reactor, ctx.counters, fd, stream, reportClose(ctx.observer, info), (headers) => {
+        const status = headers.find(([name]) => name === ":status")?.[1];
+        if (status !== "200") {
+          ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
+          log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
+          // The relay closes the app's socket with a RST when its stream is reset.
+          stream.reset();
+        }
+      });
     },
     (err: { code?: string }) => {
       log.warn({ err, destination: route.target.key }, "HBONE connection failed; app connection reset");

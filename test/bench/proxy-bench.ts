@@ -393,7 +393,11 @@ export async function runProxyBench(): Promise<string> {
     const agentArgs = (node: string) => [
       ...AGENT_NODE_FLAGS,
       CLI,
-      ...localAgentArgs(node, manifests, join(tmp.dir, "ca")),
+      // The data plane under test: worker threads unless AMBIT_BENCH_DATAPLANE=node asks for the Node-sockets proxy.
+      ...localAgentArgs(node, manifests, join(tmp.dir, "ca"), {
+        dataplane: process.env.AMBIT_BENCH_DATAPLANE === "node" ? "node" : "workers",
+        workers: Number(process.env.AMBIT_BENCH_WORKERS ?? "1"),
+      }),
     ];
     const t0 = Date.now();
     procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));

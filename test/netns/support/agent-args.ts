@@ -1,8 +1,15 @@
+import { TEST_DATAPLANE, TEST_WORKERS } from "./data-path.js";
+
 /**
  * Flags of `ambit agent` for a local agent process in a simulated cluster: embedded CA in a shared directory (start
  * agents one after another: the first creates the root), servers on free loopback ports, quiet logs.
  */
-export function localAgentArgs(node: string, manifests: string, caDir: string): string[] {
+export function localAgentArgs(
+  node: string,
+  manifests: string,
+  caDir: string,
+  dataplane: { dataplane: string; workers: number } = { dataplane: TEST_DATAPLANE, workers: TEST_WORKERS },
+): string[] {
   return [
     "agent",
     "--node",
@@ -19,5 +26,9 @@ export function localAgentArgs(node: string, manifests: string, caDir: string): 
     "127.0.0.1:0",
     "--log-level",
     "warn",
+    "--dataplane",
+    dataplane.dataplane,
+    "--workers",
+    String(dataplane.workers),
   ];
 }
