@@ -15,6 +15,7 @@ import { accept, closeFd, setLingerZero } from "../../../native-bindings/io.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { handlers } from "../../support/h2-handlers.js";
+import { within } from "../../support/within.js";
 import { sid, type Workload } from "../identity/helpers.js";
 import {
   closeOf,
@@ -29,15 +30,6 @@ import {
 import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tls-support.js";
 
 /** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
-
-/** `promise`, or a failure after `ms` (a liveness bound: the bug this guards against never resolves). */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 interface World extends Fixture {
   reactor: Reactor;
