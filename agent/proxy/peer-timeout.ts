@@ -10,7 +10,11 @@ import type { Logger } from "../log.js";
  */
 export function watchPeer(socket: Socket, ms: number, log: Logger): void {
   const fd = socketFd(socket);
-  if (fd === undefined) return;
+  if (fd !== undefined) watchPeerFd(fd, ms, log);
+}
+
+/** watchPeer for a socket held as a bare fd (the data plane's own loop). */
+export function watchPeerFd(fd: number, ms: number, log: Logger): void {
   const step = Math.max(1, Math.round(ms / 3000));
   try {
     setKeepalive(fd, step, step, 3);
