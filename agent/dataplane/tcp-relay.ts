@@ -44,13 +44,26 @@ export interface RelayTarget {
 }
 
 export interface RelayOptions {
-  target: RelayTarget;
+  /** Where relay() connects every client; a relay that is given its upstream sockets (relayTo) needs none. */
+  target?: RelayTarget;
   /** A connect that has not completed by then is abandoned and the client reset. */
   connectTimeoutMs: number;
   /** The worker's counter row (shared with the main thread's metrics); every relay of the worker counts into it. */
   counters: WorkerCounters;
   /** Hears why a connection ended abnormally (connect refused or timed out, no descriptor); counted either way. */
   onError?: (err: AmbitError) => void;
+}
+
+/** How one connection ended, for its access log (relayTo's onDone). */
+export interface ConnectionResult {
+  /** Bytes written to the upstream socket (read from the client). */
+  toUpstream: number;
+  /** Bytes written to the client socket (read from the upstream). */
+  toClient: number;
+  /** Ended by an error or a reset (passed on as a RST to both), not by EOF both ways. */
+  reset: boolean;
+  /** Why, when reset: "connect failed: ECONNREFUSED", "client read failed: ECONNRESET", ... */
+  error?: string;
 }
 
 /** A snapshot of the relay counters of a worker's row (all its relays), for tests and the worker's stats reply. */
@@ -87,15 +100,16 @@ export function relayStats(counters: WorkerCounters): RelayStats {
 }
 
 /**
- * A plaintext TCP relay on a Reactor: each accepted client fd handed to `relay()` is connected to the target and
- * bytes flow both ways with backpressure, half-close and reset propagation.
+ * A plaintext TCP relay on a Reactor: each accepted client fd handed to `relay()` is connected to the target (or
+ * handed with its own upstream socket to `relayTo()`) and bytes flow both ways with backpressure, half-close and
+ * reset propagation.
  */
 export class TcpRelay {
   readonly reactor: Reactor;
   readonly counters: WorkerCounters;
   readonly buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   readonly options: RelayOptions;
-  readonly #targetAddr: Buffer;
+  readonly #targetAddr: Buffer | undefined;
   readonly #family: number;
   readonly #connections = new Set<Connection>();
 
@@ -103,8 +117,9 @@ export class TcpRelay {
     this.reactor = reactor;
     this.options = options;
     this.counters = options.counters;
-    this.#targetAddr = encodeSockaddr(options.target.address, options.target.port);
-    this.#family = familyOf(options.target.address) === 4 ? AF_INET : AF_INET6;
+    const target = options.target;
+    this.#targetAddr = target ? encodeSockaddr(target.address, target.port) : undefined;
+    this.#family = target && familyOf(target.address) === 6 ? AF_INET6 : AF_INET;
   }
 
   /** Connections open now (each holds two fds, one while its client is being refused). */
@@ -117,24 +132,43 @@ export class TcpRelay {
     return relayStats(this.counters);
   }
 
-  /** Takes ownership of `clientFd` (non-blocking) and relays it to the target. */
+  /** Takes ownership of `clientFd` (non-blocking) and relays it to the target of the options. */
   relay(clientFd: number): void {
+    const addr = this.#targetAddr;
+    if (addr === undefined) {
+      resetFd(clientFd);
+      throw new AmbitError("relay_no_target", "relay() on a TcpRelay without a target; use relayTo()");
+    }
     const upstreamFd = tcpSocket(this.#family);
     if (upstreamFd < 0) {
       this.counters.inc(COUNTER.socket_failures);
       resetFd(clientFd);
-      this.#report("relay_socket_failed", "no socket for the upstream side; client reset", -upstreamFd);
+      this.#report(
+        this.options.target,
+        "relay_socket_failed",
+        "no socket for the upstream side; client reset",
+        -upstreamFd,
+      );
       return;
     }
-    const conn = new Connection(this, clientFd, upstreamFd);
-    this.#connections.add(conn);
-    this.counters.inc(COUNTER.connections_opened);
-    conn.start(this.#targetAddr);
+    // Request/response traffic: a small write must leave at once, not wait for an ACK (Nagle).
+    setIntOption(upstreamFd, IPPROTO_TCP, TCP_NODELAY, 1);
+    this.#start(clientFd, upstreamFd, connect(upstreamFd, addr), this.options.target, undefined);
+  }
+
+  /**
+   * Takes ownership of `clientFd` and `upstreamFd` (both non-blocking) and relays one to the other. The caller made
+   * the upstream socket (in a pod's namespace, its options set: dialFromPod) and started its connect: `started` is
+   * connect(2)'s result, 0, -EINPROGRESS or -errno (startConnect in pod-socket.ts); a failed or timed-out connect
+   * resets the client. `onDone` hears once how the connection ended; without it a connection costs no closure.
+   */
+  relayTo(clientFd: number, upstreamFd: number, started: number, onDone?: (result: ConnectionResult) => void): void {
+    this.#start(clientFd, upstreamFd, started, undefined, onDone);
   }
 
   /** Resets every connection (the worker is stopping). */
   closeAll(): void {
-    for (const conn of this.#connections) conn.end(true);
+    for (const conn of this.#connections) conn.end(true, "relay closed");
   }
 
   /** @internal Called once per connection, when it ends. */
@@ -143,15 +177,28 @@ export class TcpRelay {
   }
 
   /** @internal */
-  report(code: string, message: string, errno: number): void {
-    this.#report(code, message, errno);
+  report(target: RelayTarget | undefined, code: string, message: string, errno: number): void {
+    this.#report(target, code, message, errno);
   }
 
-  #report(code: string, message: string, errno: number): void {
-    const where = `${this.options.target.address}:${this.options.target.port}`;
-    this.options.onError?.(
-      new AmbitError(code, `relay to ${where}: ${message}`, { cause: new SyscallError("relay", errno) }),
-    );
+  #start(
+    clientFd: number,
+    upstreamFd: number,
+    started: number,
+    target: RelayTarget | undefined,
+    onDone: ((result: ConnectionResult) => void) | undefined,
+  ): void {
+    const conn = new Connection(this, clientFd, upstreamFd, target, onDone);
+    this.#connections.add(conn);
+    this.counters.inc(COUNTER.connections_opened);
+    conn.start(started);
+  }
+
+  #report(target: RelayTarget | undefined, code: string, message: string, errno: number): void {
+    const onError = this.options.onError;
+    if (!onError) return;
+    const where = target ? ` to ${target.address}:${target.port}` : "";
+    onError(new AmbitError(code, `relay${where}: ${message}`, { cause: new SyscallError("relay", errno) }));
   }
 }
 
@@ -161,6 +208,8 @@ class Side implements EventHandler {
   readonly conn: Connection;
   /** The counter that bytes written to this socket go to (upstream_bytes or downstream_bytes). */
   readonly bytesCounter: number;
+  /** Bytes written to this socket. */
+  bytes = 0;
   peer!: Side;
   token = -1;
   /** The mask epoll has for this fd now. */
@@ -202,24 +251,34 @@ class Connection {
   readonly #relay: TcpRelay;
   readonly #client: Side;
   readonly #upstream: Side;
+  /** relay()'s fixed target, named in error reports; relayTo's callers know their own. */
+  readonly #target: RelayTarget | undefined;
+  readonly #onDone: ((result: ConnectionResult) => void) | undefined;
   #connecting = true;
   #ended = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(relay: TcpRelay, clientFd: number, upstreamFd: number) {
+  constructor(
+    relay: TcpRelay,
+    clientFd: number,
+    upstreamFd: number,
+    target: RelayTarget | undefined,
+    onDone: ((result: ConnectionResult) => void) | undefined,
+  ) {
     this.#relay = relay;
+    this.#target = target;
+    this.#onDone = onDone;
     this.#client = new Side(this, clientFd, COUNTER.downstream_bytes);
     this.#upstream = new Side(this, upstreamFd, COUNTER.upstream_bytes);
     this.#client.peer = this.#upstream;
     this.#upstream.peer = this.#client;
   }
 
-  start(addr: Buffer): void {
+  /** `r`: the upstream connect's result so far (0, -EINPROGRESS or -errno). */
+  start(r: number): void {
     const reactor = this.#relay.reactor;
     // Request/response traffic: a small write must leave at once, not wait for an ACK (Nagle).
     setIntOption(this.#client.fd, IPPROTO_TCP, TCP_NODELAY, 1);
-    setIntOption(this.#upstream.fd, IPPROTO_TCP, TCP_NODELAY, 1);
-    const r = connect(this.#upstream.fd, addr);
     if (r < 0 && r !== -EINPROGRESS) {
       this.#connectFailed(-r);
       return;
@@ -232,7 +291,7 @@ class Connection {
       this.#upstream.mask = r === 0 ? 0 : EPOLLOUT;
       this.#upstream.token = reactor.add(this.#upstream.fd, this.#upstream.mask, this.#upstream);
     } catch (err) {
-      this.end(true);
+      this.end(true, "upstream not watched");
       throw err;
     }
     if (r === 0) this.#connected();
@@ -249,7 +308,7 @@ class Connection {
       return;
     }
     if (events & EPOLLERR) {
-      this.end(true);
+      this.#failed(side, "socket");
       return;
     }
     if (events & EPOLLOUT) {
@@ -262,8 +321,8 @@ class Connection {
     }
   }
 
-  /** Ends the connection once: both fds closed, with a RST to each peer when `reset`. */
-  end(reset: boolean): void {
+  /** Ends the connection once: both fds closed, with a RST to each peer when `reset` (`error` says why). */
+  end(reset: boolean, error?: string): void {
     if (this.#ended) return;
     this.#ended = true;
     clearTimeout(this.#timer);
@@ -274,14 +333,19 @@ class Connection {
     this.#upstream.pending = null;
     this.#relay.counters.inc(reset ? COUNTER.connections_reset : COUNTER.connections_closed);
     this.#relay.ended(this);
+    const onDone = this.#onDone;
+    if (onDone === undefined) return;
+    const result: ConnectionResult = { toUpstream: this.#upstream.bytes, toClient: this.#client.bytes, reset };
+    if (error !== undefined) result.error = error;
+    onDone(result);
   }
 
   timedOut(): void {
     this.#timer = undefined;
     if (this.#ended || !this.#connecting) return;
     this.#relay.counters.inc(COUNTER.connect_timeouts);
-    this.#relay.report("relay_connect_timeout", "connect timed out; client reset", 110);
-    this.end(true);
+    this.#relay.report(this.#target, "relay_connect_timeout", "connect timed out; client reset", 110);
+    this.end(true, "connect timed out");
   }
 
   #connected(): void {
@@ -294,8 +358,13 @@ class Connection {
 
   #connectFailed(errno: number): void {
     this.#relay.counters.inc(COUNTER.connect_failures);
-    this.#relay.report("relay_connect_failed", `connect failed (${errnoName(errno)}); client reset`, errno);
-    this.end(true);
+    this.#relay.report(
+      this.#target,
+      "relay_connect_failed",
+      `connect failed (${errnoName(errno)}); client reset`,
+      errno,
+    );
+    this.end(true, `connect failed: ${errnoName(errno)}`);
   }
 
   /** Reads `src` and writes to its peer until EAGAIN, EOF, a short write (backpressure) or the per-event bound. */
@@ -308,15 +377,17 @@ class Connection {
         const w = write(dst.fd, buf, n);
         if (w === n) {
           this.#relay.counters.add(dst.bytesCounter, n);
+          dst.bytes += n;
           if (n < buf.length) return;
           continue;
         }
         if (w < 0 && w !== -EAGAIN && w !== -EINTR) {
-          this.end(true);
+          this.#failed(dst, "write", -w);
           return;
         }
         const taken = Math.max(w, 0);
         this.#relay.counters.add(dst.bytesCounter, taken);
+        dst.bytes += taken;
         this.#relay.counters.inc(COUNTER.backpressured);
         dst.pending = Buffer.allocUnsafe(n - taken);
         buf.copy(dst.pending, 0, taken, n);
@@ -335,7 +406,7 @@ class Connection {
       }
       if (n === -EAGAIN) return;
       if (n !== -EINTR) {
-        this.end(true);
+        this.#failed(src, "read", -n);
         return;
       }
     }
@@ -347,7 +418,10 @@ class Connection {
       const pending = dst.pending;
       const rest = pending.length - dst.pendingOffset;
       const w = write(dst.fd, dst.pendingOffset === 0 ? pending : pending.subarray(dst.pendingOffset), rest);
-      if (w >= 0) this.#relay.counters.add(dst.bytesCounter, w);
+      if (w >= 0) {
+        this.#relay.counters.add(dst.bytesCounter, w);
+        dst.bytes += w;
+      }
       if (w === rest) {
         dst.pending = null;
         dst.pendingOffset = 0;
@@ -357,7 +431,7 @@ class Connection {
       } else if (w === -EAGAIN) {
         return;
       } else if (w !== -EINTR) {
-        this.end(true);
+        this.#failed(dst, "write", -w);
         return;
       }
     }
@@ -368,6 +442,18 @@ class Connection {
     }
     this.#sync(dst);
     if (!src.eof) this.#sync(src);
+  }
+
+  /** A socket failed (`errno`; after EPOLLERR, its SO_ERROR): the connection ends with a reset. */
+  #failed(side: Side, call: string, errno?: number): void {
+    // The reason is spelled out only for a caller that hears it.
+    if (this.#onDone === undefined) {
+      this.end(true);
+      return;
+    }
+    const e = Math.abs(errno ?? socketError(side.fd));
+    const name = side === this.#client ? "client" : "upstream";
+    this.end(true, `${name} ${call} failed: ${e === 0 ? "reset" : errnoName(e)}`);
   }
 
   /** Passes an EOF on; the connection ends cleanly once both directions have. */

@@ -59,6 +59,8 @@ async function until(ready: () => boolean, ms = 10_000): Promise<boolean> {
 interface World extends Fixture {
   reactor: Reactor;
   context(): { server: TlsContext; client: TlsContext };
+  /** The test's app sockets, destroyed afterwards whatever happened (a failed assertion ends the test at once). */
+  apps: net.Socket[];
 }
 
 /** Runs `body` on a Reactor of its own; afterwards every fd, SSL object and reactor slot it used is released. */
@@ -68,15 +70,17 @@ async function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void
   const reactor = new Reactor();
   const serving = fdBaseline();
   const contexts: TlsContext[] = [];
+  const apps: net.Socket[] = [];
   const context = () => {
     const made = { server: contextOf(f.db), client: contextOf(f.cart) };
     contexts.push(made.server, made.client);
     return made;
   };
   try {
-    await body({ ...f, reactor, context });
+    await body({ ...f, reactor, context, apps });
     await assertNoLeak(t, serving, () => liveObjects().connections + reactor.size);
   } finally {
+    for (const app of apps) app.destroy();
     for (const c of contexts) c.dispose();
     await reactor.close();
   }
@@ -84,13 +88,14 @@ async function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void
 }
 
 /** An app connection on loopback: the Node socket (the app) and the accepted non-blocking fd (the relay's). */
-async function appConnection(reactor: Reactor): Promise<{ app: net.Socket; fd: number }> {
+async function appConnection(w: World): Promise<{ app: net.Socket; fd: number }> {
   const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
   let listener: Listener | undefined;
   const accepted = new Promise<number>((resolve) => {
-    listener = new Listener(reactor, lfd, WorkerCounters.standalone(), resolve);
+    listener = new Listener(w.reactor, lfd, WorkerCounters.standalone(), resolve);
   });
   const app = net.connect({ host: "127.0.0.1", port: localPort(lfd), allowHalfOpen: true });
+  w.apps.push(app);
   const [fd] = await within(Promise.all([accepted, once(app, "connect")]), 5000, "app connection");
   listener?.close();
   return { app, fd };
@@ -119,7 +124,7 @@ async function relayed(
 ): Promise<Relayed> {
   const { server, client } = w.context();
   const sessions = await sessionPair(w.reactor, server, client, (stream) => farEnd(stream));
-  const { app, fd } = await appConnection(w.reactor);
+  const { app, fd } = await appConnection(w);
   const counters = WorkerCounters.standalone();
   const stream = connectRequest(sessions.client);
   let calls = 0;
@@ -216,7 +221,7 @@ test.serial("8 relays at once on one session (one shared read buffer): each app 
     const counters = WorkerCounters.standalone();
     const results = await Promise.all(
       Array.from({ length: 8 }, async () => {
-        const { app, fd } = await appConnection(w.reactor);
+        const { app, fd } = await appConnection(w);
         const done = new Promise<RelayResult>((resolve) => {
           relayFdStream(w.reactor, counters, fd, connectRequest(sessions.client), resolve);
         });

@@ -1,7 +1,14 @@
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import net from "node:net";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
+import { Listener } from "../../../agent/dataplane/listener.js";
+import { startConnect } from "../../../agent/dataplane/pod-socket.js";
+import { Reactor } from "../../../agent/dataplane/reactor.js";
+import { COUNTER, WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
+import { type ConnectionResult, TcpRelay } from "../../../agent/dataplane/tcp-relay.js";
 import { DataplaneWorker } from "../../../agent/dataplane/worker-handle.js";
+import { AF_INET, tcpSocket } from "../../../native-bindings/io.js";
 import { closeFdQuietly } from "../../../native-bindings/libc.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { backend, closeError, hashAll, readAll, relayListener, sendMiB, withRelay } from "./support/relay.js";
@@ -248,4 +255,152 @@ test.serial("stopping the worker with connections open resets them and leaves no
   );
   await echo.close();
   await assertNoLeak(t, before);
+});
+
+interface RelayToRig {
+  relay: TcpRelay;
+  counters: WorkerCounters;
+  /** The listener's port: each client accepted there is handed to `route`. */
+  port: number;
+  connect(): Promise<net.Socket>;
+}
+
+/**
+ * A TcpRelay without a target on this thread's own reactor; `route` gets each accepted client and calls relayTo
+ * with an upstream socket it made (as the proxy does in a pod's namespace). Afterwards no connection, fd or
+ * reactor slot of the test is left.
+ */
+async function withRelayTo(
+  t: ExecutionContext,
+  route: (clientFd: number, relay: TcpRelay) => void,
+  body: (rig: RelayToRig) => Promise<void>,
+): Promise<void> {
+  const before = fdBaseline();
+  const reactor = new Reactor();
+  const counters = WorkerCounters.standalone();
+  const relay = new TcpRelay(reactor, { connectTimeoutMs: 5000, counters });
+  const { fd, port } = relayListener();
+  const listener = new Listener(reactor, fd, counters, (client) => route(client, relay));
+  const serving = fdBaseline();
+  try {
+    await body({
+      relay,
+      counters,
+      port,
+      async connect() {
+        const socket = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+        await once(socket, "connect");
+        return socket;
+      },
+    });
+    await assertNoLeak(t, serving, () => relay.live + reactor.size - 1);
+  } finally {
+    relay.closeAll();
+    listener.close();
+    await reactor.close();
+  }
+  await assertNoLeak(t, before);
+}
+
+/** A socket of this thread with its connect to 127.0.0.1:`port` started: the fd and connect's result. */
+function upstream(port: number): { fd: number; started: number } {
+  const fd = tcpSocket(AF_INET);
+  return { fd, started: startConnect(fd, { address: "127.0.0.1", port }) };
+}
+
+/**
+ * A backend that greets each connection with `name`, then echoes; it starts reading only after 100 ms, so a
+ * client that sends much meets a full socket in the relay.
+ */
+function greeter(name: string) {
+  return backend((socket) => {
+    socket.write(name);
+    setTimeout(() => socket.pipe(socket), 100);
+  });
+}
+
+test.serial("relayTo: each connection to the target its caller chose; onDone has its byte counts", async (t) => {
+  const a = await greeter("A");
+  const b = await greeter("B");
+  // A failed assertion ends the test at once: the backends close whatever happens.
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const results: ConnectionResult[][] = [];
+  let accepted = 0;
+  await withRelayTo(
+    t,
+    (clientFd, relay) => {
+      // Even connections to A, odd ones to B; each with its own onDone.
+      const n = accepted++;
+      const up = upstream(n % 2 === 0 ? a.port : b.port);
+      results[n] = [];
+      relay.relayTo(clientFd, up.fd, up.started, (r) => results[n]?.push(r));
+    },
+    async (rig) => {
+      // One at a time, so the n-th accept is the n-th client.
+      const replies: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const client = await rig.connect();
+        const closed = once(client, "close");
+        const reply = readAll(client);
+        client.end(`hello ${"x".repeat(i * 1000)}`);
+        replies.push((await reply).toString());
+        await closed;
+      }
+      t.deepEqual(
+        replies.map((r) => r.slice(0, 7)),
+        ["Ahello ", "Bhello ", "Ahello ", "Bhello "],
+      );
+      // A bulk transfer through backpressure: pending bytes are counted as they are written.
+      const client = await rig.connect();
+      const closed = once(client, "close");
+      const got = readAll(client);
+      const sent = await sendMiB(client, 8);
+      const back = await got;
+      t.is(back.length, 8 * 1024 * 1024 + 1, "the greeting and every byte echoed");
+      t.is(createHash("sha256").update(back.subarray(1)).digest("hex"), sent);
+      await closed;
+      t.true(rig.counters.get(COUNTER.backpressured) > 0, "some writes waited for EPOLLOUT");
+    },
+  );
+  t.deepEqual(
+    results.map((r) => r.length),
+    [1, 1, 1, 1, 1],
+    "onDone once per connection",
+  );
+  const counts = results.map((r) => r[0]);
+  for (let i = 0; i < 4; i++) {
+    const sent = 6 + i * 1000;
+    t.deepEqual(counts[i], { toUpstream: sent, toClient: sent + 1, reset: false }, `connection ${i}`);
+  }
+  t.deepEqual(counts[4], { toUpstream: 8 * 1024 * 1024, toClient: 8 * 1024 * 1024 + 1, reset: false });
+});
+
+test.serial("relayTo: a refused connect, late or at once, resets the client; onDone says reset and why", async (t) => {
+  const unused = relayListener();
+  closeFdQuietly(unused.fd);
+  const results: ConnectionResult[] = [];
+  let accepted = 0;
+  await withRelayTo(
+    t,
+    (clientFd, relay) => {
+      if (accepted++ === 0) {
+        const up = upstream(unused.port);
+        relay.relayTo(clientFd, up.fd, up.started, (r) => results.push(r));
+      } else {
+        // The caller's connect failed at once: the relay still owns (and closes) both fds.
+        relay.relayTo(clientFd, tcpSocket(AF_INET), -111, (r) => results.push(r));
+      }
+    },
+    async (rig) => {
+      for (let i = 0; i < 2; i++) {
+        const client = net.connect({ host: "127.0.0.1", port: rig.port });
+        t.is((await closeError(client))?.code, "ECONNRESET", `client ${i}`);
+      }
+      t.is(rig.counters.get(COUNTER.connect_failures), 2);
+      t.is(rig.counters.get(COUNTER.connections_reset), 2);
+      t.throws(() => rig.relay.relay(tcpSocket(AF_INET)), { message: /without a target/ });
+    },
+  );
+  const refused = { toUpstream: 0, toClient: 0, reset: true, error: "connect failed: ECONNREFUSED" };
+  t.deepEqual(results, [refused, refused]);
 });
