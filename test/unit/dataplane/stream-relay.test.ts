@@ -352,6 +352,36 @@ test.serial("the caller resetting the stream (a refused CONNECT) resets the app"
   }),
 );
 
+test.serial("a relay that cannot watch its fd (reactor closed) closes it, resets the stream, and is done", (t) =>
+  leakChecked(t, async (w) => {
+    let farCode: number | undefined;
+    const { server, client } = w.context();
+    const sessions = await sessionPair(w.reactor, server, client, (stream) => {
+      stream.attach(
+        handlers(stream, {
+          reset: (code) => {
+            farCode = code;
+          },
+        }),
+      );
+      stream.respond(200);
+    });
+    const { app, fd } = await appConnection(w);
+    const closed = new Reactor();
+    await closed.close();
+    const results: RelayResult[] = [];
+    relayFdStream(closed, WorkerCounters.standalone(), fd, connectRequest(sessions.client), (r) => results.push(r));
+    t.is(results.length, 1, "onDone at once");
+    t.is((results[0]?.error as { code?: string } | undefined)?.code, "reactor_closed");
+    t.is((await closeError(app))?.code, "ECONNRESET");
+    t.true(await until(() => farCode !== undefined), "the far end saw the reset");
+    t.is(farCode, ErrorCode.CANCEL);
+    sessions.client.close();
+    await within(Promise.all([sessions.clientClosed, sessions.serverClosed]), 5000, "sessions closed");
+    t.is(results.length, 1, "onDone ran exactly once");
+  }),
+);
+
 test.serial("a far end that does not read: the relay stops reading the app, then delivers every byte", (t) =>
   leakChecked(t, async (w) => {
     const mib = 8;
