@@ -116,7 +116,7 @@ class FdStreamRelay implements EventHandler, StreamHandlers {
       this.#mask = EPOLLIN;
     } catch (err) {
       this.#result.error = err as Error;
-      this.#closeFd(true);
+      // The stream's close, replayed by attach below, closes the fd (with a RST) and ends the relay.
       this.#stream.reset(ErrorCode.CANCEL);
     }
     // Last: attach replays what the stream received so far, its close included.
