@@ -16,6 +16,7 @@ import type { RelayResult } from "../../../agent/proxy/relay.js";
 import { SyscallError } from "../../../native-bindings/errors.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
+import { within } from "../../support/within.js";
 import { closeError, hashAll, readAll, sendMiB as sendMiBToSocket } from "./support/relay.js";
 import {
   connectRequest,
@@ -36,15 +37,6 @@ import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tl
 const MiB = 1024 * 1024;
 /** The stream window both sessions grant (support/tls-sessions.ts SETTINGS). */
 const WINDOW = 4 * MiB;
-
-/** `promise`, or a failure after `ms` (a liveness bound: the bug this guards against never resolves). */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 /** Polls `ready` every 10 ms until true; false after `ms`. */
 async function until(ready: () => boolean, ms = 10_000): Promise<boolean> {
