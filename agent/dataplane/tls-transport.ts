@@ -66,6 +66,13 @@ export interface TlsTransportOptions {
   /** The handshake (and a connect still in progress) must finish within this, or it fails with tls_timeout. */
   handshakeTimeoutMs: number;
   closeTimeoutMs?: number;
+  /**
+   * Hears the transport at once, before its handshake starts: an owner that must be able to drop a connection still
+   * in its handshake (a worker stopping, a pod leaving the mesh) can destroy() it then; open() rejects with
+   * tls_closed. Without this, such a connection would keep its fd until the handshake timeout, and forever on a
+   * worker thread that has exited by then.
+   */
+  onStart?: (transport: TlsTransport) => void;
 }
 
 type State = "handshake" | "open" | "closed";
@@ -134,6 +141,7 @@ export class TlsTransport implements Transport, EventHandler {
     this.#closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     this.#resolve = resolve;
     this.#reject = reject;
+    opts.onStart?.(this);
     let tls: TlsConnection;
     try {
       tls = new TlsConnection(opts.context, opts.fd, opts.role);

@@ -412,6 +412,40 @@ test.serial("handshake timeout: a peer that never speaks fails the handshake wit
   }),
 );
 
+test.serial(
+  "onStart hands the transport over before its handshake: destroy() then rejects open() with tls_closed",
+  (t) =>
+    leakChecked(t, async ({ reactor, context, db }) => {
+      // A peer that never speaks: without destroy() the handshake would hold its fd for the whole timeout.
+      const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+      const silentClient = dial(localPort(lfd));
+      let accepted = -1;
+      for (let i = 0; i < 100 && accepted < 0; i++) {
+        accepted = accept(lfd, null);
+        if (accepted < 0) await new Promise((r) => setTimeout(r, 10));
+      }
+      let started: TlsTransport | undefined;
+      const server = TlsTransport.open({
+        reactor,
+        context: context(db),
+        fd: accepted,
+        role: "server",
+        handshakeTimeoutMs: 60_000,
+        onStart: (tr) => {
+          started = tr;
+        },
+      });
+      t.is(started?.fd, accepted, "heard synchronously, with the fd it owns");
+      t.false(started?.destroyed);
+      started?.destroy();
+      t.true(started?.destroyed);
+      const err = await t.throwsAsync(server, { instanceOf: TlsError });
+      t.is(err?.code, "tls_closed");
+      closeFd(silentClient);
+      closeFd(lfd);
+    }),
+);
+
 test.serial("a refused connect fails the handshake with tls_io ECONNREFUSED", (t) =>
   leakChecked(t, async ({ reactor, context, cart }) => {
     // A port nothing listens on: bind a listener, note its port, close it.
