@@ -5,20 +5,18 @@
 import type { Logger } from "../log.js";
 import type { ConnectionInfo } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
-import type { DataplaneContext } from "./context.js";
 import { peerAddress, resetFd } from "./fd.js";
 import { destinationOfFd } from "./outbound.js";
-import { passThrough } from "./pass-through.js";
-import type { TcpRelay } from "./tcp-relay.js";
+import { type PassThroughDeps, passThrough } from "./pass-through.js";
 
 export function handleInboundPlaintext(
-  ctx: DataplaneContext,
-  relay: TcpRelay,
+  deps: PassThroughDeps,
   self: LocalWorkload,
   family: 4 | 6,
   fd: number,
   log: Logger,
 ): void {
+  const { ctx } = deps;
   const peer = peerAddress(fd);
   const dst = destinationOfFd(ctx, self, fd, family, "inbound", peer, log);
   if (!dst) return;
@@ -52,5 +50,5 @@ export function handleInboundPlaintext(
     pod: self.key,
     startedAt: Date.now(),
   };
-  passThrough(relay, ctx, self, "inbound", fd, dst, info);
+  passThrough(deps, self, "inbound", fd, dst, info);
 }

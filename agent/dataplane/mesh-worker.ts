@@ -52,6 +52,8 @@ export class MeshWorker {
   readonly #relay: TcpRelay;
   readonly #pods = new Map<string, ServedPod>();
   readonly #identities = new Map<string, Identity>();
+  /** Passthrough connects not decided yet (pass-through.ts): aborted when the worker stops. */
+  readonly #connecting = new Set<() => void>();
   #state: ClusterState = emptyClusterState();
   #index: WorkloadIndex;
   #services: ServiceIndex;
@@ -138,12 +140,12 @@ export class MeshWorker {
   listen(key: string, kind: ListenerKind, family: 4 | 6, fd: number): void {
     const served = this.#served(key);
     const log = served.log.child({ listener: kind });
-    const deps = { ctx: this.#ctx, pool: this.#pool, relay: this.#relay };
+    const deps = { ctx: this.#ctx, pool: this.#pool, relay: this.#relay, connecting: this.#connecting };
     const onAccept =
       kind === "outbound"
         ? (client: number) => handleOutbound(deps, served.self, family, client, log)
         : kind === "inbound"
-          ? (client: number) => handleInboundPlaintext(this.#ctx, this.#relay, served.self, family, client, log)
+          ? (client: number) => handleInboundPlaintext(deps, served.self, family, client, log)
           : (client: number) => served.hbone.accept(client);
     served.listeners.set(fd, new Listener(this.#ctx.reactor, fd, this.#ctx.counters, onAccept, { shared: true }));
   }
@@ -173,6 +175,8 @@ export class MeshWorker {
     this.#pods.clear();
     this.#pool.closeAll();
     this.#relay.closeAll();
+    for (const abort of this.#connecting) abort();
+    this.#connecting.clear();
     for (const identity of this.#identities.values()) identity.context.dispose();
     this.#identities.clear();
     this.events.flush();

@@ -14,14 +14,11 @@ import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { peerAddress, resetFd } from "./fd.js";
 import type { HbonePool } from "./hbone-pool.js";
-import { passThrough } from "./pass-through.js";
+import { type PassThroughDeps, passThrough } from "./pass-through.js";
 import { relayFdStream } from "./stream-relay.js";
-import type { TcpRelay } from "./tcp-relay.js";
 
-export interface OutboundDeps {
-  ctx: DataplaneContext;
+export interface OutboundDeps extends PassThroughDeps {
   pool: HbonePool;
-  relay: TcpRelay;
 }
 
 export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 4 | 6, fd: number, log: Logger): void {
@@ -59,7 +56,7 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
   };
 
   if (route.kind === "passthrough") {
-    passThrough(deps.relay, ctx, self, "outbound", fd, dst, info);
+    passThrough(deps, self, "outbound", fd, dst, info);
     return;
   }
 

@@ -8,20 +8,28 @@ import type { TcpRelay } from "./tcp-relay.js";
 
 const ECONNREFUSED = 111;
 
+/** What passthrough needs: the worker's relay, and the connects still waiting (a stopping worker aborts them). */
+export interface PassThroughDeps {
+  ctx: DataplaneContext;
+  relay: TcpRelay;
+  /** Aborts each connect not decided yet: both sockets reset, nothing reported. */
+  connecting: Set<() => void>;
+}
+
 /**
  * Plain TCP from the pod's namespace to `dst`, relayed byte for byte with `fd` (outbound passthrough, and
  * plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
  * or failed connect resets the client and is counted as refused instead, as on the Node path.
  */
 export function passThrough(
-  relay: TcpRelay,
-  ctx: DataplaneContext,
+  deps: PassThroughDeps,
   self: LocalWorkload,
   direction: "outbound" | "inbound",
   fd: number,
   dst: OriginalDestination,
   info: ConnectionInfo,
 ): void {
+  const { ctx, relay, connecting } = deps;
   let upstream: { fd: number; started: number };
   try {
     upstream = ctx.sockets(self.netns, dst);
@@ -30,14 +38,15 @@ export function passThrough(
     resetFd(fd);
     return;
   }
-  whenConnected(ctx.reactor, upstream.fd, upstream.started, ctx.tuning.handshakeTimeoutMs, (errno) => {
+  const waiting = whenConnected(ctx.reactor, upstream.fd, upstream.started, ctx.tuning.handshakeTimeoutMs, (errno) => {
+    connecting.delete(abort);
     if (errno !== 0) {
       ctx.observer.connectionRefused(
         self.key,
         direction,
         errno === ECONNREFUSED ? "upstream_refused" : "upstream_error",
       );
-      if (upstream.fd >= 0) resetFd(upstream.fd);
+      resetFd(upstream.fd);
       resetFd(fd);
       return;
     }
@@ -47,4 +56,10 @@ export function passThrough(
       done({ aToB: r.toUpstream, bToA: r.toClient, ...(r.error ? { error: new Error(r.error) } : {}) }),
     );
   });
+  const abort = () => {
+    waiting.cancel();
+    resetFd(upstream.fd);
+    resetFd(fd);
+  };
+  connecting.add(abort);
 }
