@@ -24,7 +24,7 @@ import type { DataplaneContext } from "./context.js";
 import { checkHbonePeer } from "./hbone-peer.js";
 import { whenConnected } from "./pod-socket.js";
 import type { TlsContext } from "./tls/context.js";
-import { TlsError } from "./tls/errors.js";
+import { handshakeFailure } from "./tls/errors.js";
 import { TlsTransport } from "./tls-transport.js";
 
 interface PooledSession {
@@ -142,8 +142,8 @@ export class HbonePool {
         handshakeTimeoutMs: t.handshakeTimeoutMs,
       });
     } catch (err) {
-      if (err instanceof TlsError && err.code === "tls_timeout") return fail("timeout", "TLS handshake timed out", err);
-      return fail("tls_error", (err as Error).message, err);
+      const reason = handshakeFailure(err);
+      return fail(reason, reason === "timeout" ? "TLS handshake timed out" : (err as Error).message, err);
     }
     const peer = checkHbonePeer(transport.peer, transport.alpn, dst.id);
     if (!peer.ok) {

@@ -29,7 +29,7 @@ import { peerAddress } from "./fd.js";
 import { checkHbonePeer } from "./hbone-peer.js";
 import { whenConnected } from "./pod-socket.js";
 import { relayFdStream } from "./stream-relay.js";
-import { TlsError } from "./tls/errors.js";
+import { handshakeFailure } from "./tls/errors.js";
 import { TlsTransport } from "./tls-transport.js";
 
 const ECONNREFUSED = constants.errno.ECONNREFUSED;
@@ -111,7 +111,7 @@ export class HboneServer {
         if (transport) this.#handshaking.delete(transport);
         // Dropped by close() or destroy(): not the peer's failure.
         if (this.#state !== "open") return;
-        const reason = err instanceof TlsError && err.code === "tls_timeout" ? "timeout" : "tls_error";
+        const reason = handshakeFailure(err);
         this.#ctx.observer.handshake("server", reason, secondsSince(started));
         this.#log.info({ reason, detail: err.message, peer }, "inbound HBONE handshake failed; connection closed");
       },

@@ -120,6 +120,10 @@ export class MeshDataplane implements MeshDataPath {
   /** Peers are checked against the bundle each certificate arrives with; this one adds nothing workers use. */
   setTrustBundle(_pem: string): void {}
 
+  reported(): Promise<void> {
+    return this.#broadcast({ type: "flush" });
+  }
+
   async pooledSessions(): Promise<number> {
     const stats = await this.#pool.stats();
     return stats.reduce((sum, s) => sum + s.pooledSessions, 0);

@@ -61,6 +61,8 @@ export type WorkerRequest =
   | { id: number; type: "unlisten"; key: string; fd: number }
   /** The pod left: its HBONE sessions drain, its netns fd is no longer used once this is answered. */
   | { id: number; type: "pod_gone"; key: string }
+  /** Post the events queued now; answered after them, so the answer means they arrived. */
+  | { id: number; type: "flush" }
   | { id: number; type: "stats" }
   | { id: number; type: "stop" };
 

@@ -78,6 +78,9 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
     case "pod_gone":
       meshWorker().removePod(request.key);
       return done;
+    case "flush":
+      mesh?.events.flush();
+      return done;
     case "stats":
       return { id: request.id, type: "stats", stats: stats() };
     case "stop":

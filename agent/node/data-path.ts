@@ -12,6 +12,11 @@ export interface MeshDataPath {
   setTrustBundle(pem: string): void;
   /** Serves each in-pod listener the redirector opens. */
   readonly listenerFactory: ListenerFactory;
+  /**
+   * Resolves once everything the proxy saw until now reached its observer (the data plane's workers report in
+   * batches; the Node-sockets proxy reports at once).
+   */
+  reported(): Promise<void>;
   /** HBONE client sessions pooled now (admin server, tests). */
   pooledSessions(): Promise<number>;
   /** Every HBONE session torn down and its streams reset; resolves once nothing is left running. */

@@ -104,6 +104,8 @@ export class MeshProxy implements MeshDataPath {
     this.#bundle = parseTrustBundle(pem);
   }
 
+  async reported(): Promise<void> {}
+
   async pooledSessions(): Promise<number> {
     return this.#ctx.pool.size;
   }

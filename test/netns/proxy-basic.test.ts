@@ -21,7 +21,8 @@ test("meshed pods talk over HBONE, same node and across nodes; non-meshed pods p
     answerIn(a.netnsPath, a.ipv4, 8080, (s) => `a saw ${s.remoteAddress}`),
   ];
   t.teardown(() => Promise.all(servers.map(closeServer)));
-  const mesh = await meshFor(t, cluster);
+  // One data-plane worker: sessions are pooled per worker, and the count below pins down one pool's reuse.
+  const mesh = await meshFor(t, cluster, { workers: 1 });
   t.is(mesh.agents[0]?.redirector.enrolled().length, 1);
 
   // Meshed inbound is delivered from inside the destination pod, so the app sees its own pod IP as the source.

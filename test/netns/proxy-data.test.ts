@@ -26,7 +26,8 @@ test("bytes arrive intact both ways over HBONE, same node and across nodes (1 B,
   const near = cluster.pod("near");
   const servers = [transferServer(b.netnsPath, b.ipv4, 9000), transferServer(near.netnsPath, near.ipv4, 9000)];
   t.teardown(() => Promise.all(servers.map(closeServer)));
-  const mesh = await meshFor(t, cluster);
+  // One data-plane worker: sessions are pooled per worker, and the count below pins down one pool's reuse.
+  const mesh = await meshFor(t, cluster, { workers: 1 });
   for (const [name, target] of [
     ["across nodes", b],
     ["same node", near],

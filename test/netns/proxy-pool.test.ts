@@ -30,7 +30,8 @@ async function setup(t: ExecutionContext, tuning: Partial<HboneTuning> = {}) {
   const app = answerIn(b.netnsPath, b.ipv4, 8080, () => "hello from b");
   t.teardown(() => closeServer(app));
   const client = recorder();
-  const n1 = await nodeFor(t, { nodeName: "n1", ca, state, tuning, observer: client.observer });
+  // One data-plane worker: sessions are pooled per worker, and these tests pin down one pool's reuse.
+  const n1 = await nodeFor(t, { nodeName: "n1", ca, state, tuning, observer: client.observer, workers: 1 });
   await nodeFor(t, { nodeName: "n2", ca, state, tuning });
   const get = () => request(a.netnsPath, b.ipv4, 8080, "hi");
   return { cluster, state, a, b, n1, client, get };
@@ -45,10 +46,12 @@ test("a pooled session is not reused once the index expects another identity at 
   const moved = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-other" }));
   n1.agent.apply(moved);
   await t.throwsAsync(get(), { code: "ECONNRESET" });
+  await n1.proxy.reported();
   t.true(client.events.handshakes.some((h) => h.result === "identity_mismatch"));
 
   n1.agent.apply(state);
   t.is(await get(), "hello from b");
+  await n1.proxy.reported();
   t.is(
     client.events.handshakes.filter((h) => h.role === "client" && h.result === "ok").length,
     1,
@@ -61,6 +64,7 @@ test("a pooled session without streams is closed after the idle time; the next c
   t.is(await get(), "hello from b");
   await waitFor("the idle session to close", async () => (await n1.proxy.pooledSessions()) === 0, 15_000);
   t.is(await get(), "hello from b");
+  await n1.proxy.reported();
   t.is(client.events.handshakes.filter((h) => h.role === "client" && h.result === "ok").length, 2);
 });
 

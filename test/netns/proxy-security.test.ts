@@ -54,9 +54,10 @@ test("the destination sees the client's SPIFFE identity; a destination with the 
   const client = recorder();
   // n1 believes b runs as sa-expected; b's agent holds b's real identity, sa-b.
   const lied = withPod(state, "default/b", (p) => ({ ...p, serviceAccount: "sa-expected" }));
-  await nodeFor(t, { nodeName: "n1", ca, state: lied, observer: client.observer });
+  const n1 = await nodeFor(t, { nodeName: "n1", ca, state: lied, observer: client.observer });
   const n2 = await nodeFor(t, { nodeName: "n2", ca, state, observer: server.observer });
   await t.throwsAsync(request(a.netnsPath, b.ipv4, 8080, "x"), { code: "ECONNRESET" });
+  await Promise.all([n1.proxy.reported(), n2.proxy.reported()]);
   t.true(client.events.handshakes.some((h) => h.role === "client" && h.result === "identity_mismatch"));
   t.is(server.events.opened.length, 0, "nothing reached b's app");
 
@@ -64,6 +65,7 @@ test("the destination sees the client's SPIFFE identity; a destination with the 
   const appA = answerIn(a.netnsPath, a.ipv4, 8080, () => "hello from a");
   t.teardown(() => closeServer(appA));
   t.is(await request(b.netnsPath, a.ipv4, 8080), "hello from a");
+  await n1.proxy.reported();
   const inbound = client.events.opened.find((o) => o.reporter === "destination");
   t.is(inbound?.source.principal, `spiffe://${TD}/ns/default/sa/sa-b`);
   t.is(inbound?.destination.principal, `spiffe://${TD}/ns/default/sa/sa-a`);
@@ -75,8 +77,9 @@ test("STRICT refuses plaintext from a non-meshed pod while meshed traffic flows;
   const { ca, state, a, b, c } = await setup(t, true);
   const events = recorder();
   await nodeFor(t, { nodeName: "n1", ca, state });
-  await nodeFor(t, { nodeName: "n2", ca, state, observer: events.observer });
+  const n2 = await nodeFor(t, { nodeName: "n2", ca, state, observer: events.observer });
   await t.throwsAsync(request(c.netnsPath, b.ipv4, 8080, "x"), { code: "ECONNRESET" });
+  await n2.proxy.reported();
   t.deepEqual(events.events.refused, [{ pod: "default/b", direction: "inbound", reason: "plaintext_strict" }]);
   t.is(await request(a.netnsPath, b.ipv4, 8080), "hello from b");
   const appC = answerIn(c.netnsPath, c.ipv4, 8080, () => "hello from c");
@@ -88,7 +91,13 @@ test("bad input on 15008 is refused and counted while the proxy keeps serving", 
   const { ca, state, a, b, c } = await setup(t);
   const events = recorder();
   await nodeFor(t, { nodeName: "n1", ca, state });
-  await nodeFor(t, { nodeName: "n2", ca, state, observer: events.observer, tuning: { handshakeTimeoutMs: 500 } });
+  const n2 = await nodeFor(t, {
+    nodeName: "n2",
+    ca,
+    state,
+    observer: events.observer,
+    tuning: { handshakeTimeoutMs: 500 },
+  });
   const raw = () => connectInNetns(c.netnsPath, { address: b.ipv4, port: 15008, mark: 0 });
   const closed = (s: import("node:net").Socket | tls.TLSSocket) =>
     new Promise<void>((resolve) => {
@@ -97,17 +106,20 @@ test("bad input on 15008 is refused and counted while the proxy keeps serving", 
       s.resume();
       s.once("close", () => resolve());
     });
-  const results = () => events.events.handshakes.filter((h) => h.role === "server").map((h) => h.result);
+  const results = async () => {
+    await n2.proxy.reported();
+    return events.events.handshakes.filter((h) => h.role === "server").map((h) => h.result);
+  };
 
   const garbage = await raw();
   garbage.write(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03\x01 random bytes"));
   await closed(garbage);
-  t.true(results().includes("tls_error"));
+  t.true((await results()).includes("tls_error"));
 
   const staller = await raw();
   staller.write(Buffer.from([0x16, 0x03, 0x01, 0x02])); // a TLS record header, then silence
   await closed(staller);
-  t.true(results().includes("timeout"));
+  t.true((await results()).includes("timeout"));
 
   const anonymous = tls.connect({
     socket: await raw(),
@@ -116,7 +128,7 @@ test("bad input on 15008 is refused and counted while the proxy keeps serving", 
     servername: "hbone",
   });
   await closed(anonymous);
-  t.true(results().includes("no_certificate"));
+  t.true((await results()).includes("no_certificate"));
 
   // A client with a valid mesh identity: garbage HTTP/2, then CONNECTs to a closed port and to someone else's IP.
   const keys = await generateRsaKeyPair();

@@ -25,7 +25,13 @@ export interface TestMesh {
 export async function meshFor(
   t: ExecutionContext,
   cluster: SimCluster,
-  options: { namespaces?: NamespaceSpec[]; certLifetimeSec?: number; hooks?: (node: string) => AgentHooks } = {},
+  options: {
+    namespaces?: NamespaceSpec[];
+    certLifetimeSec?: number;
+    hooks?: (node: string) => AgentHooks;
+    /** Data-plane worker threads per agent (when the tests run on them); default TEST_WORKERS. */
+    workers?: number;
+  } = {},
 ): Promise<TestMesh> {
   const dir = mkdtempSync(join(tmpdir(), "ambit-test-"));
   const manifests = join(dir, "manifests");
@@ -54,6 +60,7 @@ export async function meshFor(
       readyAddress: "127.0.0.1:0",
       logLevel: "silent",
       ...testDataplaneConfig,
+      ...(options.workers ? { workers: options.workers } : {}),
     };
     agents.push(await startAgent(config, silentLogger, options.hooks?.(node.name) ?? {}));
   }

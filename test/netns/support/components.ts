@@ -34,6 +34,8 @@ export async function nodeFor(
     tuning?: Partial<HboneTuning>;
     observer?: ProxyObserver;
     logger?: Logger;
+    /** Data-plane worker threads (when the tests run on them); default TEST_WORKERS. */
+    workers?: number;
   },
 ): Promise<TestNode> {
   const logger = options.logger ?? silentLogger;
@@ -44,6 +46,7 @@ export async function nodeFor(
     observer: options.observer ?? nullObserver,
     logger,
     ...(options.tuning ? { tuning: options.tuning } : {}),
+    ...(options.workers ? { workers: options.workers } : {}),
   });
   proxy.setTrustBundle(options.ca.trustBundlePem());
   const redirector = new Redirector({ logger });

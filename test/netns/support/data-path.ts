@@ -21,8 +21,13 @@ export async function testDataPath(options: {
   observer: ProxyObserver;
   logger: Logger;
   tuning?: Partial<HboneTuning>;
+  workers?: number;
 }): Promise<MeshDataPath> {
-  if (TEST_DATAPLANE === "node") return new MeshProxy(options);
+  const { workers = TEST_WORKERS, ...common } = options;
+  if (TEST_DATAPLANE === "node") return new MeshProxy(common);
   const { MeshDataplane } = await import("../../../agent/dataplane/mesh-dataplane.js");
-  return new MeshDataplane({ ...options, workers: TEST_WORKERS });
+  return new MeshDataplane({ ...common, workers });
 }
+
+/** Each worker throttles its own log lines: a line logged "once per interval" shows at most this many times. */
+export const LOGGERS_PER_NODE = TEST_DATAPLANE === "workers" ? TEST_WORKERS : 1;

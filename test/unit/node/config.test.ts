@@ -17,6 +17,6 @@ test("a data path or worker count outside what ambit knows is refused at start",
     message: /--dataplane/,
   });
   for (const n of ["0", "1.5", "-2", "many", "257"]) {
-    t.throws(() => parseAgentConfig([...base, "--workers", n]), { instanceOf: ConfigError, message: /--workers/ }, n);
+    t.throws(() => parseAgentConfig([...base, `--workers=${n}`]), { instanceOf: ConfigError, message: /--workers/ }, n);
   }
 });
