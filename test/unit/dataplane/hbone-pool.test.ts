@@ -382,11 +382,11 @@ test.serial("a peer with another identity or CA is refused after its handshake, 
     w.target.port = foreign.port;
     const cart1 = meshWorkload("cart-1", "cart", "10.0.1.1");
     await t.throwsAsync(within(pool.open(web1, cart1, "10.0.1.1", 8080, []), 5000, "open"), {
-      code: "hbone_tls_error",
+      code: "hbone_unknown_ca",
     });
     t.deepEqual(await within(foreign.connection(0), 2000, "server end"), { handshake: false, bytes: 0 });
 
-    t.deepEqual(w.observer.results("client"), ["identity_mismatch", "tls_error"]);
+    t.deepEqual(w.observer.results("client"), ["identity_mismatch", "unknown_ca"]);
     t.is(pool.size, 0);
   }),
 );
