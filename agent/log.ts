@@ -39,3 +39,16 @@ function prettyStream(out: NodeJS.WriteStream): Writable {
 
 /** A logger that writes nothing, for tests and library use where the caller did not pass one. */
 export const silentLogger: Logger = pino({ level: "silent" });
+
+/**
+ * Writes out what the logger still buffers, synchronously: for a process about to end without exit handlers
+ * (exitProcessNow), where pino's own flush on exit never runs.
+ */
+export function flushLogSync(log: Logger): void {
+  const stream = (log as unknown as Record<symbol, { flushSync?: () => void } | undefined>)[pino.symbols.streamSym];
+  try {
+    stream?.flushSync?.();
+  } catch {
+    // A stream that cannot flush now (still opening its fd) loses the line; the exit status still says why.
+  }
+}

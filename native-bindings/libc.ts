@@ -8,6 +8,7 @@ const raw = {
   open: libc.func("int open(const char *path, int flags)"),
   close: libc.func("int close(int fd)"),
   setns: libc.func("int setns(int fd, int nstype)"),
+  _exit: libc.func("void _exit(int status)"),
   socket: libc.func("int socket(int domain, int type, int protocol)"),
   bind: libc.func("int bind(int fd, const void *addr, uint32_t len)"),
   listen: libc.func("int listen(int fd, int backlog)"),
@@ -68,6 +69,16 @@ export function closeFdQuietly(fd: number): void {
   } catch {
     // The fd is gone either way; the first error is the one worth reporting.
   }
+}
+
+/**
+ * Ends the whole process at once (_exit(2)): no exit handlers, no thread teardown. For a process that can trust
+ * nothing it would run on the way out; process.exit() would first stop the data plane's worker threads, and Node
+ * aborts on a thread whose loop still holds a uv handle it cannot close from there.
+ */
+export function exitProcessNow(status: number): never {
+  raw._exit(status);
+  throw new Error("unreachable: _exit returned");
 }
 
 export function setns(fd: number, nstype: number, detail?: string): void {

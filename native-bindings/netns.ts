@@ -14,6 +14,14 @@ function home(): number {
   return homeFd;
 }
 
+/**
+ * Opens the calling thread's home descriptor now, while the thread is known to be home (a data-plane worker at its
+ * start), rather than on its first visit.
+ */
+export function holdHomeNetns(): void {
+  home();
+}
+
 /** A thread could not return to its own namespace: nothing the process does afterwards can be trusted. */
 export class NetnsReturnError extends Error {
   readonly code = "netns_return_failed";

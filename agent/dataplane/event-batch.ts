@@ -12,6 +12,8 @@ import type { WorkerEvent, WorkerEvents } from "./worker-protocol.js";
 /** A finished connection shows in the access log and istio_tcp_* at most this late. */
 export const EVENT_FLUSH_MS = 50;
 export const EVENT_BATCH_MAX = 512;
+/** pino's numeric levels error (50) and fatal (60), as they start a JSON line without base fields. */
+const ERROR_LEVEL = /^\{"level":[56]0,/;
 
 export class WorkerEventBatch implements ProxyObserver {
   readonly #post: (message: WorkerEvents) => void;
@@ -40,7 +42,16 @@ export class WorkerEventBatch implements ProxyObserver {
 
   /** A logger whose lines travel with the events (pino JSON, re-logged by the main thread's logger). */
   logger(level: string): Logger {
-    return pino({ level, base: null, timestamp: false }, { write: (line: string) => this.#push({ e: "log", line }) });
+    return pino(
+      { level, base: null, timestamp: false },
+      {
+        write: (line: string) => {
+          this.#push({ e: "log", line });
+          // Errors go at once: the line may be the last thing a failing thread says.
+          if (ERROR_LEVEL.test(line)) this.flush();
+        },
+      },
+    );
   }
 
   /** Sends what is queued now (the worker is stopping, or a test wants it). */

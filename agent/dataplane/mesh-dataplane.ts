@@ -10,15 +10,15 @@
  * closed, so no worker can ever use a number the process has since given to another file.
  */
 import { closeFd, dupFd, getsockname } from "../../native-bindings/io.js";
+import { exitProcessNow } from "../../native-bindings/libc.js";
 import { decodeSockaddr } from "../../native-bindings/sockaddr.js";
 import type { CertificateMaterial } from "../identity/cert-manager.js";
 import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { DEFAULT_ROOT_NAMESPACE } from "../kube/peer-authentication.js";
 import { objectKey } from "../kube/records.js";
-import { type Logger, silentLogger } from "../log.js";
+import { flushLogSync, type Logger, silentLogger } from "../log.js";
 import type { MeshDataPath } from "../node/data-path.js";
-import { EXIT_NETNS_LOST } from "../pod-netns.js";
 import { ProxyError } from "../proxy/errors.js";
 import { nullObserver, type ProxyObserver } from "../proxy/observer.js";
 import { DEFAULT_TUNING, type HboneTuning } from "../proxy/tuning.js";
@@ -74,6 +74,7 @@ export class MeshDataplane implements MeshDataPath {
   readonly #sent = new Map<string, string | null>();
   #state: ClusterState = emptyClusterState();
   #closing: Promise<void> | undefined;
+  readonly #ready: Promise<void>;
 
   constructor(opts: MeshDataplaneOptions) {
     const observer = opts.observer ?? nullObserver;
@@ -83,8 +84,9 @@ export class MeshDataplane implements MeshDataPath {
     this.#pool = new DataplaneWorkerPool(opts.workers ?? 1, {
       onEvents: (events) => replayEvents(events, observer, this.#log),
       onUnexpectedExit: (code) => this.#workerLost(code),
+      onFatal: (status) => this.#end(status),
     });
-    this.#send({
+    this.#ready = this.#broadcast({
       type: "mesh",
       settings: {
         trustDomain: opts.trustDomain,
@@ -98,6 +100,10 @@ export class MeshDataplane implements MeshDataPath {
     opts.certs.on("issued", sync);
     opts.certs.on("rotated", sync);
     opts.certs.on("expired", sync);
+  }
+
+  ready(): Promise<void> {
+    return this.#ready;
   }
 
   /** The workers' shared counters (AgentMetrics.watchDataplane exports them). */
@@ -221,14 +227,21 @@ export class MeshDataplane implements MeshDataPath {
   }
 
   /**
-   * A worker that ends unasked took its share of every pod's connections with it. One that could not return to its
-   * own network namespace must take the process down (pod-netns.ts): anything it would open next could be in a pod's.
+   * A worker that ends unasked took its share of every pod's connections with it: the process ends, and the
+   * restarted agent serves every pod again. (One that could not return to its own network namespace asks for the
+   * end itself, onFatal: anything it would open next could be in a pod's.)
    */
   #workerLost(code: number): void {
     this.#log.fatal(
       { exitCode: code },
       "a data-plane worker thread ended unexpectedly; exiting so the restarted agent serves every pod again (their traffic is refused meanwhile)",
     );
-    process.exit(code === EXIT_NETNS_LOST ? EXIT_NETNS_LOST : 1);
+    this.#end(1);
+  }
+
+  /** A worker's fatal line (its last event batch) came before this: the process ends now, no exit handlers. */
+  #end(status: number): never {
+    flushLogSync(this.#log);
+    return exitProcessNow(status);
   }
 }

@@ -6,6 +6,7 @@
  *   inbound-hbone.ts  mesh peer -> pod (mutual TLS, HTTP/2 CONNECT)
  *   inbound-plain.ts  non-mesh client -> pod (PeerAuthentication decides)
  */
+import { holdHomeNetns } from "../../native-bindings/netns.js";
 import { AmbitError } from "../errors.js";
 import type { SpiffeId } from "../identity/spiffe.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
@@ -67,6 +68,8 @@ export class MeshWorker {
     sockets?: SocketFactory,
   ) {
     this.#settings = settings;
+    // This thread's way home from pods' namespaces, opened while it is surely home.
+    holdHomeNetns();
     this.events = new WorkerEventBatch(post);
     const log = this.events.logger(settings.logLevel);
     this.#index = new WorkloadIndex(this.#state, settings.trustDomain);

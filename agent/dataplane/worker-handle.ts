@@ -6,6 +6,7 @@ import type {
   WorkerData,
   WorkerEvent,
   WorkerEvents,
+  WorkerFatal,
   WorkerReply,
   WorkerRequest,
   WorkerStats,
@@ -21,6 +22,8 @@ export interface DataplaneWorkerOptions {
   onEvents?: (events: WorkerEvent[]) => void;
   /** The thread ended without being asked to stop (its exit code): the data plane it served is gone. */
   onUnexpectedExit?: (code: number) => void;
+  /** The worker cannot go on and has stopped running code: the process must end with `status` now. */
+  onFatal?: (status: number) => void;
 }
 
 export type WorkerCommand = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
@@ -45,9 +48,13 @@ export class DataplaneWorker {
       rows: options.rows ?? 1,
     };
     this.#worker = new Worker(new URL("./worker.js", import.meta.url), { workerData });
-    this.#worker.on("message", (reply: WorkerReply | WorkerEvents) => {
+    this.#worker.on("message", (reply: WorkerReply | WorkerEvents | WorkerFatal) => {
       if (reply.type === "events") {
         options.onEvents?.(reply.events);
+        return;
+      }
+      if (reply.type === "fatal") {
+        options.onFatal?.(reply.status);
         return;
       }
       const waiter = this.#waiting.get(reply.id);

@@ -10,6 +10,8 @@ export interface WorkerPoolOptions {
   onEvents?: (events: WorkerEvent[]) => void;
   /** A worker thread ended without being asked to (its exit code). */
   onUnexpectedExit?: (code: number) => void;
+  /** A worker cannot go on: the process must end with `status`. */
+  onFatal?: (status: number) => void;
 }
 
 /**

@@ -99,3 +99,9 @@ export interface WorkerEvents {
   type: "events";
   events: WorkerEvent[];
 }
+
+/** Unsolicited: the worker cannot go on (it lost its own network namespace); the process must end with `status`. */
+export interface WorkerFatal {
+  type: "fatal";
+  status: number;
+}

@@ -8,17 +8,32 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { AmbitError } from "../errors.js";
+import { endProcessWith } from "../pod-netns.js";
 import { Listener, listenerStats } from "./listener.js";
 import { MeshWorker } from "./mesh-worker.js";
 import { Reactor } from "./reactor.js";
 import { WorkerCounters } from "./shared-counters.js";
 import { relayStats, TcpRelay } from "./tcp-relay.js";
-import type { WorkerData, WorkerEvents, WorkerReply, WorkerRequest, WorkerStats } from "./worker-protocol.js";
+import type {
+  WorkerData,
+  WorkerEvents,
+  WorkerFatal,
+  WorkerReply,
+  WorkerRequest,
+  WorkerStats,
+} from "./worker-protocol.js";
 
 const port = parentPort;
 if (!port) throw new AmbitError("worker_no_parent", "agent/dataplane/worker.js runs only as a worker thread");
 
 const data = workerData as WorkerData;
+// This thread stops running code and the main thread ends the process (pod-netns.ts); the fatal line goes first.
+endProcessWith((status) => {
+  mesh?.events.flush();
+  port.postMessage({ type: "fatal", status } satisfies WorkerFatal);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  throw new AmbitError("worker_not_ended", "the main thread did not end the process");
+});
 const counters = new WorkerCounters(data.counters);
 const reactor = new Reactor();
 let listener: Listener | undefined;

@@ -8,6 +8,8 @@ import type { ListenerFactory } from "../redirect/enroller.js";
 export interface MeshDataPath {
   /** The cluster as the source sees it now: which IPs are meshed, with which identity, Services and policies. */
   setState(state: ClusterState): void;
+  /** Resolves once the proxy serves (the data plane's worker threads are up). */
+  ready(): Promise<void>;
   /** Roots that peers' certificates must chain to. */
   setTrustBundle(pem: string): void;
   /** Serves each in-pod listener the redirector opens. */

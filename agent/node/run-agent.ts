@@ -165,8 +165,10 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     };
     clusterSource.on("change", apply);
     apply(await clusterSource.start());
-    // The first view's certificates too, before calling the agent started (readiness waits for them anyway).
+    // The first view's certificates too, before calling the agent started (readiness waits for them anyway), and
+    // the data plane's threads.
     await agent.settled();
+    await proxy.ready();
     sourceStarted = true;
     log.info({ node: config.nodeName, enrolled: redirector.enrolled().length }, "agent started");
 

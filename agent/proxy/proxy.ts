@@ -104,6 +104,8 @@ export class MeshProxy implements MeshDataPath {
     this.#bundle = parseTrustBundle(pem);
   }
 
+  async ready(): Promise<void> {}
+
   async reported(): Promise<void> {}
 
   async pooledSessions(): Promise<number> {

@@ -63,7 +63,7 @@ async function setup(t: ExecutionContext, ipv6: boolean) {
   });
   const ca = new MeshCa(await MeshCa.generateRoot(TD), { trustDomain: TD });
   const events = recorder();
-  await nodeFor(t, { nodeName: "n1", ca, state: cluster.clusterState(), observer: events.observer });
+  const node = await nodeFor(t, { nodeName: "n1", ca, state: cluster.clusterState(), observer: events.observer });
   const pods = {
     strict: cluster.pod("strict"),
     permissive: cluster.pod("permissive"),
@@ -76,7 +76,7 @@ async function setup(t: ExecutionContext, ipv6: boolean) {
       t.teardown(() => closeServer(app));
     }
   }
-  return { cluster, pods, events };
+  return { cluster, pods, events, reported: () => node.proxy.reported() };
 }
 
 /** A second address on the pod's eth0 that the pod spec does not list (hosts from 200 up are never sim pods). */
@@ -95,29 +95,33 @@ for (const ipv6 of [false, true]) {
   const kind = ipv6 ? "dual-stack" : "IPv4-only";
 
   test(`${kind}: plaintext to a STRICT pod's link-local address is reset; a PERMISSIVE pod's is delivered`, async (t) => {
-    const { cluster, pods, events } = await setup(t, ipv6);
+    const { cluster, pods, events, reported } = await setup(t, ipv6);
     const strict = await linkLocal(cluster, pods.strict);
     const permissive = await linkLocal(cluster, pods.permissive);
     const outsiderEth0 = (await linkLocal(cluster, pods.outsider)).ifindex;
     await t.throwsAsync(plaintext(pods.outsider, strict.address, 8080, outsiderEth0), { code: "ECONNRESET" });
+    await reported();
     t.true(
       events.events.refused.some((r) => r.pod === "default/strict" && r.reason === "plaintext_strict"),
       "refused by the agent as STRICT plaintext",
     );
     t.is(await plaintext(pods.outsider, permissive.address, 8080, outsiderEth0), "app of permissive");
+    await reported();
     const delivered = events.events.opened.find((o) => o.pod === "default/permissive");
     t.is(delivered?.destination.ip, permissive.address, "went through the agent, to the address it was sent to");
     t.false(delivered?.tls);
   });
 
   test(`${kind}: plaintext to an address the pod spec does not list is reset under STRICT`, async (t) => {
-    const { cluster, pods, events } = await setup(t, ipv6);
+    const { cluster, pods, events, reported } = await setup(t, ipv6);
     for (const family of ipv6 ? ([4, 6] as const) : ([4] as const)) {
       const unlisted = await addUnlisted(cluster, pods.strict, family, 200);
       await t.throwsAsync(plaintext(pods.outsider, unlisted, 8080), { code: "ECONNRESET" }, `IPv${family}`);
       const other = await addUnlisted(cluster, pods.permissive, family, 201);
       t.is(await plaintext(pods.outsider, other, 8080), "app of permissive", `IPv${family} PERMISSIVE`);
     }
+    await reported();
+    t.true(events.events.refused.length > 0);
     t.true(events.events.refused.every((r) => r.pod === "default/strict" && r.reason === "plaintext_strict"));
     // The listed addresses still behave as before.
     await t.throwsAsync(plaintext(pods.outsider, pods.strict.ipv4, 8080), { code: "ECONNRESET" });

@@ -46,7 +46,7 @@ async function sabotagedAgent(t: ExecutionContext, cluster: SimCluster) {
       if (parsed.msg === "sabotaged") resolve();
     });
   });
-  const exited = once(child, "exit").then(([code]) => ({ code: code as number | null, lines, stderr }));
+  const exited = once(child, "close").then(([code]) => ({ code: code as number | null, lines, stderr }));
   await Promise.race([ready, exited.then((r) => Promise.reject(new Error(`agent exited early: ${r.stderr}`)))]);
   return { manifests, exited };
 }
@@ -107,7 +107,7 @@ for (const mode of ["run", "connect"]) {
     child.stderr.on("data", (d) => {
       stderr += d;
     });
-    const [code] = await once(child, "exit");
+    const [code] = await once(child, "close");
     t.is(code, EXIT_NETNS_LOST, stderr);
     t.truthy(fatalLine(lines));
     t.false(

@@ -66,6 +66,7 @@ export async function nodeFor(
   });
   agent.apply(options.state);
   await agent.settled();
+  await proxy.ready();
   return { agent, proxy, certs, redirector };
 }
 

@@ -18,17 +18,18 @@ process.stdin.on("end", () => process.exit(1)).resume();
 const config = parseAgentConfig(process.argv.slice(2));
 await startAgent(config, createLogger({ level: config.logLevel }));
 
+// Every thread's: the main thread's and each data-plane worker's.
 const home = readlinkSync("/proc/self/ns/net");
-const fd = readdirSync("/proc/self/fd")
+const fds = readdirSync("/proc/self/fd")
   .map(Number)
-  .find((n) => {
+  .filter((n) => {
     try {
       return readlinkSync(`/proc/self/fd/${n}`) === home;
     } catch {
       return false;
     }
   });
-if (fd === undefined) throw new Error("the agent holds no descriptor of its own namespace (no pod enrolled?)");
+if (fds.length === 0) throw new Error("the agent holds no descriptor of its own namespace (no pod enrolled?)");
 const dup2 = koffi.load("libc.so.6").func("int dup2(int oldfd, int newfd)");
-if (dup2(open("/dev/null", O_RDONLY), fd) !== fd) throw new Error("dup2 failed");
-process.stdout.write(`${JSON.stringify({ msg: "sabotaged", fd })}\n`);
+for (const fd of fds) if (dup2(open("/dev/null", O_RDONLY), fd) !== fd) throw new Error("dup2 failed");
+process.stdout.write(`${JSON.stringify({ msg: "sabotaged", fds })}\n`);

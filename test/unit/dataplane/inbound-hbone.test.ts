@@ -537,80 +537,83 @@ test.serial("the stream is reset while the app connect is under way: the app con
   }),
 );
 
-test.serial("handshake refusals: foreign CA (unknown_ca), no client certificate (no_certificate), no h2, silence; each reason recorded", (t) => {
-  const captured = capturingLogger("info");
-  return withServer(t, { tuning: { handshakeTimeoutMs: 300 }, log: captured.logger }, async (rig) => {
-    // A client certificate from a foreign CA (the client trusts the mesh's, so its own handshake may finish).
-    const foreign = TlsTransport.open({
-      reactor: rig.reactor,
-      context: rig.context(rig.foreign, rig.db.bundlePem),
-      fd: dial(rig.port),
-      role: "client",
-      handshakeTimeoutMs: 5000,
+test.serial(
+  "handshake refusals: foreign CA (unknown_ca), no client certificate (no_certificate), no h2, silence; each reason recorded",
+  (t) => {
+    const captured = capturingLogger("info");
+    return withServer(t, { tuning: { handshakeTimeoutMs: 300 }, log: captured.logger }, async (rig) => {
+      // A client certificate from a foreign CA (the client trusts the mesh's, so its own handshake may finish).
+      const foreign = TlsTransport.open({
+        reactor: rig.reactor,
+        context: rig.context(rig.foreign, rig.db.bundlePem),
+        fd: dial(rig.port),
+        role: "client",
+        handshakeTimeoutMs: 5000,
+      });
+      await until(() => rig.observer.handshakes.length === 1, "foreign CA refused");
+      const settled = await within(
+        foreign.then(
+          (tr) => tr,
+          () => undefined,
+        ),
+        5000,
+        "foreign client's handshake",
+      );
+      settled?.destroy();
+
+      // No client certificate at all (a Node client).
+      const bare = tlsConnect({
+        host: "127.0.0.1",
+        port: rig.port,
+        ca: rig.db.bundlePem,
+        ALPNProtocols: ["h2"],
+        checkServerIdentity: () => undefined,
+      });
+      bare.on("error", () => {});
+      await closeOfSocket(bare, "no-certificate client closed");
+      await until(() => rig.observer.handshakes.length === 2, "no certificate refused");
+
+      // A valid mesh certificate, but no ALPN: TLS succeeds, the HBONE check refuses it.
+      const noAlpn = tlsConnect({
+        host: "127.0.0.1",
+        port: rig.port,
+        ca: rig.db.bundlePem,
+        cert: rig.cart.chainPem,
+        key: rig.cart.keys.privateKeyPem,
+        checkServerIdentity: () => undefined,
+      });
+      noAlpn.on("error", () => {});
+      await closeOfSocket(noAlpn, "no-ALPN client closed");
+      await until(() => rig.observer.handshakes.length === 3, "no ALPN refused");
+
+      // A TCP connection that never says anything.
+      const silent = tcpConnect({ host: "127.0.0.1", port: rig.port });
+      silent.on("error", () => {});
+      await closeOfSocket(silent, "silent client closed");
+      await until(() => rig.observer.handshakes.length === 4, "silent client timed out");
+
+      t.deepEqual(rig.observer.results("server"), ["unknown_ca", "no_certificate", "bad_alpn", "timeout"]);
+      const timeout = rig.observer.handshakes[3];
+      t.true((timeout?.seconds ?? 0) >= 0.25, `timed out after ${timeout?.seconds} s`);
+      const lines = captured.lines.filter((l) => l.listener === "hbone");
+      t.like(
+        lines.find((l) => l.reason === "bad_alpn"),
+        {
+          pod: "shop/db",
+          msg: "inbound HBONE peer refused; connection closed",
+          detail: "ALPN none",
+          peer: "127.0.0.1",
+        },
+      );
+      t.like(
+        lines.find((l) => l.reason === "timeout"),
+        { msg: "inbound HBONE handshake failed; connection closed" },
+      );
+      t.is(lines.filter((l) => l.reason === "unknown_ca" || l.reason === "no_certificate").length, 2);
+      t.deepEqual(rig.observer.opened, []);
     });
-    await until(() => rig.observer.handshakes.length === 1, "foreign CA refused");
-    const settled = await within(
-      foreign.then(
-        (tr) => tr,
-        () => undefined,
-      ),
-      5000,
-      "foreign client's handshake",
-    );
-    settled?.destroy();
-
-    // No client certificate at all (a Node client).
-    const bare = tlsConnect({
-      host: "127.0.0.1",
-      port: rig.port,
-      ca: rig.db.bundlePem,
-      ALPNProtocols: ["h2"],
-      checkServerIdentity: () => undefined,
-    });
-    bare.on("error", () => {});
-    await closeOfSocket(bare, "no-certificate client closed");
-    await until(() => rig.observer.handshakes.length === 2, "no certificate refused");
-
-    // A valid mesh certificate, but no ALPN: TLS succeeds, the HBONE check refuses it.
-    const noAlpn = tlsConnect({
-      host: "127.0.0.1",
-      port: rig.port,
-      ca: rig.db.bundlePem,
-      cert: rig.cart.chainPem,
-      key: rig.cart.keys.privateKeyPem,
-      checkServerIdentity: () => undefined,
-    });
-    noAlpn.on("error", () => {});
-    await closeOfSocket(noAlpn, "no-ALPN client closed");
-    await until(() => rig.observer.handshakes.length === 3, "no ALPN refused");
-
-    // A TCP connection that never says anything.
-    const silent = tcpConnect({ host: "127.0.0.1", port: rig.port });
-    silent.on("error", () => {});
-    await closeOfSocket(silent, "silent client closed");
-    await until(() => rig.observer.handshakes.length === 4, "silent client timed out");
-
-    t.deepEqual(rig.observer.results("server"), ["unknown_ca", "no_certificate", "bad_alpn", "timeout"]);
-    const timeout = rig.observer.handshakes[3];
-    t.true((timeout?.seconds ?? 0) >= 0.25, `timed out after ${timeout?.seconds} s`);
-    const lines = captured.lines.filter((l) => l.listener === "hbone");
-    t.like(
-      lines.find((l) => l.reason === "bad_alpn"),
-      {
-        pod: "shop/db",
-        msg: "inbound HBONE peer refused; connection closed",
-        detail: "ALPN none",
-        peer: "127.0.0.1",
-      },
-    );
-    t.like(
-      lines.find((l) => l.reason === "timeout"),
-      { msg: "inbound HBONE handshake failed; connection closed" },
-    );
-    t.is(lines.filter((l) => l.reason === "unknown_ca" || l.reason === "no_certificate").length, 2);
-    t.deepEqual(rig.observer.opened, []);
-  });
-});
+  },
+);
 
 test.serial("no certificate for the pod: the connection is closed at once, no_identity", (t) =>
   withServer(t, { identity: false }, async (rig) => {
