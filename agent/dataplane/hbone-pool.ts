@@ -42,6 +42,10 @@ export class HbonePool {
   readonly #ctx: DataplaneContext;
   readonly #port: number;
   readonly #sessions = new Map<string, Promise<PooledSession>>();
+  /** Dials and handshakes under way: closeAll() drops them at once (a stopping worker's thread must keep no fd). */
+  readonly #underway = new Set<() => void>();
+  /** closeAll() ran: what fails from now on was dropped by us, not refused by a peer, and is not reported. */
+  #closed = false;
 
   constructor(ctx: DataplaneContext, options: HbonePoolOptions = {}) {
     this.#ctx = ctx;
@@ -70,6 +74,9 @@ export class HbonePool {
 
   /** Tear every pooled session down now, resetting its streams (the worker is stopping). */
   closeAll(): void {
+    this.#closed = true;
+    for (const drop of [...this.#underway]) drop();
+    this.#underway.clear();
     for (const p of this.#sessions.values()) p.then((s) => s.session.destroy()).catch(() => {});
     this.#sessions.clear();
   }
@@ -129,17 +136,24 @@ export class HbonePool {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const fail = (reason: string, detail: string, cause?: unknown): never => {
-      ctx.observer.handshake("client", reason, seconds());
+      if (!this.#closed) ctx.observer.handshake("client", reason, seconds());
       throw new ProxyError(`hbone_${reason}`, `HBONE to ${dst.key} (${ip}): ${detail}`, { cause });
     };
     let transport: TlsTransport;
     try {
+      let drop: (() => void) | undefined;
       transport = await TlsTransport.open({
         reactor: ctx.reactor,
         context,
         fd,
         role: "client",
         handshakeTimeoutMs: t.handshakeTimeoutMs,
+        onStart: (handshaking) => {
+          drop = () => handshaking.destroy();
+          this.#underway.add(drop);
+        },
+      }).finally(() => {
+        if (drop) this.#underway.delete(drop);
       });
     } catch (err) {
       const reason = handshakeFailure(err);
@@ -180,11 +194,18 @@ export class HbonePool {
     watchPeerFd(fd, ctx.tuning.peerTimeoutMs, ctx.log);
     return new Promise((resolve, reject) => {
       try {
-        whenConnected(ctx.reactor, fd, started, ctx.tuning.handshakeTimeoutMs, (errno) => {
+        const waiting = whenConnected(ctx.reactor, fd, started, ctx.tuning.handshakeTimeoutMs, (errno) => {
+          this.#underway.delete(drop);
           if (errno === 0) return resolve(fd);
           closeFd(fd);
           reject(failed(errnoName(errno)));
         });
+        const drop = () => {
+          waiting.cancel();
+          closeFd(fd);
+          reject(failed("the pool was closed"));
+        };
+        this.#underway.add(drop);
       } catch (err) {
         closeFd(fd);
         reject(failed(String(err), err));

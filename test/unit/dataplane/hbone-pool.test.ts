@@ -560,3 +560,28 @@ test.serial("a peer that never answers the handshake is dropped within handshake
     }
   }),
 );
+
+test.serial("closeAll drops a handshake under way at once: the open fails, no fd is left, nothing is reported", (t) =>
+  leakChecked(t, async (w) => {
+    w.contexts.set(CART, w.context(w.cart));
+    const pool = w.pool({ handshakeTimeoutMs: 60_000 });
+    // Connected into the backlog of a listener that never accepts: the handshake waits for the ServerHello.
+    const silent = openListenerFd({ address: "127.0.0.1", port: 0 });
+    try {
+      w.target.port = localPort(silent);
+      const dialled = new Promise<void>((resolve) => {
+        w.onDial = resolve;
+      });
+      const opening = pool.open(web1, db1, "10.0.1.1", 8080, []);
+      await within(dialled, 2000, "dial");
+      await new Promise((r) => setTimeout(r, 50));
+      const from = Date.now();
+      pool.closeAll();
+      await t.throwsAsync(within(opening, 2000, "open"), { instanceOf: ProxyError });
+      t.true(Date.now() - from < 1000, "not held until the handshake timeout");
+      t.deepEqual(w.observer.handshakes, [], "our own close is not a peer's failure");
+    } finally {
+      closeFd(silent);
+    }
+  }),
+);
