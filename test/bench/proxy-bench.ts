@@ -14,6 +14,7 @@
  * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
  */
 import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -77,6 +78,17 @@ class Procs {
 
   pid(name: string): number | undefined {
     return this.#tail.get(name)?.child.pid;
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within `ms`. */
+  async terminate(name: string, ms: number): Promise<void> {
+    const child = this.#tail.get(name)?.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+    await exited;
+    clearTimeout(timer);
   }
 
   /** Throws if any process this bench started has exited (a crashed agent or server makes numbers meaningless). */
@@ -392,6 +404,8 @@ export async function runProxyBench(): Promise<string> {
     await c.writeManifests(manifests);
     const agentArgs = (node: string) => [
       ...AGENT_NODE_FLAGS,
+      // Extra node flags for the agents only, to look inside a run: AMBIT_BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=DIR".
+      ...(process.env.AMBIT_BENCH_AGENT_FLAGS?.split(" ").filter(Boolean) ?? []),
       CLI,
       // The data plane under test: worker threads unless AMBIT_BENCH_DATAPLANE=node asks for the Node-sockets proxy.
       ...localAgentArgs(node, manifests, join(tmp.dir, "ca"), {
@@ -467,6 +481,8 @@ export async function runProxyBench(): Promise<string> {
       results[mode].connect = stats(samples.get(mode) ?? []);
     }
     notes.push(`load average at end: ${loadAverage()}`);
+    // Agents end by SIGTERM, as a DaemonSet's pods do: their threads exit cleanly (and write --cpu-prof profiles).
+    await Promise.all(["agent n1", "agent n2"].map((name) => procs.terminate(name, 10_000)));
     // The idle agent runs alone, after the load: a cluster of its own, every other process of this bench stopped.
     await cluster.destroy();
     cluster = undefined;
