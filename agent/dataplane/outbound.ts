@@ -4,7 +4,9 @@
  * (agent/proxy/outbound-route.ts, shared with the Node path); others pass through unchanged from the pod's
  * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
  */
+import { IPPROTO_TCP, setIntOption, TCP_NODELAY } from "../../native-bindings/io.js";
 import { originalDestination } from "../../native-bindings/sockets.js";
+import type { HeaderList } from "../h2/hpack.js";
 import type { Logger } from "../log.js";
 import { formatBaggage } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
@@ -73,16 +75,20 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
   pool.open(self, route.target, route.address, route.port, [["baggage", baggage]]).then(
     (stream) => {
       ctx.observer.connectionOpened(info);
+      // What the stream brings is written as it comes: a small write held back for an ACK (Nagle) would stall
+      // request/response traffic on the app's delayed ACK.
+      setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
       // The app's first bytes go out with the CONNECT, without waiting for the answer; a refusal resets both.
-      relayFdStream(ctx.reactor, ctx.counters, fd, stream, reportClose(ctx.observer, info), (headers) => {
+      // The app's request is most likely waiting already: it is read at once (readAtOnce).
+      const refused = (headers: HeaderList) => {
         const status = headers.find(([name]) => name === ":status")?.[1];
-        if (status !== "200") {
-          ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
-          log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
-          // The relay closes the app's socket with a RST when its stream is reset.
-          stream.reset();
-        }
-      });
+        if (status === "200") return;
+        ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
+        log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
+        // The relay closes the app's socket with a RST when its stream is reset.
+        stream.reset();
+      };
+      relayFdStream(ctx.reactor, ctx.counters, fd, stream, reportClose(ctx.observer, info), refused, true);
     },
     (err: { code?: string }) => {
       log.warn({ err, destination: route.target.key }, "HBONE connection failed; app connection reset");

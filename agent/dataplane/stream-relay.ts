@@ -62,8 +62,16 @@ export function relayFdStream(
   stream: H2Stream,
   onDone: (result: RelayResult) => void,
   onHeaders?: (headers: HeaderList) => void,
+  /**
+   * Read the socket at once rather than on its first readiness event: for an app that has sent already (an
+   * outbound connection's request arrives while its HBONE stream opens), its bytes leave with the stream's HEADERS
+   * instead of one loop turn later.
+   */
+  readAtOnce = false,
 ): void {
-  new FdStreamRelay(reactor, counters, fd, stream, onDone, onHeaders).start();
+  const relay = new FdStreamRelay(reactor, counters, fd, stream, onDone, onHeaders);
+  relay.start();
+  if (readAtOnce) relay.readNow();
 }
 
 class FdStreamRelay implements EventHandler, StreamHandlers {
@@ -121,6 +129,11 @@ class FdStreamRelay implements EventHandler, StreamHandlers {
     }
     // Last: attach replays what the stream received so far, its close included.
     this.#stream.attach(this);
+  }
+
+  /** One read pass now, as if the socket had reported EPOLLIN. */
+  readNow(): void {
+    if (this.#fd >= 0 && this.#mask & EPOLLIN) this.#pump();
   }
 
   // EventHandler: the socket.
