@@ -44,6 +44,13 @@ export class HbonePool {
   readonly #sessions = new Map<string, Promise<PooledSession>>();
   /** Dials and handshakes under way: closeAll() drops them at once (a stopping worker's thread must keep no fd). */
   readonly #underway = new Set<() => void>();
+  /**
+   * Every session this pool made that has not closed, pooled or draining (taken out of the pool by closeSource, a
+   * rotation or GOAWAY, finishing its streams): closeAll() destroys them all. A draining session left alone would
+   * hold its worker thread up to the close timeout after the worker stopped (seen: an agent killed 10 s into its
+   * SIGTERM shutdown).
+   */
+  readonly #live = new Set<H2Session>();
   /** closeAll() ran: what fails from now on was dropped by us, not refused by a peer, and is not reported. */
   #closed = false;
 
@@ -79,6 +86,8 @@ export class HbonePool {
     this.#underway.clear();
     for (const p of this.#sessions.values()) p.then((s) => s.session.destroy()).catch(() => {});
     this.#sessions.clear();
+    for (const session of [...this.#live]) session.destroy();
+    this.#live.clear();
   }
 
   async #session(src: LocalWorkload, dst: Workload, ip: string): Promise<H2Session> {
@@ -109,6 +118,8 @@ export class HbonePool {
 
   /** A pooled session leaves the pool when it closes, when the peer sends GOAWAY, or once idle for poolIdleMs. */
   #expire(session: H2Session, forget: () => void): void {
+    this.#live.add(session);
+    session.once("close", () => this.#live.delete(session));
     session.once("close", forget);
     session.once("goaway", forget);
     let idle: NodeJS.Timeout | undefined;

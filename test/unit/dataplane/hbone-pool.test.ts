@@ -585,3 +585,20 @@ test.serial("closeAll drops a handshake under way at once: the open fails, no fd
     }
   }),
 );
+
+test.serial("closeAll also ends sessions already taken out of the pool and still draining their streams", (t) =>
+  leakChecked(t, async (w) => {
+    const db = w.server(w.db);
+    w.target.port = db.port;
+    w.contexts.set(CART, w.context(w.cart));
+    const pool = w.pool();
+    const stream = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "open");
+    const closed = closeOf(sessionOf(stream));
+    pool.closeSource(web1.key);
+    t.is(pool.size, 0, "out of the pool, draining its open stream");
+    t.false(sessionOf(stream).destroyed);
+    pool.closeAll();
+    await within(closed, 1000, "the draining session's close");
+    t.true(sessionOf(stream).destroyed);
+  }),
+);
