@@ -27,11 +27,6 @@ export interface AgentConfig {
   adminAddress: string;
   readyAddress: string;
   logLevel: string;
-  /**
-   * Which proxy serves the pods: "workers", the data plane's own epoll loops in worker threads
-   * (agent/dataplane/), or "node", the Node-sockets proxy (agent/proxy/) it replaces.
-   */
-  dataplane: "workers" | "node";
   /** Data-plane worker threads; default: the CPUs the agent may use (cgroup quota and affinity). */
   workers?: number;
 }
@@ -57,7 +52,6 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       admin: { type: "string", default: env.AMBIT_ADMIN_ADDRESS ?? "127.0.0.1:15000" },
       ready: { type: "string", default: env.AMBIT_READY_ADDRESS ?? "0.0.0.0:15021" },
       "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
-      dataplane: { type: "string", default: env.AMBIT_DATAPLANE ?? "node" },
       workers: { type: "string", default: env.AMBIT_WORKERS },
     },
   });
@@ -73,8 +67,6 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     throw new ConfigError("--ca-url needs --ca-bundle and --ca-token-file");
   }
   for (const flag of ["metrics", "admin", "ready"] as const) parseHostPort(values[flag] as string, flag);
-  const dataplane = values.dataplane;
-  if (dataplane !== "workers" && dataplane !== "node") throw new ConfigError("--dataplane must be workers or node");
   const workers = values.workers === undefined ? undefined : Number(values.workers);
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1 || workers > 256)) {
     throw new ConfigError("--workers must be a whole number from 1 to 256");
@@ -92,7 +84,6 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     adminAddress: values.admin as string,
     readyAddress: values.ready as string,
     logLevel: values["log-level"] as string,
-    dataplane,
     ...(workers !== undefined ? { workers } : {}),
   };
 }

@@ -2,6 +2,8 @@
 
 import { ConnectionTracker } from "../admin/connection-tracker.js";
 import { type AgentServers, startAgentServers } from "../admin/servers.js";
+import { MeshDataplane } from "../dataplane/mesh-dataplane.js";
+import { defaultWorkerCount } from "../dataplane/worker-count.js";
 import { RemoteCertificateSource } from "../identity/ca-client.js";
 import { loadOrCreateCa } from "../identity/ca-files.js";
 import { CertManager } from "../identity/cert-manager.js";
@@ -14,7 +16,6 @@ import { accessLog } from "../metrics/access-log.js";
 import { AgentMetrics, type AgentMetricsOptions } from "../metrics/agent-metrics.js";
 import { NetnsRegistry } from "../netns/netns-registry.js";
 import { observers, type ProxyObserver } from "../proxy/observer.js";
-import { MeshProxy } from "../proxy/proxy.js";
 import { Redirector } from "../redirect/enroller.js";
 import type { AgentConfig } from "./config.js";
 import type { MeshDataPath } from "./data-path.js";
@@ -59,28 +60,6 @@ async function certificateSource(config: AgentConfig, log: Logger): Promise<Cert
   return new EmbeddedCertificateSource(ca);
 }
 
-/**
- * The proxy that serves the pods: the data plane's worker threads, loaded only when asked for (its native
- * bindings, libuv and OpenSSL through koffi, stay unloaded otherwise), or the Node-sockets proxy.
- */
-async function dataPath(
-  config: AgentConfig,
-  certs: CertManager,
-  observer: ProxyObserver,
-  logger: Logger,
-  metrics: AgentMetrics,
-): Promise<MeshDataPath> {
-  const common = { trustDomain: config.trustDomain, certs, observer, logger, rootNamespace: config.rootNamespace };
-  if (config.dataplane === "node") return new MeshProxy(common);
-  const [{ MeshDataplane }, { defaultWorkerCount }] = await Promise.all([
-    import("../dataplane/mesh-dataplane.js"),
-    import("../dataplane/worker-count.js"),
-  ]);
-  const dataplane = new MeshDataplane({ ...common, workers: config.workers ?? defaultWorkerCount() });
-  metrics.watchDataplane(dataplane.counters);
-  return dataplane;
-}
-
 export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentHooks = {}): Promise<RunningAgent> {
   const source = await certificateSource(config, log);
   const certs = new CertManager({ source, logger: log.child({ component: "certs" }) });
@@ -89,7 +68,15 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   const connections = new ConnectionTracker();
   const observed: ProxyObserver[] = [metrics, connections, accessLog(log.child({ component: "access" }))];
   if (hooks.observer) observed.push(hooks.observer);
-  const proxy = await dataPath(config, certs, observers(...observed), log.child({ component: "proxy" }), metrics);
+  const proxy = new MeshDataplane({
+    trustDomain: config.trustDomain,
+    certs,
+    observer: observers(...observed),
+    logger: log.child({ component: "proxy" }),
+    rootNamespace: config.rootNamespace,
+    workers: config.workers ?? defaultWorkerCount(),
+  });
+  metrics.watchDataplane(proxy.counters);
   const refreshBundle = () =>
     void certs.trustBundlePem().then(
       (pem) => proxy.setTrustBundle(pem),

@@ -407,11 +407,8 @@ export async function runProxyBench(): Promise<string> {
       // Extra node flags for the agents only, to look inside a run: AMBIT_BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=DIR".
       ...(process.env.AMBIT_BENCH_AGENT_FLAGS?.split(" ").filter(Boolean) ?? []),
       CLI,
-      // The data plane under test: worker threads unless AMBIT_BENCH_DATAPLANE=node asks for the Node-sockets proxy.
-      ...localAgentArgs(node, manifests, join(tmp.dir, "ca"), {
-        dataplane: process.env.AMBIT_BENCH_DATAPLANE === "node" ? "node" : "workers",
-        workers: Number(process.env.AMBIT_BENCH_WORKERS ?? "1"),
-      }),
+      // Data-plane worker threads per agent: AMBIT_BENCH_WORKERS, default 1.
+      ...localAgentArgs(node, manifests, join(tmp.dir, "ca"), Number(process.env.AMBIT_BENCH_WORKERS ?? "1")),
     ];
     const t0 = Date.now();
     procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));

@@ -10,7 +10,7 @@ import type { AgentConfig } from "../../agent/node/config.js";
 import { type RunningAgent, startAgent } from "../../agent/node/run-agent.js";
 import { meshFor } from "./support/agents.js";
 import { clusterFor } from "./support/cluster.js";
-import { testDataplaneConfig } from "./support/data-path.js";
+import { TEST_WORKERS } from "./support/data-path.js";
 import { freePort, prometheusFor } from "./support/prometheus.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
@@ -147,7 +147,7 @@ test("readiness is 503 with reasons while the CA is unreachable at first start",
     adminAddress: "127.0.0.1:0",
     readyAddress: "127.0.0.1:0",
     logLevel: "silent",
-    ...testDataplaneConfig,
+    workers: TEST_WORKERS,
   };
   running = await startAgent(config, silentLogger);
   t.is(running.redirector.enrolled().length, 1, "redirection is installed; traffic is refused until a certificate");

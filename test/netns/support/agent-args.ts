@@ -1,15 +1,10 @@
-import { TEST_DATAPLANE, TEST_WORKERS } from "./data-path.js";
+import { TEST_WORKERS } from "./data-path.js";
 
 /**
  * Flags of `ambit agent` for a local agent process in a simulated cluster: embedded CA in a shared directory (start
  * agents one after another: the first creates the root), servers on free loopback ports, quiet logs.
  */
-export function localAgentArgs(
-  node: string,
-  manifests: string,
-  caDir: string,
-  dataplane: { dataplane: string; workers: number } = { dataplane: TEST_DATAPLANE, workers: TEST_WORKERS },
-): string[] {
+export function localAgentArgs(node: string, manifests: string, caDir: string, workers = TEST_WORKERS): string[] {
   return [
     "agent",
     "--node",
@@ -26,9 +21,7 @@ export function localAgentArgs(
     "127.0.0.1:0",
     "--log-level",
     "warn",
-    "--dataplane",
-    dataplane.dataplane,
     "--workers",
-    String(dataplane.workers),
+    String(workers),
   ];
 }

@@ -6,7 +6,7 @@ import { silentLogger } from "../../../agent/log.js";
 import type { AgentConfig } from "../../../agent/node/config.js";
 import { type AgentHooks, type RunningAgent, startAgent } from "../../../agent/node/run-agent.js";
 import type { NamespaceSpec, SimCluster } from "../../../agent/sim/index.js";
-import { testDataplaneConfig } from "./data-path.js";
+import { TEST_WORKERS } from "./data-path.js";
 
 export interface TestMesh {
   dir: string;
@@ -29,7 +29,7 @@ export async function meshFor(
     namespaces?: NamespaceSpec[];
     certLifetimeSec?: number;
     hooks?: (node: string) => AgentHooks;
-    /** Data-plane worker threads per agent (when the tests run on them); default TEST_WORKERS. */
+    /** Data-plane worker threads per agent; default TEST_WORKERS. */
     workers?: number;
   } = {},
 ): Promise<TestMesh> {
@@ -59,8 +59,7 @@ export async function meshFor(
       adminAddress: "127.0.0.1:0",
       readyAddress: "127.0.0.1:0",
       logLevel: "silent",
-      ...testDataplaneConfig,
-      ...(options.workers ? { workers: options.workers } : {}),
+      workers: options.workers ?? TEST_WORKERS,
     };
     agents.push(await startAgent(config, silentLogger, options.hooks?.(node.name) ?? {}));
   }

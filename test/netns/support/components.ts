@@ -4,6 +4,7 @@
  * observer on the proxy. Unenrolled and stopped when the test ends.
  */
 import type { ExecutionContext } from "ava";
+import { MeshDataplane } from "../../../agent/dataplane/mesh-dataplane.js";
 import type { MeshCa } from "../../../agent/identity/ca.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
 import { EmbeddedCertificateSource } from "../../../agent/identity/certificate-source.js";
@@ -16,7 +17,7 @@ import { NodeAgent } from "../../../agent/node/node-agent.js";
 import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
 import type { HboneTuning } from "../../../agent/proxy/tuning.js";
 import { Redirector } from "../../../agent/redirect/enroller.js";
-import { testDataPath } from "./data-path.js";
+import { TEST_WORKERS } from "./data-path.js";
 
 export interface TestNode {
   agent: NodeAgent;
@@ -34,19 +35,19 @@ export async function nodeFor(
     tuning?: Partial<HboneTuning>;
     observer?: ProxyObserver;
     logger?: Logger;
-    /** Data-plane worker threads (when the tests run on them); default TEST_WORKERS. */
+    /** Data-plane worker threads; default TEST_WORKERS. */
     workers?: number;
   },
 ): Promise<TestNode> {
   const logger = options.logger ?? silentLogger;
   const certs = new CertManager({ source: new EmbeddedCertificateSource(options.ca) });
-  const proxy = await testDataPath({
+  const proxy = new MeshDataplane({
     trustDomain: options.ca.trustDomain,
     certs,
     observer: options.observer ?? nullObserver,
     logger,
     ...(options.tuning ? { tuning: options.tuning } : {}),
-    ...(options.workers ? { workers: options.workers } : {}),
+    workers: options.workers ?? TEST_WORKERS,
   });
   proxy.setTrustBundle(options.ca.trustBundlePem());
   const redirector = new Redirector({ logger });
