@@ -19,7 +19,7 @@ import { ErrorCode, errorName } from "../h2/constants.js";
 import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
 import type { H2Stream, StreamHandlers } from "../h2/stream.js";
-import type { RelayResult } from "../proxy/relay.js";
+import type { RelayResult } from "../proxy/observer.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
@@ -38,7 +38,7 @@ const ECONNRESET = constants.errno.ECONNRESET;
 
 /**
  * Relay between a connected non-blocking TCP socket (`fd`, an app's connection) and an HTTP/2 stream (HBONE), both
- * ways, on `reactor`: the twin of stream-relay.ts in agent/proxy (Node sockets), with the same behaviour.
+ * ways, on `reactor`.
  *
  * - Back-pressure: reading the socket stops while the stream cannot take more (write() returned false) and resumes
  *   on its drain(). Received data is written to the socket at once; what the socket does not take waits in a queue

@@ -41,9 +41,18 @@ export interface ProxyObserver {
   connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void;
 }
 
-/** The relay's completion callback that reports `info`'s end to `observer`. */
+/** What a relay carried when it ended. */
+export interface RelayResult {
+  /** Bytes from the relay's first side delivered to its second, and back. */
+  aToB: number;
+  bToA: number;
+  /** The first error either side reported, if the relay ended by error rather than by both sides closing. */
+  error?: Error;
+}
+
+/** The relay's completion callback that reports `info`'s end to `observer`, the relay's first side the source. */
 export function reportClose(observer: ProxyObserver, info: ConnectionInfo) {
-  return (r: { aToB: number; bToA: number; error?: Error }) =>
+  return (r: RelayResult) =>
     observer.connectionClosed(info, {
       sent: r.aToB,
       received: r.bToA,

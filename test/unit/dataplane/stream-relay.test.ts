@@ -12,7 +12,7 @@ import { ErrorCode } from "../../../agent/h2/constants.js";
 import { H2Error } from "../../../agent/h2/errors.js";
 import type { HeaderList } from "../../../agent/h2/hpack.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
-import type { RelayResult } from "../../../agent/proxy/relay.js";
+import type { RelayResult } from "../../../agent/proxy/observer.js";
 import { SyscallError } from "../../../native-bindings/errors.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
