@@ -5,15 +5,9 @@
  * pod's namespace. Nothing it does can be trusted then, so the process logs why and exits at once, on every path:
  * the pods' rules stay (their traffic is refused, never leaked), and the restarted agent re-enrolls them.
  */
-import type net from "node:net";
 import { exitProcessNow } from "../native-bindings/libc.js";
 import { inNetns, inNetnsFd, NetnsReturnError } from "../native-bindings/netns.js";
-import {
-  connectInNetns,
-  connectInNetnsFd,
-  type MarkedConnectOptions,
-  markedSocketInNetnsFd,
-} from "../native-bindings/sockets.js";
+import { type MarkedConnectOptions, markedSocketInNetnsFd } from "../native-bindings/sockets.js";
 import { flushLogSync, type Logger } from "./log.js";
 
 /** Exit status of an agent that lost its own network namespace. */
@@ -46,26 +40,6 @@ export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: Logger): 
   } catch (err) {
     exitIfNetnsLost(err, log, netns.description);
     throw err;
-  }
-}
-
-/** A marked connection from inside the namespace at `path`; stops the process if the thread cannot come back. */
-export function connectFromPod(path: string, options: MarkedConnectOptions, log: Logger): Promise<net.Socket> {
-  try {
-    return connectInNetns(path, options);
-  } catch (err) {
-    exitIfNetnsLost(err, log, path);
-    return Promise.reject(err);
-  }
-}
-
-/** connectFromPod for a namespace held open by descriptor: no open/close of a path per connection. */
-export function connectFromPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: Logger): Promise<net.Socket> {
-  try {
-    return connectInNetnsFd(netns.fd, options, netns.description);
-  } catch (err) {
-    exitIfNetnsLost(err, log, netns.description);
-    return Promise.reject(err);
   }
 }
 

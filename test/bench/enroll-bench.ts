@@ -13,11 +13,11 @@ import { pathToFileURL } from "node:url";
 import { objectKey } from "../../agent/kube/records.js";
 import { NetnsRegistry } from "../../agent/netns/netns-registry.js";
 import { type EnrollTarget, type ListenerFactory, Redirector } from "../../agent/redirect/enroller.js";
-import { serveWithNode } from "../../agent/redirect/node-listener.js";
 import { buildRedirectRules, buildRemoveRules } from "../../agent/redirect/rules.js";
 import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import { inNetnsFd } from "../../native-bindings/netns.js";
 import { runNftJson } from "../../native-bindings/nftables.js";
+import { serveWithNode } from "../netns/support/node-listener.js";
 import { fixed, pad, ratio, type Stats, stats, tempDir } from "./support.js";
 
 const PODS = 100;

@@ -12,11 +12,11 @@ import { join } from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { NetnsReleasedError } from "../../agent/netns/errors.js";
 import { NetnsRegistry, type NetnsResolution, type PodNetnsRequest } from "../../agent/netns/netns-registry.js";
-import { connectFromPodFd, inPodNetnsFd } from "../../agent/pod-netns.js";
+import { inPodNetnsFd } from "../../agent/pod-netns.js";
 import type { SimCluster, SimPod } from "../../agent/sim/index.js";
 import { interfaceAddresses } from "../../native-bindings/ifaddrs.js";
 import { netnsId, openNetns } from "../../native-bindings/netns.js";
-import { closeFdQuietly } from "../../native-bindings/sockets.js";
+import { closeFdQuietly, connectInNetnsFd } from "../../native-bindings/sockets.js";
 import { capturingLogger } from "../support/log-lines.js";
 import { clusterFor } from "./support/cluster.js";
 import { fdsOn, inodeOf, sleeperIn, stop } from "./support/netns-procs.js";
@@ -96,7 +96,7 @@ test("found by IPv4 and by IPv6; the held descriptor enters the pod's own namesp
   // A marked connection opened through the held descriptor leaves from a's address.
   const app = answerIn(b.netnsPath, b.ipv4, 8080, (s) => `${s.remoteAddress}`);
   t.teardown(() => closeServer(app));
-  const s = await connectFromPodFd(byV4.netns, { address: b.ipv4, port: 8080, mark: 0x539 }, logger);
+  const s = await connectInNetnsFd(byV4.netns.fd, { address: b.ipv4, port: 8080, mark: 0x539 });
   t.is(await readAll(s), a.ipv4);
 });
 

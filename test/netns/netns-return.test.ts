@@ -94,7 +94,7 @@ test("an enrollment that cannot return home stops the agent", async (t) => {
   );
 });
 
-for (const mode of ["run", "connect"]) {
+for (const mode of ["run", "socket"]) {
   test(`entering by descriptor (${mode}) that cannot return home stops the process`, async (t) => {
     const cluster = await clusterFor(t, { nodes: [{ name: "n1", pods: [{ name: "a" }] }] });
     const child = spawn(process.execPath, [fdScript, cluster.pod("a").netnsPath, mode], {

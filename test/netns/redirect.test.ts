@@ -1,6 +1,7 @@
 import { closeSync, openSync } from "node:fs";
 import net from "node:net";
 import test from "ava";
+import { MeshDataplane } from "../../agent/dataplane/mesh-dataplane.js";
 import {
   type EnrollTarget,
   type ListenerFactory,
@@ -8,10 +9,10 @@ import {
   Redirector,
 } from "../../agent/redirect/enroller.js";
 import { EnrollmentError } from "../../agent/redirect/errors.js";
-import { serveWithNode } from "../../agent/redirect/node-listener.js";
 import { LISTEN_BACKLOG, originalDestination, socketFd } from "../../native-bindings/sockets.js";
 import { clusterFor, enrollTarget } from "./support/cluster.js";
 import { ruleCount, tableExists } from "./support/nft.js";
+import { serveWithNode } from "./support/node-listener.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
@@ -137,14 +138,21 @@ test("enrollment works while the agent holds more than 1024 descriptors (libnfta
   t.like(JSON.parse(await request(cluster.pod("a").netnsPath, cluster.pod("b").ipv4, 80)), { kind: "outbound" });
 });
 
-test("the pod's listeners keep their full accept queue once Node serves them (Node re-listens an fd with 511)", async (t) => {
+test("the pod's listeners keep their full accept queue once the data plane serves them", async (t) => {
   const cluster = await clusterFor(t, {
     ipv6: true,
     nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }] }],
   });
+  const dataplane = new MeshDataplane({
+    trustDomain: "cluster.local",
+    certs: { material: () => undefined, on: () => {} },
+  });
+  t.teardown(() => dataplane.close());
   const redirector = new Redirector();
-  redirector.enroll(enrollTarget(t, cluster, "a"), reportingFactory);
+  redirector.enroll(enrollTarget(t, cluster, "a"), dataplane.listenerFactory);
   t.teardown(() => redirector.unenroll("default/a"));
+  // Every listener handed over is being served once the worker answered a later message.
+  await dataplane.reported();
   // ss prints a listener's accept-queue limit in its Send-Q column.
   const { stdout } = await cluster.exec(cluster.pod("a").netnsName, "ss", ["-ltnH"]);
   const queues = stdout

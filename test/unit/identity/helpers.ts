@@ -119,7 +119,7 @@ export async function startMtlsServer(
   return { server, port: (server.address() as { port: number }).port };
 }
 
-/** Connects with `ctx`, leaving verification to the caller (as the proxy does, via validateTlsPeer). */
+/** Connects with `ctx`, leaving verification to the caller (validateTlsPeer). */
 export async function mtlsConnect(port: number, ctx: SecureContext): Promise<TLSSocket> {
   const socket = connect({ host: "127.0.0.1", port, secureContext: ctx, rejectUnauthorized: false });
   await once(socket, "secureConnect");
