@@ -18,7 +18,6 @@ import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { DEFAULT_ROOT_NAMESPACE } from "../kube/peer-authentication.js";
 import { objectKey } from "../kube/records.js";
 import { flushLogSync, type Logger, silentLogger } from "../log.js";
-import type { MeshDataPath } from "../node/data-path.js";
 import { ProxyError } from "../proxy/errors.js";
 import { nullObserver, type ProxyObserver } from "../proxy/observer.js";
 import { DEFAULT_TUNING, type HboneTuning } from "../proxy/tuning.js";
@@ -64,7 +63,7 @@ const STATE_KEYS = [
   "authorizationPolicies",
 ] as const;
 
-export class MeshDataplane implements MeshDataPath {
+export class MeshDataplane {
   readonly #pool: DataplaneWorkerPool;
   readonly #log: Logger;
   readonly #certs: IdentityMaterials;
@@ -102,6 +101,7 @@ export class MeshDataplane implements MeshDataPath {
     opts.certs.on("expired", sync);
   }
 
+  /** Resolves once every worker thread serves. */
   ready(): Promise<void> {
     return this.#ready;
   }
@@ -111,6 +111,7 @@ export class MeshDataplane implements MeshDataPath {
     return this.#pool.counters;
   }
 
+  /** The cluster as the source sees it now: which IPs are meshed, with which identity, Services and policies. */
   setState(state: ClusterState): void {
     const changes: Record<string, unknown> = {};
     let changed = false;
@@ -123,18 +124,18 @@ export class MeshDataplane implements MeshDataPath {
     if (changed) this.#send({ type: "state", changes: changes as StateChanges });
   }
 
-  /** Peers are checked against the bundle each certificate arrives with; this one adds nothing workers use. */
-  setTrustBundle(_pem: string): void {}
-
+  /** Resolves once everything the workers saw until now reached the observer (they report in batches). */
   reported(): Promise<void> {
     return this.#broadcast({ type: "flush" });
   }
 
+  /** HBONE client sessions pooled now, over every worker (tests). */
   async pooledSessions(): Promise<number> {
     const stats = await this.#pool.stats();
     return stats.reduce((sum, s) => sum + s.pooledSessions, 0);
   }
 
+  /** Serves each in-pod listener the redirector opens: the pod's first tells the workers about the pod. */
   readonly listenerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget, fd: number): ServedListener => {
     const key = objectKey(target.pod);
     let entry = this.#pods.get(key);

@@ -11,9 +11,8 @@ import { diffEnrollment } from "../kube/enrollment-diff.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
 import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
-import type { Redirector } from "../redirect/enroller.js";
+import type { ListenerFactory, Redirector } from "../redirect/enroller.js";
 import { EnrollmentError } from "../redirect/errors.js";
-import type { MeshDataPath } from "./data-path.js";
 
 export interface EnrollmentObserver {
   enrolled(pod: PodRecord, seconds: number): void;
@@ -34,6 +33,16 @@ export function enrollmentObservers(...list: EnrollmentObserver[]): EnrollmentOb
       for (const o of list) o.failed(...a);
     },
   };
+}
+
+/** What the agent needs of the data plane that serves its pods (agent/dataplane/mesh-dataplane.ts). */
+export interface MeshDataPath {
+  /** The cluster as the source sees it now: which IPs are meshed, with which identity, Services and policies. */
+  setState(state: ClusterState): void;
+  /** Serves each in-pod listener the redirector opens. */
+  readonly listenerFactory: ListenerFactory;
+  /** Every HBONE session torn down and its streams reset; resolves once nothing is left running. */
+  close(): Promise<void>;
 }
 
 /** What the agent needs of the namespace registry (agent/netns/netns-registry.ts). */
@@ -126,7 +135,7 @@ export class NodeAgent {
 
   /**
    * Stop serving, leaving every pod's rules in place: their traffic is refused until an agent returns. Resolves
-   * once the proxy stopped (a data plane's worker threads exited).
+   * once the data plane stopped (its worker threads exited).
    */
   stop(): Promise<void> {
     for (const t of this.#timers) clearInterval(t);

@@ -18,14 +18,13 @@ import { NetnsRegistry } from "../netns/netns-registry.js";
 import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { Redirector } from "../redirect/enroller.js";
 import type { AgentConfig } from "./config.js";
-import type { MeshDataPath } from "./data-path.js";
 import { type EnrollmentObserver, enrollmentObservers, NodeAgent } from "./node-agent.js";
 
 export interface RunningAgent {
   config: AgentConfig;
   agent: NodeAgent;
   certs: CertManager;
-  proxy: MeshDataPath;
+  proxy: MeshDataplane;
   redirector: Redirector;
   source: ClusterSource;
   metrics: AgentMetrics;
@@ -77,13 +76,6 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     workers: config.workers ?? defaultWorkerCount(),
   });
   metrics.watchDataplane(proxy.counters);
-  const refreshBundle = () =>
-    void certs.trustBundlePem().then(
-      (pem) => proxy.setTrustBundle(pem),
-      (err) => log.warn({ err }, "trust bundle refresh failed; peers are checked against the previous bundle"),
-    );
-  certs.on("issued", refreshBundle);
-  certs.on("rotated", refreshBundle);
 
   const redirector = new Redirector({ logger: log.child({ component: "redirect" }), hostRules: config.hostRules });
   const enrollment = hooks.enrollment ? enrollmentObservers(metrics, hooks.enrollment) : metrics;
@@ -136,13 +128,6 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     const endpoints = { metrics: servers.metrics, admin: servers.admin, ready: servers.ready };
     log.info(endpoints, "serving metrics, admin and readiness");
     await hooks.serving?.(endpoints);
-    // The bundle is needed before the first handshake; certificates also carry it, so a CA that is down now only
-    // delays it (handshakes fail closed meanwhile) instead of keeping the agent, and its readiness probe, down.
-    try {
-      proxy.setTrustBundle(await source.trustBundle());
-    } catch (err) {
-      log.warn({ err }, "trust bundle unavailable; it will come with the first certificate (mTLS refused until then)");
-    }
     const apply = (state: ClusterState) => {
       try {
         agent.apply(state);

@@ -12,7 +12,6 @@ import type { ClusterState } from "../../../agent/kube/cluster-state.js";
 import { objectKey } from "../../../agent/kube/records.js";
 import { type Logger, silentLogger } from "../../../agent/log.js";
 import { NetnsRegistry } from "../../../agent/netns/netns-registry.js";
-import type { MeshDataPath } from "../../../agent/node/data-path.js";
 import { NodeAgent } from "../../../agent/node/node-agent.js";
 import { nullObserver, type ProxyObserver } from "../../../agent/proxy/observer.js";
 import type { HboneTuning } from "../../../agent/proxy/tuning.js";
@@ -21,7 +20,7 @@ import { TEST_WORKERS } from "./data-path.js";
 
 export interface TestNode {
   agent: NodeAgent;
-  proxy: MeshDataPath;
+  proxy: MeshDataplane;
   certs: CertManager;
   redirector: Redirector;
 }
@@ -49,7 +48,6 @@ export async function nodeFor(
     ...(options.tuning ? { tuning: options.tuning } : {}),
     workers: options.workers ?? TEST_WORKERS,
   });
-  proxy.setTrustBundle(options.ca.trustBundlePem());
   const redirector = new Redirector({ logger });
   const agent = new NodeAgent({
     nodeName: options.nodeName,
