@@ -1,8 +1,8 @@
 /**
  * How a worker reports what it sees without a message per connection: events (handshakes, connections opened,
  * closed, refused, log lines) queue in the worker and go to the main thread as one message per EVENT_FLUSH_MS, or
- * sooner once EVENT_BATCH_MAX are queued. The main thread replays them into the same observers the Node path
- * feeds (metrics, access log, connection table) and its own logger, in the order each worker saw them.
+ * sooner once EVENT_BATCH_MAX are queued. The main thread replays them into the agent's observers (metrics, access
+ * log, connection table) and its own logger, in the order each worker saw them.
  */
 import pino from "pino";
 import type { Logger } from "../log.js";

@@ -11,7 +11,7 @@ export type HbonePeerCheck = { ok: true; id: SpiffeId } | { ok: false; reason: H
  * Whether a peer that finished the TLS handshake may carry HBONE: its certificate passed the SPIFFE validation
  * (`peer`, from TlsTransport.peer), it negotiated h2, and, on the client side, it is exactly the identity the
  * workload index expects at the address dialled (`expected`): a session verified for one identity never carries
- * traffic meant for another. Same order as the Node-sockets pool: certificate, identity, ALPN.
+ * traffic meant for another. Checked in that order: certificate, identity, ALPN.
  */
 export function checkHbonePeer(peer: PeerValidation, alpn: string, expected?: SpiffeId): HbonePeerCheck {
   if (!peer.ok) return peer;

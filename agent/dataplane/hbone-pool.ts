@@ -1,9 +1,9 @@
 /**
- * Client side of HBONE on a data-plane worker (data path v2), the twin of agent/proxy/hbone-pool.ts with the same
- * behaviour: one mutual-TLS HTTP/2 connection per (source pod, destination pod IP and the identity expected there),
- * reused by every CONNECT stream between them, so a new application connection costs one stream, not a handshake.
- * A session verified for one identity never carries traffic meant for another, even when the workload index moves
- * the IP to a new pod. Sessions left without streams for `poolIdleMs` are closed.
+ * Client side of HBONE on a data-plane worker (data path v2): one mutual-TLS HTTP/2 connection per (source pod,
+ * destination pod IP and the identity expected there), reused by every CONNECT stream between them, so a new
+ * application connection costs one stream, not a handshake. A session verified for one identity never carries traffic
+ * meant for another, even when the workload index moves the IP to a new pod. Sessions left without streams for
+ * `poolIdleMs` are closed.
  *
  * The socket comes from the context's factory (inside the source pod's namespace with the proxy mark in
  * production), TLS is the worker's own (TlsTransport on its Reactor). The peer must present exactly the identity the
@@ -187,8 +187,8 @@ export class HbonePool {
   /**
    * A socket to the destination's HBONE port, connected: the fd, ours from here on. The connect is waited for on
    * its own, not left to the TLS handshake (which would wait for it too), so that an unreachable peer is
-   * hbone_connect_failed within handshakeTimeoutMs and no handshake is counted, as on the Node-sockets path; the
-   * cost is one epoll registration per new session, not per stream.
+   * hbone_connect_failed within handshakeTimeoutMs and no handshake is counted; the cost is one epoll registration
+   * per new session, not per stream.
    */
   #dial(src: LocalWorkload, ip: string): Promise<number> {
     const ctx = this.#ctx;

@@ -1,10 +1,9 @@
 /**
- * Server side of HBONE on a pod's port 15008, on a data-plane worker's Reactor: the twin of
- * agent/proxy/hbone-server.ts (Node sockets), with the same checks, statuses, refusal reasons and log lines. Each
- * accepted connection is wrapped in TLS with the pod's own certificate (this worker's TlsContext for it), the
- * client certificate is required and verified, the peer must pass the SPIFFE validation and have negotiated h2, and
- * only then does HTTP/2 start. Each CONNECT stream is connected to the app at the requested `ip:port`, which must be
- * one of this pod's IPs, from inside the pod's namespace (DataplaneContext.sockets), and relayed fd <-> stream.
+ * Server side of HBONE on a pod's port 15008, on a data-plane worker's Reactor. Each accepted connection is wrapped in
+ * TLS with the pod's own certificate (this worker's TlsContext for it), the client certificate is required and
+ * verified, the peer must pass the SPIFFE validation and have negotiated h2, and only then does HTTP/2 start. Each
+ * CONNECT stream is connected to the app at the requested `ip:port`, which must be one of this pod's IPs, from inside
+ * the pod's namespace (DataplaneContext.sockets), and relayed fd <-> stream.
  */
 import { constants } from "node:os";
 import { errnoName } from "../../native-bindings/errors.js";

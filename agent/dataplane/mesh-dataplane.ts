@@ -3,7 +3,7 @@
  * with its own epoll loop (worker.ts, mesh-worker.ts), and this class keeps them told: the cluster's state as it
  * changes, each pod as it is enrolled (its record, a descriptor of its network namespace, its listening sockets),
  * and the current certificate of each identity the node's pods hold. Workers report back in batches (event-batch.ts),
- * replayed here into the same observers the Node-sockets proxy feeds, and count into shared counters.
+ * replayed here into the agent's observers (metrics, access log, connection table), and count into shared counters.
  *
  * Descriptors: the listening sockets and a duplicate of each pod's namespace descriptor are this class's; a worker
  * only uses them until it answered the message that takes them away (unlisten, pod_gone), and only then are they

@@ -1,7 +1,7 @@
 /**
  * A pod's outbound listener (15001) on a worker: every TCP connection the pod opens arrives here after REDIRECT.
  * Meshed destinations, direct or behind a Service ClusterIP, go over HBONE with the pod's own certificate
- * (agent/proxy/outbound-route.ts, shared with the Node path); others pass through unchanged from the pod's
+ * (the decision is agent/proxy/outbound-route.ts's); others pass through unchanged from the pod's
  * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
  */
 import { IPPROTO_TCP, setIntOption, TCP_NODELAY } from "../../native-bindings/io.js";

@@ -19,7 +19,7 @@ export interface PassThroughDeps {
 /**
  * Plain TCP from the pod's namespace to `dst`, relayed byte for byte with `fd` (outbound passthrough, and
  * plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
- * or failed connect resets the client and is counted as refused instead, as on the Node path.
+ * or failed connect resets the client and is counted as refused instead.
  */
 export function passThrough(
   deps: PassThroughDeps,

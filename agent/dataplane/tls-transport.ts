@@ -37,7 +37,7 @@ const READ_BUFFER_BYTES = 64 * 1024;
 const READ_BYTES_PER_EVENT = 4 * READ_BUFFER_BYTES;
 /**
  * Plaintext waiting for the socket at or above which the session holds back DATA (control frames never wait): the
- * same bound as the Node socket path (socket-transport.ts), so a session's memory is bounded the same way.
+ * same bound as HTTP/2 over a Node socket (agent/h2/socket-transport.ts), so a session's memory is bounded alike.
  */
 export const TLS_HIGH_WATER = 1024 * 1024;
 /** After end(), how long the peer gets to close its side before the connection is dropped. */
@@ -179,7 +179,7 @@ export class TlsTransport implements Transport, EventHandler {
 
   /**
    * The peer's SPIFFE identity, judged once when the handshake finished: its chain (DER from OpenSSL) through the
-   * project's validation (agent/identity/validate.ts), the same code the Node-sockets proxy uses. HBONE compares it
+   * project's validation (agent/identity/validate.ts). HBONE compares it
    * with the identity expected at the address (hbone-peer.ts).
    */
   get peer(): PeerValidation {

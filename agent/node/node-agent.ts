@@ -1,8 +1,10 @@
 /**
  * One node's agent: follows the cluster source, and for every meshed pod of this node finds its network namespace,
- * obtains its identity and installs its redirection into the shared proxy. Top-down, a pod's life here is:
+ * obtains its identity and hands its redirected listeners to the data plane. Top-down, a pod's life here is:
  *   source change -> diffEnrollment -> namespace (netns/) -> certificate (identity/) + listeners and rules
- *   (redirect/) -> proxy/
+ *   (redirect/) -> data plane: dataplane/mesh-dataplane.ts (this thread) -> worker.ts (a worker thread's epoll
+ *   loop) -> mesh-worker.ts -> outbound.ts (15001) | inbound-hbone.ts (15008) | inbound-plain.ts (15006)
+ * The decisions those handlers share are plain functions in proxy/ (outbound-route.ts, own-destination.ts, ...).
  */
 import type { CertManager } from "../identity/cert-manager.js";
 import { identityOfPod } from "../identity/spiffe.js";

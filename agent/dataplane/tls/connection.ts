@@ -182,7 +182,7 @@ export class TlsConnection {
 
   /**
    * The peer's SPIFFE identity after the handshake: its certificate chain (DER, leaf first) through the project's
-   * own validation (agent/identity/validate.ts), the same code that judges peers of the Node-sockets proxy.
+   * own validation (agent/identity/validate.ts).
    */
   peerIdentity(now?: number): PeerValidation {
     const ssl = this.#live();

@@ -27,10 +27,9 @@ export class TlsError extends AmbitError {
 }
 
 /**
- * The handshake result a failed TLS handshake is reported as (metric label), the same names the Node-sockets path
- * uses where OpenSSL says which it was: a client that sent no certificate is `no_certificate`, a chain that does not
- * verify against the bundle `unknown_ca` (OpenSSL checks chains inside the handshake here, where the Node path lets
- * every handshake finish and validates afterwards); a slow peer is `timeout`; anything else `tls_error`.
+ * The handshake result a failed TLS handshake is reported as (metric label), named where OpenSSL says which it was:
+ * a client that sent no certificate is `no_certificate`, a chain that does not verify against the bundle
+ * `unknown_ca` (OpenSSL checks chains inside the handshake); a slow peer is `timeout`; anything else `tls_error`.
  */
 export function handshakeFailure(err: unknown): "timeout" | "no_certificate" | "unknown_ca" | "tls_error" {
   if (!(err instanceof TlsError)) return "tls_error";

@@ -339,7 +339,7 @@ test.serial("the caller resetting the stream (a refused CONNECT) resets the app"
     );
     t.is((await closeError(r.app))?.code, "ECONNRESET");
     const result = await finish(t, r);
-    t.is(result.error, undefined, "the caller knows why it reset (as over Node sockets)");
+    t.is(result.error, undefined, "the caller knows why it reset");
     t.is(farCode, ErrorCode.CANCEL);
   }),
 );

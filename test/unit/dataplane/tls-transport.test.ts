@@ -489,7 +489,7 @@ test.serial(
   },
 );
 
-test("checkHbonePeer: a refused certificate keeps its reason, then identity, then ALPN, as the Node-sockets pool", (t) => {
+test("checkHbonePeer: a refused certificate keeps its reason, then identity, then ALPN", (t) => {
   const db = sid("shop", "db");
   t.deepEqual(checkHbonePeer({ ok: false, reason: "unknown_ca", detail: "x" }, "h2", db), {
     ok: false,
