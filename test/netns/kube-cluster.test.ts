@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "ava";
-import type { ConnectionsSnapshot } from "../../agent/admin/connection-tracker.js";
+import type { ConnectionRow, ConnectionsSnapshot } from "../../agent/admin/connection-tracker.js";
 import type { ConfigDump } from "../../agent/admin/facts.js";
 import { NODE_NAME_EXTRA } from "../../agent/ca/kube-token-reviewer.js";
 import { RemoteCertificateSource } from "../../agent/identity/ca-client.js";
@@ -196,8 +196,14 @@ test("calls to a Service VIP are meshed to both endpoints, also under STRICT; a 
   const answers = new Set<string>();
   for (let i = 0; i < 6; i++) answers.add(await request(client.netnsPath, vip, 80, "x"));
   t.deepEqual([...answers].sort(), ["web-1", "web-2"], "both endpoints answered, across nodes");
-  const rows = (await adminJson<ConnectionsSnapshot>(mesh.agents.get("n1") as KubeAgent, "/connections")).recent;
-  const toWeb = rows.filter((r) => r.reporter === "source" && r.pod === "shop/client" && r.destination.port === 8080);
+  // n1's data-plane workers report connections in batches (event-batch.ts): its table is read once they arrived.
+  const n1 = mesh.agents.get("n1") as KubeAgent;
+  const ended = async (which: (r: ConnectionRow) => boolean) =>
+    (await adminJson<ConnectionsSnapshot>(n1, "/connections")).recent.filter(which);
+  const fromClient = (r: ConnectionRow) =>
+    r.reporter === "source" && r.pod === "shop/client" && r.destination.port === 8080;
+  await waitFor("n1 to report the six connections", async () => (await ended(fromClient)).length >= 6, 10_000);
+  const toWeb = await ended(fromClient);
   t.true(toWeb.length >= 6);
   t.true(toWeb.every((r) => r.tls && r.destination.principal === "spiffe://cluster.local/ns/shop/sa/default"));
 
@@ -206,8 +212,9 @@ test("calls to a Service VIP are meshed to both endpoints, also under STRICT; a 
 
   // The meshed client calling a Service whose endpoints are outside the mesh: passed through to kube-proxy.
   t.is(await request(client.netnsPath, plainSvc?.clusterIPs[0] as string, 80, "x"), "plain-1");
-  const passed = (await adminJson<ConnectionsSnapshot>(mesh.agents.get("n1") as KubeAgent, "/connections")).recent;
-  t.true(passed.some((r) => r.pod === "shop/client" && r.destination.port === 80 && !r.tls));
+  const passedThrough = (r: ConnectionRow) => r.pod === "shop/client" && r.destination.port === 80 && !r.tls;
+  await waitFor("n1 to report the passthrough", async () => (await ended(passedThrough)).length > 0, 10_000);
+  t.true((await ended(passedThrough)).length > 0);
 });
 
 test("the seed's PeerAuthentication manifests, applied unchanged: PERMISSIVE, then STRICT, then the legacy DISABLE exception", async (t) => {

@@ -18,6 +18,7 @@ import type { NamespaceSpec, SimCluster } from "../../../agent/sim/index.js";
 import { waitFor } from "../../bench/support.js";
 import type { KubeObject } from "../../kube-api/resources.js";
 import { KubeApiServer } from "../../kube-api/server.js";
+import { TEST_WORKERS } from "./data-path.js";
 
 const CLI = join(import.meta.dirname, "..", "..", "..", "agent", "cli.js");
 export const AGENT_USER = "system:serviceaccount:ambit-system:ambit-agent";
@@ -159,6 +160,8 @@ export async function kubeMeshFor(
       "127.0.0.1:0",
       "--log-level",
       "info",
+      "--workers",
+      String(TEST_WORKERS),
     ]);
     const endpoints = await logged(proc, "serving metrics, admin and readiness", `agent ${node} to serve`);
     const agent: KubeAgent = {
