@@ -11,7 +11,8 @@
  *             (node-h2-relay.ts: HBONE's shape on Node's own HTTP/2, re-measuring the choice of ambit's own)
  *   ambit:    client -> server (captured in both pods, HBONE between the two agents, one process per node)
  *
- * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file.
+ * Every server pod runs the same apps: iperf3 -s and an nginx serving a tiny static file. Last, the agents are
+ * restarted on 2 data-plane workers each and the ambit wrk steps run again, read with each worker's counters.
  */
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -38,6 +39,15 @@ const TUNNEL = { iperf: { local: 7002, remote: 7444 }, http: { local: 7003, remo
 const RELAY = { iperf: { local: 7004, remote: 7446 }, http: { local: 7005, remote: 7447 } };
 const H2_RELAY = { iperf: { local: 7006 }, http: { local: 7007 }, remote: 7448 };
 const MESHED = { "ambit.dev/mesh": "enabled" };
+/** The agents' metrics in their node's namespace: a fixed port (the agent's default), so the bench can scrape it. */
+const AGENT_METRICS = { host: "127.0.0.1", port: 15020 };
+/** Data-plane workers per agent: the first run's (AMBIT_BENCH_WORKERS) and the second run's. */
+const WORKERS = Number(process.env.AMBIT_BENCH_WORKERS ?? "1");
+const MORE_WORKERS = 2;
+/** Issue 12's "1 vs 2 workers": CPU per keep-alive request at most this much above 1 worker's counts as flat... */
+const FLAT_CPU = 1.15;
+/** ... and a worker carries load when it relays at least this share of its agent's bytes. */
+const MIN_SHARE = 0.2;
 
 const CLI = fileURLToPath(new URL("../../agent/cli.js", import.meta.url));
 const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
@@ -65,6 +75,25 @@ interface ModeResult {
   cpuSeconds: Record<string, number>;
 }
 
+type WrkStep = "keep-alive" | "new conns";
+
+/** Per data-plane worker (index = worker label) of one agent. */
+interface WorkerCounts {
+  /** Connections its listeners accepted: app connections on n1 (outbound), HBONE sessions on n2. */
+  accepted: number[];
+  /** Bytes it relayed between app sockets and HTTP/2 streams, both ways. */
+  bytes: number[];
+}
+
+/** The ambit run again with MORE_WORKERS workers per agent. */
+interface WorkersRun {
+  result: ModeResult;
+  /** By step, then by node: how much each worker's counters grew during the step. */
+  growth: Record<WrkStep, Record<string, WorkerCounts>>;
+  /** By node: what each worker's counters reached, from the restart to the end of the run. */
+  total: Record<string, WorkerCounts>;
+}
+
 class Procs {
   readonly #tail = new Map<string, { child: ChildProcess; output: () => string }>();
 
@@ -80,9 +109,10 @@ class Procs {
     return this.#tail.get(name)?.child.pid;
   }
 
-  /** SIGTERM, then SIGKILL if it has not exited within `ms`. */
+  /** SIGTERM, then SIGKILL if it has not exited within `ms`. Forgotten then: checkAlive stops counting it. */
   async terminate(name: string, ms: number): Promise<void> {
     const child = this.#tail.get(name)?.child;
+    this.#tail.delete(name);
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, "exit");
     child.kill("SIGTERM");
@@ -146,9 +176,43 @@ async function probeGet(cluster: SimCluster, netns: string, host: string, port: 
   return stdout;
 }
 
+/** An agent's flags with its metrics on AGENT_METRICS instead of a free port. */
+function fixedMetrics(args: string[]): string[] {
+  return args.map((arg, i) => (args[i - 1] === "--metrics" ? `${AGENT_METRICS.host}:${AGENT_METRICS.port}` : arg));
+}
+
 async function tableInstalled(cluster: SimCluster, netns: string): Promise<boolean> {
   await cluster.exec(netns, "nft", ["list", "table", "inet", "ambit"], { timeoutMs: 5000 });
   return true;
+}
+
+const MISSING: ModeResult = {
+  gbps: Number.NaN,
+  keepAlive: { rps: Number.NaN, p50Ms: Number.NaN, p99Ms: Number.NaN, requests: 0, errors: "" },
+  close: { rps: Number.NaN, p50Ms: Number.NaN, p99Ms: Number.NaN, requests: 0, errors: "" },
+  connect: { median: Number.NaN, p99: Number.NaN },
+  cpu: {},
+  cpuSeconds: {},
+};
+
+const httpUrl = (target: Target) => `http://${target.http.host}:${target.http.port}/index.html`;
+
+/**
+ * A load step runner: runs a step while accounting the CPU of the mode's processes, and records in `into` their
+ * share of a core and the CPU seconds they spent, under the step's name.
+ */
+function cpuSteps(
+  procs: Procs,
+  cpuOf: Record<string, number | undefined>,
+  into: Pick<ModeResult, "cpu" | "cpuSeconds">,
+): <T>(name: string, fn: () => Promise<T>) => Promise<T> {
+  return async (name, fn) => {
+    const r = await withCpu(cpuOf, fn);
+    into.cpu[name] = r.cpu;
+    into.cpuSeconds[name] = Object.keys(cpuOf).reduce((sum, p) => sum + ((r.cpu[p] ?? Number.NaN) * r.wall) / 100, 0);
+    procs.checkAlive();
+    return r.result;
+  };
 }
 
 async function measure(
@@ -157,21 +221,71 @@ async function measure(
   target: Target,
   cpuOf: Record<string, number | undefined>,
 ): Promise<ModeResult> {
-  const url = `http://${target.http.host}:${target.http.port}/index.html`;
-  const cpu: Record<string, Record<string, number>> = {};
-  const cpuSeconds: Record<string, number> = {};
-  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    const r = await withCpu(cpuOf, fn);
-    cpu[name] = r.cpu;
-    cpuSeconds[name] = Object.keys(cpuOf).reduce((sum, p) => sum + ((r.cpu[p] ?? Number.NaN) * r.wall) / 100, 0);
-    procs.checkAlive();
-    return r.result;
+  const url = httpUrl(target);
+  const r: ModeResult = { ...MISSING, cpu: {}, cpuSeconds: {} };
+  const step = cpuSteps(procs, cpuOf, r);
+  await wrk(cluster, target.netns, url, { seconds: WARMUP_SECONDS });
+  r.gbps = await step("iperf3", () => iperf3(cluster, target.netns, target.iperf.host, target.iperf.port, SECONDS));
+  r.keepAlive = await step("keep-alive", () => wrk(cluster, target.netns, url, { seconds: SECONDS }));
+  r.close = await step("new conns", () => wrk(cluster, target.netns, url, { seconds: SECONDS, close: true }));
+  return r;
+}
+
+/** Each data-plane worker's counters now, scraped from the agent's metrics in its node's namespace. */
+async function workerCounts(cluster: SimCluster, netns: string): Promise<WorkerCounts> {
+  const text = await probeGet(cluster, netns, AGENT_METRICS.host, AGENT_METRICS.port, "/metrics");
+  const byWorker = (counter: string) => {
+    const values: number[] = [];
+    const series = new RegExp(`^ambit_dataplane_${counter}_total\\{worker="(\\d+)"\\} (\\S+)$`, "gm");
+    for (const [, worker, value] of text.matchAll(series)) values[Number(worker)] = Number(value);
+    if (values.length === 0) throw new Error(`no ambit_dataplane_${counter}_total series in the agent's metrics`);
+    return Array.from(values, (v) => v ?? 0);
+  };
+  const sent = byWorker("stream_sent_bytes");
+  const received = byWorker("stream_received_bytes");
+  return { accepted: byWorker("connections_accepted"), bytes: sent.map((v, i) => v + (received[i] ?? 0)) };
+}
+
+function countsGrowth(before: WorkerCounts, after: WorkerCounts): WorkerCounts {
+  const minus = (a: number[], b: number[]) => a.map((v, i) => v - (b[i] ?? 0));
+  return { accepted: minus(after.accepted, before.accepted), bytes: minus(after.bytes, before.bytes) };
+}
+
+/** Counters of every agent (by node name), read side by side. */
+async function agentCounts(cluster: SimCluster, nodes: string[]): Promise<Record<string, WorkerCounts>> {
+  const counts = await Promise.all(nodes.map((n) => workerCounts(cluster, cluster.node(n).netnsName)));
+  return Object.fromEntries(nodes.map((n, i) => [n, counts[i] as WorkerCounts]));
+}
+
+/**
+ * The ambit wrk steps on the running agents (restarted with MORE_WORKERS), each step between two reads of every
+ * worker's counters. The reads are outside the CPU accounting: a scrape costs the agent's main thread CPU the
+ * 1-worker run did not spend. No iperf3: a single stream is one connection, on one worker whatever their number.
+ */
+async function measureWorkers(
+  cluster: SimCluster,
+  procs: Procs,
+  target: Target,
+  cpuOf: Record<string, number | undefined>,
+  nodes: string[],
+): Promise<WorkersRun> {
+  const url = httpUrl(target);
+  const result: ModeResult = { ...MISSING, cpu: {}, cpuSeconds: {} };
+  const step = cpuSteps(procs, cpuOf, result);
+  const growth = {} as WorkersRun["growth"];
+  const counted = async (name: WrkStep, close: boolean) => {
+    const before = await agentCounts(cluster, nodes);
+    const r = await step(name, () => wrk(cluster, target.netns, url, { seconds: SECONDS, close }));
+    const after = await agentCounts(cluster, nodes);
+    growth[name] = Object.fromEntries(
+      nodes.map((n) => [n, countsGrowth(before[n] as WorkerCounts, after[n] as WorkerCounts)]),
+    );
+    return r;
   };
   await wrk(cluster, target.netns, url, { seconds: WARMUP_SECONDS });
-  const gbps = await step("iperf3", () => iperf3(cluster, target.netns, target.iperf.host, target.iperf.port, SECONDS));
-  const keepAlive = await step("keep-alive", () => wrk(cluster, target.netns, url, { seconds: SECONDS }));
-  const close = await step("new conns", () => wrk(cluster, target.netns, url, { seconds: SECONDS, close: true }));
-  return { gbps, keepAlive, close, connect: { median: Number.NaN, p99: Number.NaN }, cpu, cpuSeconds };
+  result.keepAlive = await counted("keep-alive", false);
+  result.close = await counted("new conns", true);
+  return { result, growth, total: await agentCounts(cluster, nodes) };
 }
 
 /** One round of sequential connect + first-byte probes from a mode's client pod; milliseconds. */
@@ -185,14 +299,11 @@ async function probeRound(cluster: SimCluster, target: Target): Promise<number[]
   return (JSON.parse(stdout) as { samples: number[] }).samples;
 }
 
-const MISSING: ModeResult = {
-  gbps: Number.NaN,
-  keepAlive: { rps: Number.NaN, p50Ms: Number.NaN, p99Ms: Number.NaN, requests: 0, errors: "" },
-  close: { rps: Number.NaN, p50Ms: Number.NaN, p99Ms: Number.NaN, requests: 0, errors: "" },
-  connect: { median: Number.NaN, p99: Number.NaN },
-  cpu: {},
-  cpuSeconds: {},
-};
+/** An error's message and its causes' (waitFor's timeout says what it waited for, its cause why it never came). */
+function causes(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  return err.cause === undefined ? err.message : `${err.message}; cause: ${causes(err.cause)}`;
+}
 
 function loadAverage(): string {
   return loadavg()
@@ -210,7 +321,11 @@ function cpuPerRequest(r: ModeResult, step: "keep-alive" | "new conns"): number 
  * Issue 12's targets, each with ambit's figure, what it is compared with, and PASS/MISSED. Ratios come from this
  * run only; "n/a" means a reference could not be measured here (the nginx baseline needs its stream module).
  */
-function targets(results: Record<Mode, ModeResult>, idle: IdleAgent | undefined): string[] {
+function targets(
+  results: Record<Mode, ModeResult>,
+  idle: IdleAgent | undefined,
+  workers: WorkersRun | string,
+): string[] {
   const { direct: d, nginx: n, ambit: a } = results;
   const verdict = (ok: boolean | undefined) => (ok === undefined ? "n/a" : ok ? "PASS" : "MISSED");
   const known = (...xs: number[]) => xs.every(Number.isFinite);
@@ -264,12 +379,77 @@ function targets(results: Record<Mode, ModeResult>, idle: IdleAgent | undefined)
       "< 1% of a core, RSS < 100 MB",
       idle ? idle.cpuPercent < 1 && idle.rssMiB * 1.048576 < 100 : undefined,
     ),
-    row("1 vs 2 workers", "one data-path thread today", "flat CPU/request, both carry load", false),
+    ...workerRows(a, workers, row),
   ];
 }
 
-function report(results: Record<Mode, ModeResult>, idle: IdleAgent | undefined, notes: string[]): string {
+/** Each worker's percentage of `values` ("56/44%"). */
+function shares(values: number[]): string {
+  const total = values.reduce((a, b) => a + b, 0);
+  return `${values.map((v) => fixed((v / total) * 100, 0)).join("/")}%`;
+}
+
+/** True when the agent ran MORE_WORKERS workers and each relayed at least MIN_SHARE of the bytes. */
+function carried(counts: WorkerCounts): boolean {
+  const total = counts.bytes.reduce((a, b) => a + b, 0);
+  return counts.bytes.length === MORE_WORKERS && total > 0 && counts.bytes.every((b) => b >= MIN_SHARE * total);
+}
+
+/**
+ * The "1 vs 2 workers" target, with the figures behind it on the rows below. Load per worker is judged by bytes
+ * relayed, not connections accepted: n2 accepts HBONE sessions, one per n1 worker and pooled from the warm-up on,
+ * so none during a step; on n1 a keep-alive connection's requests, hence its bytes, depend on its worker's speed.
+ */
+function workerRows(
+  one: ModeResult,
+  run: WorkersRun | string,
+  row: (label: string, figure: string, goal: string, ok: boolean | undefined) => string,
+): string[] {
+  const label = `${WORKERS} vs ${MORE_WORKERS} workers`;
+  const goal = `CPU/req <= ${FLAT_CPU}x, each >= ${MIN_SHARE * 100}%`;
+  if (typeof run === "string") return [row(label, run, goal, undefined)];
+  const [cpu1, cpu2] = [cpuPerRequest(one, "keep-alive"), cpuPerRequest(run.result, "keep-alive")];
+  const keepAlive = run.growth["keep-alive"];
+  const nodes = Object.keys(keepAlive);
+  const spread = nodes.every((n) => carried(keepAlive[n] as WorkerCounts));
+  // "n1 9/7 accepted, 55/45% bytes; n2 0/0, 50/50%": each agent's workers in the order of their labels.
+  const perWorker = (step: WrkStep) =>
+    nodes
+      .map((n, i) => {
+        const counts = run.growth[step][n];
+        const [accepted, bytes] = [counts?.accepted.join("/") ?? "-", shares(counts?.bytes ?? [])];
+        return i === 0 ? `${n} ${accepted} accepted, ${bytes} bytes` : `${n} ${accepted}, ${bytes}`;
+      })
+      .join("; ");
+  const detail = (text: string, figure: string) => `    ${text.padEnd(36)}${figure}`;
+  return [
+    row(
+      label,
+      `${WORKERS}w ${fixed(cpu1, 1)} us, ${MORE_WORKERS}w ${fixed(cpu2, 1)} us`,
+      goal,
+      Number.isFinite(cpu1) && Number.isFinite(cpu2) ? cpu2 <= FLAT_CPU * cpu1 && spread : undefined,
+    ),
+    detail("keep-alive, per worker", perWorker("keep-alive")),
+    detail("new conns, per worker", perWorker("new conns")),
+    detail("HBONE sessions per n2 worker, total", run.total.n2?.accepted.join("/") ?? "-"),
+    detail(
+      `${MORE_WORKERS} workers: req/s, CPU per new conn`,
+      `keep-alive ${fixed(run.result.keepAlive.rps, 0)}, new conns ${fixed(run.result.close.rps, 0)}; ` +
+        `${fixed(cpuPerRequest(run.result, "new conns"), 1)} us (${WORKERS}w ${fixed(cpuPerRequest(one, "new conns"), 1)})`,
+    ),
+  ];
+}
+
+function report(
+  results: Record<Mode, ModeResult>,
+  idle: IdleAgent | undefined,
+  workers: WorkersRun | string,
+  notes: string[],
+): string {
   const d = results.direct;
+  // The second ambit run is reported beside the modes where it has figures of its own: CPU and wrk errors.
+  const runs: Array<[string, ModeResult]> = MODES.map((m) => [m, results[m]]);
+  if (typeof workers !== "string") runs.push([`ambit ${MORE_WORKERS}w`, workers.result]);
   const w = 12;
   const row = (label: string, get: (r: ModeResult) => number, digits: number) =>
     `${label.padEnd(30)}${MODES.map((m) => pad(fixed(get(results[m]), digits), w)).join("")}` +
@@ -293,11 +473,11 @@ function report(results: Record<Mode, ModeResult>, idle: IdleAgent | undefined, 
     row("CPU us per keep-alive req", (r) => cpuPerRequest(r, "keep-alive"), 1),
     row("CPU us per new connection", (r) => cpuPerRequest(r, "new conns"), 1),
     "",
-    ...targets(results, idle),
+    ...targets(results, idle, workers),
     "",
     "CPU while each test ran: tunnel/agent processes in % of one core; machine = all cores busy, % of total",
-    ...MODES.flatMap((m) =>
-      Object.entries(results[m].cpu).map(
+    ...runs.flatMap(([m, r]) =>
+      Object.entries(r.cpu).map(
         ([test, byProc]) =>
           `  ${m.padEnd(8)} ${test.padEnd(11)} ${Object.entries(byProc)
             .map(([p, v]) => `${p} ${fixed(v, 0)}%`)
@@ -305,10 +485,10 @@ function report(results: Record<Mode, ModeResult>, idle: IdleAgent | undefined, 
       ),
     ),
   ];
-  const errs = MODES.flatMap((m) =>
+  const errs = runs.flatMap(([m, r]) =>
     (["keepAlive", "close"] as const)
-      .filter((k) => results[m][k].errors)
-      .map((k) => `  ${m} ${k === "close" ? "new conns" : "keep-alive"}: ${results[m][k].errors}`),
+      .filter((k) => r[k].errors)
+      .map((k) => `  ${m} ${k === "close" ? "new conns" : "keep-alive"}: ${r[k].errors}`),
   );
   if (errs.length) lines.push("", "wrk reported errors:", ...errs);
   if (notes.length) lines.push("", ...notes);
@@ -402,27 +582,34 @@ export async function runProxyBench(): Promise<string> {
     // One agent process per node, in the node's namespace, as a DaemonSet would run them. The first creates the CA.
     const manifests = join(tmp.dir, "cluster.json");
     await c.writeManifests(manifests);
-    const agentArgs = (node: string) => [
+    const agentArgs = (node: string, workers: number) => [
       ...AGENT_NODE_FLAGS,
       // Extra node flags for the agents only, to look inside a run: AMBIT_BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=DIR".
       ...(process.env.AMBIT_BENCH_AGENT_FLAGS?.split(" ").filter(Boolean) ?? []),
       CLI,
-      // Data-plane worker threads per agent: AMBIT_BENCH_WORKERS, default 1.
-      ...localAgentArgs(node, manifests, join(tmp.dir, "ca"), Number(process.env.AMBIT_BENCH_WORKERS ?? "1")),
+      // Data-plane worker threads per agent: AMBIT_BENCH_WORKERS (default 1) for the first run, then MORE_WORKERS.
+      ...fixedMetrics(localAgentArgs(node, manifests, join(tmp.dir, "ca"), workers)),
     ];
-    const t0 = Date.now();
-    procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1"));
-    await waitFor("agent n1 to enroll the client pod", async () => {
-      procs.checkAlive();
-      return tableInstalled(c, client.netnsName);
-    });
-    procs.start("agent n2", c.node("n2").netnsName, process.execPath, agentArgs("n2"));
-    // Meshed inbound is delivered from inside the destination pod: the app sees its own IP only via the mesh.
-    await waitFor("client -> server over the mesh", async () => {
-      procs.checkAlive();
-      return (await probeGet(c, client.netnsName, server.ipv4, HTTP_PORT, "/whoami")) === server.ipv4;
-    });
-    notes.push(`agents up and both pods meshed in ${Date.now() - t0} ms (from first agent start)`);
+    /** Starts both agents and waits until the client reaches the server over the mesh; the milliseconds it took. */
+    const startAgents = async (workers: number): Promise<number> => {
+      const t0 = Date.now();
+      procs.start("agent n1", c.node("n1").netnsName, process.execPath, agentArgs("n1", workers));
+      await waitFor("agent n1 to enroll the client pod", async () => {
+        procs.checkAlive();
+        return tableInstalled(c, client.netnsName);
+      });
+      procs.start("agent n2", c.node("n2").netnsName, process.execPath, agentArgs("n2", workers));
+      // Meshed inbound is delivered from inside the destination pod: the app sees its own IP only via the mesh.
+      await waitFor("client -> server over the mesh", async () => {
+        procs.checkAlive();
+        return (await probeGet(c, client.netnsName, server.ipv4, HTTP_PORT, "/whoami")) === server.ipv4;
+      });
+      return Date.now() - t0;
+    };
+    // Agents end by SIGTERM, as a DaemonSet's pods do: their threads exit cleanly (and write --cpu-prof profiles).
+    const stopAgents = () => Promise.all(["agent n1", "agent n2"].map((name) => procs.terminate(name, 10_000)));
+    const agentPids = () => ({ "agent n1": procs.pid("agent n1"), "agent n2": procs.pid("agent n2") });
+    notes.push(`agents up and both pods meshed in ${await startAgents(WORKERS)} ms (from first agent start)`);
 
     const targets: Record<Mode, Target> = {
       direct: {
@@ -456,7 +643,7 @@ export async function runProxyBench(): Promise<string> {
       nginx: { "client-side": procs.pid("nginx tunnel client"), "server-side": procs.pid("nginx tunnel server") },
       "js-relay": { "relay n1": procs.pid("js-relay n1"), "relay n2": procs.pid("js-relay n2") },
       "node-h2": { "relay n1": procs.pid("node-h2 n1"), "relay n2": procs.pid("node-h2 n2") },
-      ambit: { "agent n1": procs.pid("agent n1"), "agent n2": procs.pid("agent n2") },
+      ambit: agentPids(),
     };
     const results = { direct: MISSING, nginx: MISSING, "js-relay": MISSING, "node-h2": MISSING, ambit: MISSING };
     const active = MODES.filter((m) => m !== "nginx" || tunnel);
@@ -477,9 +664,23 @@ export async function runProxyBench(): Promise<string> {
       results[mode].cpu = { ...results[mode].cpu, ...cpu };
       results[mode].connect = stats(samples.get(mode) ?? []);
     }
+    await stopAgents();
+    let workers: WorkersRun | string;
+    if (WORKERS !== 1) workers = `n/a: first run on ${WORKERS}`;
+    else {
+      // Same cluster, manifests and CA: only the number of workers differs from the run above.
+      workers = await startAgents(MORE_WORKERS)
+        .then((ms) => {
+          notes.push(`agents restarted on ${MORE_WORKERS} workers, both pods meshed in ${ms} ms`);
+          return measureWorkers(c, procs, targets.ambit, agentPids(), ["n1", "n2"]);
+        })
+        .catch((err: unknown) => {
+          notes.push(`${MORE_WORKERS}-worker run failed: ${causes(err)}`);
+          return "not measured (see the notes)";
+        });
+      await stopAgents();
+    }
     notes.push(`load average at end: ${loadAverage()}`);
-    // Agents end by SIGTERM, as a DaemonSet's pods do: their threads exit cleanly (and write --cpu-prof profiles).
-    await Promise.all(["agent n1", "agent n2"].map((name) => procs.terminate(name, 10_000)));
     // The idle agent runs alone, after the load: a cluster of its own, every other process of this bench stopped.
     await cluster.destroy();
     cluster = undefined;
@@ -487,7 +688,7 @@ export async function runProxyBench(): Promise<string> {
       notes.push(`idle agent not measured: ${err instanceof Error ? err.message : String(err)}`);
       return undefined;
     });
-    return report(results, idle, notes);
+    return report(results, idle, workers, notes);
   } finally {
     await cluster?.destroy();
     tmp.remove();
