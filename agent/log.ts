@@ -4,7 +4,7 @@ import pino, { type Logger } from "pino";
 export type { Logger };
 
 /**
- * The agent's root logger: JSON lines on stdout. Level from the option or AMBIT_LOG_LEVEL (default info).
+ * The agent's root logger: JSON lines on stdout, written synchronously. Level from the option or AMBIT_LOG_LEVEL (default info).
  * A person at a terminal can ask for readable lines with AMBIT_LOG_PRETTY=1; pods and pipes always get JSON.
  */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
@@ -17,7 +17,12 @@ export function createLogger(options: { level?: string; name?: string } = {}): L
     formatters: { level: (label: string) => ({ level: label }) },
   };
   const pretty = process.env.AMBIT_LOG_PRETTY === "1" && process.stdout.isTTY;
-  return pretty ? pino(settings, prettyStream(process.stdout)) : pino(settings);
+  // Synchronous: a line is written before the call returns, so the last line of a process that ends with _exit
+  // (exitProcessNow: a lost namespace, a lost worker) is never lost in a buffer or a write still in flight. The
+  // cost is one write(2) per line on the main thread; the data plane's threads batch theirs (event-batch.ts).
+  return pretty
+    ? pino(settings, prettyStream(process.stdout))
+    : pino(settings, pino.destination({ dest: 1, sync: true }));
 }
 
 /** `HH:MM:SS.mmm LEVEL msg key=value ...` from pino's JSON lines; nested values stay JSON. */
@@ -39,16 +44,3 @@ function prettyStream(out: NodeJS.WriteStream): Writable {
 
 /** A logger that writes nothing, for tests and library use where the caller did not pass one. */
 export const silentLogger: Logger = pino({ level: "silent" });
-
-/**
- * Writes out what the logger still buffers, synchronously: for a process about to end without exit handlers
- * (exitProcessNow), where pino's own flush on exit never runs.
- */
-export function flushLogSync(log: Logger): void {
-  const stream = (log as unknown as Record<symbol, { flushSync?: () => void } | undefined>)[pino.symbols.streamSym];
-  try {
-    stream?.flushSync?.();
-  } catch {
-    // A stream that cannot flush now (still opening its fd) loses the line; the exit status still says why.
-  }
-}

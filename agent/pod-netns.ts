@@ -8,7 +8,7 @@
 import { exitProcessNow } from "../native-bindings/libc.js";
 import { inNetns, inNetnsFd, NetnsReturnError } from "../native-bindings/netns.js";
 import { type MarkedConnectOptions, markedSocketInNetnsFd } from "../native-bindings/sockets.js";
-import { flushLogSync, type Logger } from "./log.js";
+import type { Logger } from "./log.js";
 
 /** Exit status of an agent that lost its own network namespace. */
 export const EXIT_NETNS_LOST = 70;
@@ -63,18 +63,15 @@ function exitIfNetnsLost(err: unknown, log: Logger, path: string): void {
     { err, netns: path, exitCode: EXIT_NETNS_LOST },
     "could not return to the agent's own network namespace; exiting now: pods keep their rules (traffic refused) until the restarted agent re-enrolls them",
   );
-  endProcess(EXIT_NETNS_LOST, log);
+  endProcess(EXIT_NETNS_LOST);
 }
 
-let endProcess = (status: number, log: Logger): never => {
-  flushLogSync(log);
-  return exitProcessNow(status);
-};
+let endProcess = (status: number): never => exitProcessNow(status);
 
 /**
  * How a data-plane worker thread ends the process: it cannot itself (process.exit() in a worker ends the thread, and
  * Node aborts on the thread's open uv handle), so it hands the end to the main thread and stops running code.
  */
-export function endProcessWith(end: (status: number, log: Logger) => never): void {
+export function endProcessWith(end: (status: number) => never): void {
   endProcess = end;
 }

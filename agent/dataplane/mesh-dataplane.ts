@@ -17,7 +17,7 @@ import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { DEFAULT_ROOT_NAMESPACE } from "../kube/peer-authentication.js";
 import { objectKey } from "../kube/records.js";
-import { flushLogSync, type Logger, silentLogger } from "../log.js";
+import { type Logger, silentLogger } from "../log.js";
 import { ProxyError } from "../proxy/errors.js";
 import { nullObserver, type ProxyObserver } from "../proxy/observer.js";
 import { DEFAULT_TUNING, type HboneTuning } from "../proxy/tuning.js";
@@ -242,7 +242,6 @@ export class MeshDataplane {
 
   /** A worker's fatal line (its last event batch) came before this: the process ends now, no exit handlers. */
   #end(status: number): never {
-    flushLogSync(this.#log);
     return exitProcessNow(status);
   }
 }
