@@ -180,7 +180,7 @@ async function startApp(t: ExecutionContext, cluster: SimCluster, b: SimPod) {
 
 /** Starts the agent of `node` in the node's namespace, as deployed (the image's node flags). */
 function startAgent(cluster: SimCluster, node: SimNode, manifests: string, caDir: string): Agent {
-  const args = localAgentArgs(node.name, manifests, caDir, { dataplane: "workers", workers: WORKERS });
+  const args = localAgentArgs(node.name, manifests, caDir, WORKERS);
   args[args.indexOf("--metrics") + 1] = `127.0.0.1:${METRICS_PORT}`;
   const child = cluster.spawnIn(node.netnsName, process.execPath, [...AGENT_NODE_FLAGS, CLI, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
