@@ -3,7 +3,7 @@ import test, { type ExecutionContext } from "ava";
 import { HbonePool } from "../../../agent/dataplane/hbone-pool.js";
 import { Listener } from "../../../agent/dataplane/listener.js";
 import type { PodDial } from "../../../agent/dataplane/pod-socket.js";
-import { Reactor } from "../../../agent/dataplane/reactor.js";
+import type { Reactor } from "../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
@@ -16,7 +16,6 @@ import { HBONE_PORT } from "../../../agent/redirect/ports.js";
 import { closeFd, IPPROTO_TCP, SOL_SOCKET } from "../../../native-bindings/io.js";
 import { getsockoptInt, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_USER_TIMEOUT } from "../../../native-bindings/libc.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
-import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { handlers } from "../../support/h2-handlers.js";
 import { within } from "../../support/within.js";
 import { type Workload as Issued, sid } from "../identity/helpers.js";
@@ -27,8 +26,9 @@ import {
   RecordingObserver,
   testContext,
 } from "./support/dataplane-context.js";
+import { type LeakChecked, runLeakChecked } from "./support/leak-checked.js";
 import { closeOf } from "./support/tls-sessions.js";
-import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tls-support.js";
+import { localPort } from "./tls-support.js";
 
 /**
  * The data plane's HBONE client pool: real loopback TCP (every pod address is routed to a local listener), real
@@ -211,13 +211,10 @@ async function handshakes(server: HboneServer, n: number): Promise<number> {
   return server.handshakes;
 }
 
-interface World extends Fixture {
-  reactor: Reactor;
+interface World extends LeakChecked {
   observer: RecordingObserver;
   /** The pool's TLS context per SPIFFE ID, read on every open: edit it to rotate or take a certificate away. */
   contexts: Map<string, TlsContext>;
-  /** A context built for this test; disposed after it. */
-  context(w: Issued): TlsContext;
   /** An HBONE server for this test; closed after it. */
   server(w: Issued, mode?: "h2" | "raw"): HboneServer;
   /** Where the pool's dials go on loopback, whatever pod address they are for. */
@@ -231,79 +228,63 @@ interface World extends Fixture {
   pool(tuning?: Partial<HboneTuning>): HbonePool;
 }
 
-/**
- * Runs `body` with a Reactor of its own, then checks that every fd the test opened is closed (the reactor's epoll fd
- * included) and that every SSL object and context is freed once the pools and servers are closed.
- */
-async function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void>): Promise<void> {
-  const f = await workloads();
-  const baseline = fdBaseline();
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 });
-  const reactor = new Reactor();
-  const serving = fdBaseline();
-  const contexts: TlsContext[] = [];
-  const servers: HboneServer[] = [];
-  const pools: HbonePool[] = [];
-  const observer = new RecordingObserver();
-  const target: PodDial = { address: "127.0.0.1", port: 1 };
-  const loopback = loopbackSockets(() => target);
-  const fds: number[] = [];
-  const world: World = {
-    ...f,
-    reactor,
-    observer,
-    contexts: new Map(),
-    context: (w) => {
-      const c = contextOf(w);
-      contexts.push(c);
-      return c;
-    },
-    server: (w, mode) => {
-      const s = hboneServer(reactor, world.context(w), mode);
-      servers.push(s);
-      return s;
-    },
-    target,
-    dials: loopback.dials,
-    fds,
-    onDial: () => {},
-    pool: (tuning) => {
-      const ctx = testContext(reactor, {
-        tuning: { handshakeTimeoutMs: 5000, ...tuning },
+/** Runs `body` leak-checked: the pools and servers, once closed, released every fd, SSL object and handler. */
+function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void>): Promise<void> {
+  return runLeakChecked(
+    t,
+    (base) => {
+      const servers: HboneServer[] = [];
+      const pools: HbonePool[] = [];
+      const observer = new RecordingObserver();
+      const target: PodDial = { address: "127.0.0.1", port: 1 };
+      const loopback = loopbackSockets(() => target);
+      const fds: number[] = [];
+      const world: World = {
+        ...base,
         observer,
-        tlsContexts: world.contexts,
-        sockets: (from, dst) => {
-          const made = loopback.factory(from, dst);
-          fds.push(made.fd);
-          world.onDial();
-          return made;
+        contexts: new Map(),
+        server: (w, mode) => {
+          const s = hboneServer(base.reactor, base.context(w), mode);
+          servers.push(s);
+          return s;
         },
-      });
-      const pool = new HbonePool(ctx);
-      pools.push(pool);
-      return pool;
+        target,
+        dials: loopback.dials,
+        fds,
+        onDial: () => {},
+        pool: (tuning) => {
+          const ctx = testContext(base.reactor, {
+            tuning: { handshakeTimeoutMs: 5000, ...tuning },
+            observer,
+            tlsContexts: world.contexts,
+            sockets: (from, dst) => {
+              const made = loopback.factory(from, dst);
+              fds.push(made.fd);
+              world.onDial();
+              return made;
+            },
+          });
+          const pool = new HbonePool(ctx);
+          pools.push(pool);
+          return pool;
+        },
+      };
+      const release = () => {
+        for (const p of pools) p.closeAll();
+        for (const s of servers) s.close();
+      };
+      return { world, release };
     },
-  };
-  try {
-    await body(world);
-    for (const p of pools) p.closeAll();
-    for (const s of servers) s.close();
-    // Released while the reactor still runs: no fd, no SSL object, no handler left behind.
-    await assertNoLeak(t, serving, () => liveObjects().connections + reactor.size);
-  } finally {
-    // After a failed test too (AVA's assertions throw): the reactor's handle open would keep the process alive.
-    try {
-      for (const p of pools) p.closeAll();
-      for (const s of servers) s.close();
-      // Bounded, not asserted: a failed test's connections finish closing here, not in the next test's baseline.
-      await until(() => liveObjects().connections + reactor.size === 0, 2000, "teardown").catch(() => {});
-    } finally {
-      for (const c of contexts) c.dispose();
-      await reactor.close();
-    }
-  }
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 }, "every SSL and SSL_CTX is freed");
-  await assertNoLeak(t, baseline);
+    body,
+  );
+}
+
+/** A pool opening with cart's certificate, every dial of it reaching an h2 server with db's. */
+function poolToDb(w: World, tuning?: Partial<HboneTuning>): { db: HboneServer; pool: HbonePool } {
+  const db = w.server(w.db);
+  w.target.port = db.port;
+  w.contexts.set(CART, w.context(w.cart));
+  return { db, pool: w.pool(tuning) };
 }
 
 test.serial("concurrent opens share one session and one handshake; another IP or identity gets its own", (t) =>
@@ -440,10 +421,7 @@ test.serial("a rotated certificate gets a new session; the old one finishes its 
 
 test.serial("a session leaves the pool once idle for poolIdleMs, never while it carries a stream", (t) =>
   leakChecked(t, async (w) => {
-    const db = w.server(w.db);
-    w.target.port = db.port;
-    w.contexts.set(CART, w.context(w.cart));
-    const pool = w.pool({ poolIdleMs: 100 });
+    const { db, pool } = poolToDb(w, { poolIdleMs: 100 });
     const a = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "open");
     const ca = client(a);
     t.is(await ca.echo("x"), "x");
@@ -465,10 +443,7 @@ test.serial("a session leaves the pool once idle for poolIdleMs, never while it 
 
 test.serial("a peer's GOAWAY or close takes the session out of the pool", (t) =>
   leakChecked(t, async (w) => {
-    const db = w.server(w.db);
-    w.target.port = db.port;
-    w.contexts.set(CART, w.context(w.cart));
-    const pool = w.pool();
+    const { db, pool } = poolToDb(w);
     const a = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "open");
     const ca = client(a);
     t.is(await ca.echo("x"), "x");
@@ -490,10 +465,7 @@ test.serial("a peer's GOAWAY or close takes the session out of the pool", (t) =>
 
 test.serial("closeSource drains only that pod's sessions", (t) =>
   leakChecked(t, async (w) => {
-    const db = w.server(w.db);
-    w.target.port = db.port;
-    w.contexts.set(CART, w.context(w.cart));
-    const pool = w.pool();
+    const { pool } = poolToDb(w);
     // web-1 is a prefix of web-10's key: only the key up to its separator counts.
     const a1 = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "open web-1");
     const a10 = await within(pool.open(web10, db1, "10.0.1.1", 8080, []), 5000, "open web-10");
@@ -588,10 +560,7 @@ test.serial("closeAll drops a handshake under way at once: the open fails, no fd
 
 test.serial("closeAll also ends sessions already taken out of the pool and still draining their streams", (t) =>
   leakChecked(t, async (w) => {
-    const db = w.server(w.db);
-    w.target.port = db.port;
-    w.contexts.set(CART, w.context(w.cart));
-    const pool = w.pool();
+    const { pool } = poolToDb(w);
     const stream = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "open");
     const closed = closeOf(sessionOf(stream));
     pool.closeSource(web1.key);

@@ -8,7 +8,6 @@ import test, { type ExecutionContext } from "ava";
 import { HboneServer } from "../../../agent/dataplane/inbound-hbone.js";
 import { Listener } from "../../../agent/dataplane/listener.js";
 import type { PodDial } from "../../../agent/dataplane/pod-socket.js";
-import { Reactor } from "../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
@@ -20,14 +19,14 @@ import type { LocalWorkload } from "../../../agent/proxy/workload-index.js";
 import { AF_INET, accept, closeFd, connect, EINPROGRESS, read, tcpSocket } from "../../../native-bindings/io.js";
 import { encodeSockaddr } from "../../../native-bindings/sockaddr.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
-import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { handlers } from "../../support/h2-handlers.js";
 import { capturingLogger } from "../../support/log-lines.js";
 import { within } from "../../support/within.js";
 import { sid } from "../identity/helpers.js";
 import { localWorkload, loopbackSockets, RecordingObserver, testContext } from "./support/dataplane-context.js";
+import { type LeakChecked, runLeakChecked } from "./support/leak-checked.js";
 import { closeOf, dial, SETTINGS } from "./support/tls-sessions.js";
-import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tls-support.js";
+import { localPort } from "./tls-support.js";
 
 /**
  * The inbound HBONE server on a Reactor, end to end on loopback without root: HBONE clients made of a TlsTransport
@@ -82,8 +81,7 @@ const ESTABLISHED = 1;
 const SYN_SENT = 2;
 const KEEPALIVE_TIMER = 2;
 
-interface Rig extends Fixture {
-  reactor: Reactor;
+interface Rig extends LeakChecked {
   server: HboneServer;
   pod: LocalWorkload;
   observer: RecordingObserver;
@@ -93,8 +91,6 @@ interface Rig extends Fixture {
   port: number;
   /** The client's TLS context (cart's certificate, the mesh's trust bundle). */
   cartTls: TlsContext;
-  /** A context built for this test; disposed after it. */
-  context(w: Fixture["db"], bundlePem?: string): TlsContext;
   /** An app server on 127.0.0.1; closed after the test. */
   app(onConnection: (s: Socket) => void): Promise<{ port: number; sockets: Socket[] }>;
   /** Routes the pod's `port` somewhere else on loopback. */
@@ -114,77 +110,68 @@ interface RigOptions {
  * listener. After the body: the listener is closed and every fd the test opened must be closed again, with no
  * handler left in the reactor, no SSL object alive, and nothing live in the server; then the reactor's own fds go.
  */
-async function withServer(t: ExecutionContext, options: RigOptions, body: (rig: Rig) => Promise<void>): Promise<void> {
+function withServer(t: ExecutionContext, options: RigOptions, body: (rig: Rig) => Promise<void>): Promise<void> {
   t.timeout(15_000);
-  const f = await workloads();
-  const baseline = fdBaseline();
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 });
-  const reactor = new Reactor();
-  const serving = fdBaseline();
-  const contexts: TlsContext[] = [];
-  const context = (w: Fixture["db"], bundlePem?: string) => {
-    const c = contextOf(w, bundlePem);
-    contexts.push(c);
-    return c;
-  };
-  const base = localWorkload("db", "db", POD_IP);
-  const pod: LocalWorkload = options.podIps ? { ...base, pod: { ...base.pod, ips: options.podIps } } : base;
-  t.deepEqual(pod.id, sid("shop", "db"));
-  const tlsContexts = new Map<string, TlsContext>();
-  if (options.identity ?? true) tlsContexts.set(formatSpiffeId(pod.id), context(f.db));
-  const routes = new Map<number, number>();
-  const sockets = loopbackSockets((dst) =>
-    dst.address === POD_IP ? { address: "127.0.0.1", port: routes.get(dst.port) ?? dst.port } : dst,
+  return runLeakChecked(
+    t,
+    (base) => {
+      const { reactor, context } = base;
+      const basePod = localWorkload("db", "db", POD_IP);
+      const pod: LocalWorkload = options.podIps
+        ? { ...basePod, pod: { ...basePod.pod, ips: options.podIps } }
+        : basePod;
+      t.deepEqual(pod.id, sid("shop", "db"));
+      const tlsContexts = new Map<string, TlsContext>();
+      if (options.identity ?? true) tlsContexts.set(formatSpiffeId(pod.id), context(base.db));
+      const routes = new Map<number, number>();
+      const sockets = loopbackSockets((dst) =>
+        dst.address === POD_IP ? { address: "127.0.0.1", port: routes.get(dst.port) ?? dst.port } : dst,
+      );
+      const observer = new RecordingObserver();
+      const ctx = testContext(reactor, {
+        observer,
+        sockets: sockets.factory,
+        tlsContexts,
+        ...(options.tuning ? { tuning: options.tuning } : {}),
+        ...(options.log ? { log: options.log } : {}),
+      });
+      const server = new HboneServer(ctx, pod);
+      const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+      const listener = new Listener(reactor, lfd, WorkerCounters.standalone(), (fd) => server.accept(fd));
+      const apps: Server[] = [];
+      const app = async (onConnection: (s: Socket) => void) => {
+        const sockets: Socket[] = [];
+        const s = createServer((socket) => {
+          sockets.push(socket);
+          onConnection(socket);
+        });
+        apps.push(s);
+        s.listen(0, "127.0.0.1");
+        await once(s, "listening");
+        return { port: (s.address() as { port: number }).port, sockets };
+      };
+      return {
+        world: {
+          ...base,
+          server,
+          pod,
+          observer,
+          dials: sockets.dials,
+          port: localPort(lfd),
+          cartTls: context(base.cart),
+          app,
+          route: (port, to) => routes.set(port, to),
+        },
+        release: () => {
+          listener.close();
+          for (const s of apps) s.close();
+        },
+        destroy: () => server.destroy(),
+        live: () => server.live,
+      };
+    },
+    body,
   );
-  const observer = new RecordingObserver();
-  const ctx = testContext(reactor, {
-    observer,
-    sockets: sockets.factory,
-    tlsContexts,
-    ...(options.tuning ? { tuning: options.tuning } : {}),
-    ...(options.log ? { log: options.log } : {}),
-  });
-  const server = new HboneServer(ctx, pod);
-  const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
-  const listener = new Listener(reactor, lfd, WorkerCounters.standalone(), (fd) => server.accept(fd));
-  const apps: Server[] = [];
-  const app = async (onConnection: (s: Socket) => void) => {
-    const sockets: Socket[] = [];
-    const s = createServer((socket) => {
-      sockets.push(socket);
-      onConnection(socket);
-    });
-    apps.push(s);
-    s.listen(0, "127.0.0.1");
-    await once(s, "listening");
-    return { port: (s.address() as { port: number }).port, sockets };
-  };
-  try {
-    await body({
-      ...f,
-      reactor,
-      server,
-      pod,
-      observer,
-      dials: sockets.dials,
-      port: localPort(lfd),
-      cartTls: context(f.cart),
-      context,
-      app,
-      route: (port, to) => routes.set(port, to),
-    });
-    listener.close();
-    for (const s of apps) s.close();
-    await assertNoLeak(t, serving, () => server.live + liveObjects().connections + reactor.size);
-  } finally {
-    listener.close();
-    server.destroy();
-    for (const s of apps) s.close();
-    for (const c of contexts) c.dispose();
-    await reactor.close();
-  }
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 }, "every SSL and SSL_CTX is freed");
-  await assertNoLeak(t, baseline);
 }
 
 interface Client {

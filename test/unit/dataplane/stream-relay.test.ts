@@ -374,40 +374,68 @@ test.serial("a relay that cannot watch its fd (reactor closed) closes it, resets
   }),
 );
 
-test.serial("a far end that does not read: the relay stops reading the app, then delivers every byte", (t) =>
-  leakChecked(t, async (w) => {
-    const mib = 8;
-    const hash = createHash("sha256");
-    let received = 0;
-    let unconsumed = 0;
-    let reading = false;
-    let farStream: H2Stream | undefined;
-    let farDone: (sha256: string) => void = () => {};
-    const farGot = new Promise<string>((resolve) => {
-      farDone = resolve;
-    });
-    const r = await relayed(w, (stream) => {
+interface StalledFarEnd {
+  /** Bytes the far end received so far. */
+  readonly received: number;
+  /** Resolves as the relay's direction ends at the far end. */
+  readonly ended: Promise<void>;
+  /** Answers `stream` with 200 and holds what it receives; `onEnd` runs as its direction ends. */
+  take(stream: H2Stream, onEnd?: () => void): void;
+  /** Consumes what it held and every byte from now on. */
+  read(): void;
+}
+
+/** A far end that does not read at first: the bytes it receives stay unconsumed, so the stream's window fills. */
+function stalledFarEnd(onData: (chunk: Uint8Array) => void = () => {}): StalledFarEnd {
+  let received = 0;
+  let unconsumed = 0;
+  let reading = false;
+  let farStream: H2Stream | undefined;
+  let farDone: () => void = () => {};
+  const ended = new Promise<void>((resolve) => {
+    farDone = resolve;
+  });
+  return {
+    get received() {
+      return received;
+    },
+    ended,
+    take(stream, onEnd) {
       farStream = stream;
       stream.attach(
         handlers(stream, {
           data: (c) => {
-            hash.update(c);
+            onData(c);
             received += c.length;
             if (reading) stream.consumed(c.length);
             else unconsumed += c.length;
           },
           end: () => {
-            farDone(hash.digest("hex"));
-            stream.end();
+            farDone();
+            onEnd?.();
           },
         }),
       );
       stream.respond(200);
-    });
+    },
+    read() {
+      reading = true;
+      farStream?.consumed(unconsumed);
+    },
+  };
+}
+
+test.serial("a far end that does not read: the relay stops reading the app, then delivers every byte", (t) =>
+  leakChecked(t, async (w) => {
+    const mib = 8;
+    const hash = createHash("sha256");
+    const far = stalledFarEnd((c) => hash.update(c));
+    const farGot = far.ended.then(() => hash.digest("hex"));
+    const r = await relayed(w, (stream) => far.take(stream, () => stream.end()));
     const appClosed = once(r.app, "close");
     r.app.resume();
     const appSent = sendMiBToSocket(r.app, mib);
-    t.true(await until(() => received === WINDOW), "the far end got a window's worth");
+    t.true(await until(() => far.received === WINDOW), "the far end got a window's worth");
     const sent = r.counters.get(COUNTER.stream_sent_bytes);
     const wakeups = w.reactor.stats.wakeups;
     await sleep(300);
@@ -415,11 +443,10 @@ test.serial("a far end that does not read: the relay stops reading the app, then
     t.true(sent - WINDOW <= 64 * 1024, `the stream holds at most one read past its window (${sent - WINDOW})`);
     t.true(sent < mib * MiB, "bytes wait in the app's socket");
     t.true(w.reactor.stats.wakeups - wakeups < 10, "the loop sleeps meanwhile");
-    reading = true;
-    farStream?.consumed(unconsumed);
+    far.read();
     const sha256 = await within(appSent, 30_000, "the app's writes");
     t.is(await within(farGot, 30_000, "every byte at the far end"), sha256);
-    t.is(received, mib * MiB);
+    t.is(far.received, mib * MiB);
     await within(appClosed, 5000, "the app's socket closed");
     t.deepEqual(await finish(t, r), { aToB: mib * MiB, bToA: 0 });
   }),
@@ -427,27 +454,9 @@ test.serial("a far end that does not read: the relay stops reading the app, then
 
 test.serial("an app that hangs up while the stream is full is not polled in a loop; its bytes still arrive", (t) =>
   leakChecked(t, async (w) => {
-    let received = 0;
-    let unconsumed = 0;
-    let reading = false;
-    let farStream: H2Stream | undefined;
-    let farDone: () => void = () => {};
-    const farEnded = new Promise<void>((resolve) => {
-      farDone = resolve;
-    });
+    const far = stalledFarEnd();
     const r = await relayed(w, (stream) => {
-      farStream = stream;
-      stream.attach(
-        handlers(stream, {
-          data: (c) => {
-            received += c.length;
-            if (reading) stream.consumed(c.length);
-            else unconsumed += c.length;
-          },
-          end: farDone,
-        }),
-      );
-      stream.respond(200);
+      far.take(stream);
       // The far end's direction ends first: the app's FIN below then hangs its socket up both ways.
       stream.end();
     });
@@ -456,15 +465,14 @@ test.serial("an app that hangs up while the stream is full is not polled in a lo
     // A little past the window: the relay stops reading with the rest (and the FIN) in the kernel.
     const total = WINDOW + 16 * 1024;
     r.app.end(randomBytes(total));
-    t.true(await until(() => received === WINDOW && r.app.writableLength === 0), "window full, app's bytes sent");
+    t.true(await until(() => far.received === WINDOW && r.app.writableLength === 0), "window full, app's bytes sent");
     await sleep(50);
     const wakeups = w.reactor.stats.wakeups;
     await sleep(300);
     t.true(w.reactor.stats.wakeups - wakeups < 10, "the hung-up socket does not wake the loop while unread");
-    reading = true;
-    farStream?.consumed(unconsumed);
-    await within(farEnded, 5000, "the app's FIN at the far end");
-    t.is(received, total);
+    far.read();
+    await within(far.ended, 5000, "the app's FIN at the far end");
+    t.is(far.received, total);
     await within(appClosed, 5000, "the app's socket closed");
     t.deepEqual(await finish(t, r), { aToB: total, bToA: 0 });
   }),

@@ -4,9 +4,7 @@ import { Worker } from "node:worker_threads";
 import test, { type ExecutionContext } from "ava";
 import { checkHbonePeer } from "../../../agent/dataplane/hbone-peer.js";
 import { Listener } from "../../../agent/dataplane/listener.js";
-import { Reactor } from "../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
-import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
@@ -16,7 +14,8 @@ import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { handlers } from "../../support/h2-handlers.js";
 import { within } from "../../support/within.js";
-import { sid, type Workload } from "../identity/helpers.js";
+import { sid } from "../identity/helpers.js";
+import { type LeakChecked, runLeakChecked } from "./support/leak-checked.js";
 import {
   closeOf,
   connectRequest,
@@ -27,42 +26,13 @@ import {
   sendMiB,
   sessionPair,
 } from "./support/tls-sessions.js";
-import { contextOf, type Fixture, liveObjects, localPort, workloads } from "./tls-support.js";
+import { liveObjects, localPort, workloads } from "./tls-support.js";
 
 /** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
 
-interface World extends Fixture {
-  reactor: Reactor;
-  /** A context built for this test; disposed after it. */
-  context(w: Workload, bundlePem?: string): TlsContext;
-}
-
-/**
- * Runs `body` with a Reactor of its own, then checks that every fd the test opened is closed (the reactor's epoll
- * fd included) and that every SSL object and context is freed: the transports released all they owned.
- */
-async function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void>): Promise<void> {
-  const f = await workloads();
-  const baseline = fdBaseline();
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 });
-  const reactor = new Reactor();
-  const serving = fdBaseline();
-  const contexts: TlsContext[] = [];
-  const context = (w: Workload, bundlePem?: string) => {
-    const c = contextOf(w, bundlePem);
-    contexts.push(c);
-    return c;
-  };
-  try {
-    await body({ ...f, reactor, context });
-    // Released while the reactor still runs: no fd, no SSL object, no handler left behind.
-    await assertNoLeak(t, serving, () => liveObjects().connections + reactor.size);
-  } finally {
-    for (const c of contexts) c.dispose();
-    await reactor.close();
-  }
-  t.deepEqual(liveObjects(), { contexts: 0, connections: 0 }, "every SSL and SSL_CTX is freed");
-  await assertNoLeak(t, baseline);
+/** Runs `body` leak-checked: the transports released every fd, SSL object and reactor handler they owned. */
+function leakChecked(t: ExecutionContext, body: (w: LeakChecked) => Promise<void>): Promise<void> {
+  return runLeakChecked(t, (world) => ({ world }), body);
 }
 
 test.serial("CONNECT over mTLS on the loop: 200, echo both ways, both identities, graceful close", (t) =>
@@ -375,16 +345,22 @@ test.serial(
     }),
 );
 
+/** A loopback listener, a client connected to it that never speaks, and the listener's accepted end of it. */
+async function silentPeer(): Promise<{ lfd: number; silentClient: number; accepted: number }> {
+  const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+  const silentClient = dial(localPort(lfd));
+  let accepted = -1;
+  for (let i = 0; i < 100 && accepted < 0; i++) {
+    accepted = accept(lfd, null);
+    if (accepted < 0) await new Promise((r) => setTimeout(r, 10));
+  }
+  return { lfd, silentClient, accepted };
+}
+
 test.serial("handshake timeout: a peer that never speaks fails the handshake with tls_timeout, on either side", (t) =>
   leakChecked(t, async ({ reactor, context, db, cart }) => {
     // Server side: the TCP connection is made, the client never sends a ClientHello.
-    const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
-    const silentClient = dial(localPort(lfd));
-    let accepted = -1;
-    for (let i = 0; i < 100 && accepted < 0; i++) {
-      accepted = accept(lfd, null);
-      if (accepted < 0) await new Promise((r) => setTimeout(r, 10));
-    }
+    const { lfd, silentClient, accepted } = await silentPeer();
     const started = Date.now();
     const server = TlsTransport.open({
       reactor,
@@ -417,13 +393,7 @@ test.serial(
   (t) =>
     leakChecked(t, async ({ reactor, context, db }) => {
       // A peer that never speaks: without destroy() the handshake would hold its fd for the whole timeout.
-      const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
-      const silentClient = dial(localPort(lfd));
-      let accepted = -1;
-      for (let i = 0; i < 100 && accepted < 0; i++) {
-        accepted = accept(lfd, null);
-        if (accepted < 0) await new Promise((r) => setTimeout(r, 10));
-      }
+      const { lfd, silentClient, accepted } = await silentPeer();
       let started: TlsTransport | undefined;
       const server = TlsTransport.open({
         reactor,
