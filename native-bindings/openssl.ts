@@ -16,6 +16,8 @@ export type SslPtr = bigint & { readonly __brand: "SSL" };
 export type X509Ptr = bigint & { readonly __brand: "X509" };
 export type EvpPkeyPtr = bigint & { readonly __brand: "EVP_PKEY" };
 type BioPtr = bigint & { readonly __brand: "BIO" };
+/** A memory BIO owned by an SSL object (SSL_set0_wbio): valid until that SSL is freed, never freed on its own. */
+export type SslWriteBioPtr = bigint & { readonly __brand: "SSL write BIO" };
 type StackPtr = bigint & { readonly __brand: "STACK" };
 type X509StorePtr = bigint & { readonly __brand: "X509_STORE" };
 
@@ -46,7 +48,8 @@ const raw = {
   ),
   SSL_new: lib.func("void *SSL_new(void *ctx)"),
   SSL_free: lib.func("void SSL_free(void *ssl)"),
-  SSL_set_fd: lib.func("int SSL_set_fd(void *ssl, int fd)"),
+  SSL_set_rfd: lib.func("int SSL_set_rfd(void *ssl, int fd)"),
+  SSL_set0_wbio: lib.func("void SSL_set0_wbio(void *ssl, void *wbio)"),
   SSL_set_accept_state: lib.func("void SSL_set_accept_state(void *ssl)"),
   SSL_set_connect_state: lib.func("void SSL_set_connect_state(void *ssl)"),
   SSL_do_handshake: lib.func("int SSL_do_handshake(void *ssl)"),
@@ -66,6 +69,9 @@ const raw = {
   X509_free: lib.func("void X509_free(void *x)"),
   CRYPTO_free: lib.func("void CRYPTO_free(void *ptr, const char *file, int line)"),
   BIO_new_mem_buf: lib.func("void *BIO_new_mem_buf(const void *buf, int len)"),
+  BIO_s_mem: lib.func("const void *BIO_s_mem(void)"),
+  BIO_new: lib.func("void *BIO_new(const void *type)"),
+  BIO_read: lib.func("int BIO_read(void *bio, void *data, int dlen)"),
   BIO_free: lib.func("int BIO_free(void *bio)"),
   PEM_read_bio_X509: lib.func("void *PEM_read_bio_X509(void *bio, void *x, void *cb, void *u)"),
   PEM_read_bio_PrivateKey: lib.func("void *PEM_read_bio_PrivateKey(void *bio, void *x, void *cb, void *u)"),
@@ -234,9 +240,27 @@ export function sslFree(ssl: SslPtr): void {
   raw.SSL_free(ssl);
 }
 
-/** Wraps the fd in a socket BIO with BIO_NOCLOSE: SSL_free never closes the fd. */
-export function sslSetFd(ssl: SslPtr, fd: number): boolean {
-  return raw.SSL_set_fd(ssl, fd) === 1;
+/**
+ * Reads from the fd through a socket BIO (BIO_NOCLOSE: SSL_free never closes the fd) and writes into a new memory
+ * BIO, whose contents the caller takes out with bioRead and writes to the socket itself. SSL_set0_wbio gives the
+ * memory BIO to the SSL object (freed by SSL_free): the pointer returned is borrowed. Null when either step failed
+ * (the SSL object then owns whatever was set; SSL_free releases it).
+ */
+export function sslSetReadFdWriteMemory(ssl: SslPtr, fd: number): SslWriteBioPtr | null {
+  if (raw.SSL_set_rfd(ssl, fd) !== 1) return null;
+  const bio = raw.BIO_new(raw.BIO_s_mem()) as SslWriteBioPtr | null;
+  if (bio === null) return null;
+  raw.SSL_set0_wbio(ssl, bio);
+  return bio;
+}
+
+/**
+ * Takes up to `length` bytes out of a memory BIO into `buf` (from its start): the count, or 0 or less when it is
+ * empty (an empty memory BIO says -1 with its retry flag set).
+ */
+export function bioRead(bio: SslWriteBioPtr, buf: Buffer, length: number): number {
+  checkLength(buf, length);
+  return raw.BIO_read(bio, buf, length) as number;
 }
 
 export function sslSetAcceptState(ssl: SslPtr): void {

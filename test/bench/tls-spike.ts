@@ -124,6 +124,8 @@ function serveOpenssl(m: Material): void {
       if (!peer.ok) throw new Error(`peer refused: ${peer.reason}`);
       c.ready = true;
     }
+    // Ciphertext a full socket did not take goes first.
+    if (c.tls.flush() < 0) return EPOLLOUT;
     if (c.pending) {
       const n = c.tls.write(c.pending);
       if (n < 0) return waitFor(n);
@@ -142,6 +144,7 @@ function serveOpenssl(m: Material): void {
         c.pending = Buffer.from(buf.subarray(Math.max(w, 0), n));
         return w < 0 ? waitFor(w) : EPOLLOUT;
       }
+      if (c.tls.unsentBytes > 0) return EPOLLOUT;
       // A short read with nothing buffered in OpenSSL: the socket is empty for now (as libuv stops after a
       // short read), so skip the read(2) that would only say EAGAIN.
       if (n < buf.length && !c.tls.hasPending()) return EPOLLIN;

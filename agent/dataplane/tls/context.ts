@@ -63,9 +63,10 @@ const VERIFY_DEPTH = 5;
  * into a distinct, non-throwing result (TLS_EOF_UNCLEAN), so the relay can still forward the FIN but counts and logs
  * a truncated tunnel instead of calling it clean.
  *
- * Modes: ENABLE_PARTIAL_WRITE (a write returns what fit, as write(2) does, so the loop's buffer accounting is the
- * same with or without TLS) and ACCEPT_MOVING_WRITE_BUFFER (a WANT_WRITE retry may pass the same bytes from another
- * Buffer, as after the loop compacts its queue).
+ * Modes: ENABLE_PARTIAL_WRITE (a write returns what fit, as write(2) does) and ACCEPT_MOVING_WRITE_BUFFER (a retry
+ * after a want may pass the same bytes from another Buffer, as the queue is restaged). Connections write into a
+ * memory BIO (tls/connection.ts), so an SSL_write after the handshake no longer waits for the socket: these only
+ * keep a retry legal should OpenSSL ever ask for a read first.
  *
  * Owner: whoever builds it calls dispose() exactly once (a rotation builds the new one first, then disposes the
  * old). Connections hold their own OpenSSL reference, so a disposed context's live connections keep working. Use a

@@ -1,10 +1,31 @@
 import { createHash, randomBytes } from "node:crypto";
 import test, { type ExecutionContext } from "ava";
-import { TLS_EOF, TLS_EOF_UNCLEAN, TLS_WANT_READ } from "../../../agent/dataplane/tls/connection.js";
+import koffi from "koffi";
+import {
+  RECORD_BYTES,
+  TLS_EOF,
+  TLS_EOF_UNCLEAN,
+  TLS_WANT_READ,
+  TLS_WANT_WRITE,
+} from "../../../agent/dataplane/tls/connection.js";
 import { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
-import { closeFd } from "../../../native-bindings/io.js";
-import { errDrain, opensslVersion, pemPrivateKey } from "../../../native-bindings/openssl.js";
+import { closeFd, SOL_SOCKET, setIntOption } from "../../../native-bindings/io.js";
+import { SO_SNDBUF } from "../../../native-bindings/libc.js";
+import {
+  errDrain,
+  opensslVersion,
+  pemPrivateKey,
+  SSL_ERROR_WANT_READ,
+  type SslPtr,
+  sslDoHandshake,
+  sslFree,
+  sslGetError,
+  sslNew,
+  sslReadEx,
+  sslSetConnectState,
+  sslWriteEx,
+} from "../../../native-bindings/openssl.js";
 import { issue, newCa, sid, TD, type Workload } from "../identity/helpers.js";
 import {
   contextOf,
@@ -14,6 +35,7 @@ import {
   openFds,
   type Pair,
   readAll,
+  threadWrites,
   tlsPair,
   transfer,
   workloads,
@@ -48,6 +70,8 @@ function withPair(serverW: Workload, clientW: Workload, body: (p: Pair) => void,
 }
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+/** A full TLS 1.3 record on the wire: 5-byte header, 16 KiB, content type, 16-byte AES-GCM tag. */
+const FULL_RECORD = RECORD_BYTES + 22;
 
 test.serial("binds Node's own OpenSSL from the running executable", (t) => {
   t.true(opensslVersion().startsWith(`OpenSSL ${process.versions.openssl}`), opensslVersion());
@@ -129,6 +153,138 @@ test.serial("several MiB each way: writes wait for the socket (TLS_WANT_WRITE) a
       t.is(sha(back.received), sha(down));
       t.true(back.writeWaits > 0);
     });
+  }),
+);
+
+test.serial(
+  "records leave together: 8 records in one write(2), 4 MiB in fewer than a quarter as many as records",
+  (t) =>
+    leakChecked(t, ({ db, cart }) => {
+      withPair(db, cart, (p) => {
+        handshakeBoth(p);
+        readAll(p.client);
+        const piece = randomBytes(8 * RECORD_BYTES);
+        const before = threadWrites();
+        t.is(p.client.write(piece), piece.length);
+        const after = threadWrites();
+        t.is(after.calls - before.calls, 1, "one write(2)");
+        t.is(after.bytes - before.bytes, 8 * FULL_RECORD, "carrying 8 whole records");
+        t.is(p.client.unsentBytes, 0);
+        t.is(sha(readAll(p.server).data), sha(piece));
+
+        const data = randomBytes(4 * 1024 * 1024);
+        const records = data.length / RECORD_BYTES;
+        const start = threadWrites();
+        const sent = transfer(p.client, p.server, data, 1 << 20);
+        const calls = threadWrites().calls - start.calls;
+        t.is(sha(sent.received), sha(data));
+        t.true(calls * 4 < records, `${calls} write(2) for ${records} records`);
+      });
+    }),
+);
+
+test.serial(
+  "coalesced ciphertext a small socket buffer only partly takes is held, sent first, and arrives whole and in order",
+  (t) =>
+    leakChecked(t, ({ db, cart }) => {
+      withPair(db, cart, (p) => {
+        handshakeBoth(p);
+        readAll(p.client);
+        setIntOption(p.clientFd, SOL_SOCKET, SO_SNDBUF, 4096);
+        const data = randomBytes(1024 * 1024 + 333);
+        const first = 16 * RECORD_BYTES;
+        const before = threadWrites();
+        t.is(p.client.write(data, first), first, "16 records' plaintext taken");
+        const after = threadWrites();
+        t.is(after.calls - before.calls, 1);
+        const took = after.bytes - before.bytes;
+        t.true(took > 0 && took < 16 * FULL_RECORD, `a partial write(2): ${took} bytes`);
+        t.is(p.client.unsentBytes, 16 * FULL_RECORD - took, "the rest is held");
+        t.is(p.client.write(data.subarray(first)), TLS_WANT_WRITE, "nothing more is taken while it waits");
+        t.is(p.client.flush(), TLS_WANT_WRITE, "the socket is still full");
+
+        // A slow reader: 1000 bytes at a time, the writer flushing and writing in between.
+        const got: Buffer[] = [];
+        let received = 0;
+        let sent = first;
+        const buf = Buffer.alloc(1000);
+        let waits = 0;
+        for (let step = 0; received < data.length; step++) {
+          if (step > 200_000) return t.fail(`stalled at ${received}`);
+          if (p.client.unsentBytes > 0) {
+            if (p.client.flush() < 0) waits++;
+          } else if (sent < data.length) {
+            const n = p.client.write(data.subarray(sent), data.length - sent);
+            if (n > 0) sent += n;
+          }
+          const n = p.server.read(buf);
+          if (n > 0) {
+            got.push(Buffer.from(buf.subarray(0, n)));
+            received += n;
+          }
+        }
+        t.true(waits > 10, `the writer waited for the reader (${waits} times)`);
+        t.is(p.client.unsentBytes, 0);
+        t.true(Buffer.concat(got).equals(data), "every byte, in order");
+      });
+    }),
+);
+
+/** SSL_set_fd and SSL_key_update, for a plain OpenSSL peer of this test file only. */
+const peerLib = koffi.load(null);
+const SSL_set_fd = peerLib.func("int SSL_set_fd(void *ssl, int fd)");
+const SSL_key_update = peerLib.func("int SSL_key_update(void *ssl, int updatetype)");
+const SSL_KEY_UPDATE_REQUESTED = 1;
+
+test.serial("a KeyUpdate the peer requests is answered ahead of our next record, in the same write(2)", (t) =>
+  leakChecked(t, ({ db, cart }) => {
+    const serverCtx = contextOf(db);
+    const clientCtx = contextOf(cart);
+    const p = tlsPair(serverCtx, clientCtx);
+    // The client end as OpenSSL writes it by itself (socket BIO): the peer that sends the KeyUpdate.
+    const peer = sslNew(clientCtx.pointer()) as SslPtr;
+    const count = Buffer.alloc(8);
+    try {
+      t.is(SSL_set_fd(peer, p.clientFd), 1);
+      sslSetConnectState(peer);
+      let peerDone = false;
+      let serverStep = "want_read";
+      for (let i = 0; i < 50 && !(peerDone && serverStep === "done"); i++) {
+        if (!peerDone) peerDone = sslDoHandshake(peer) === 1;
+        if (serverStep !== "done") serverStep = p.server.handshake();
+      }
+      t.true(peerDone);
+      t.is(serverStep, "done");
+      t.is(SSL_key_update(peer, SSL_KEY_UPDATE_REQUESTED), 1);
+      t.is(sslWriteEx(peer, Buffer.from("rekeyed"), 7, count), 1, "KeyUpdate, then data under the new key");
+
+      const got = Buffer.alloc(64);
+      t.is(p.server.read(got), 7);
+      t.is(got.toString("latin1", 0, 7), "rekeyed");
+      // OpenSSL answers a KeyUpdate request with its next record (tls_process_key_update only notes it).
+      t.is(p.server.unsentBytes, 0);
+      const before = threadWrites();
+      t.is(p.server.write(Buffer.from("reply")), 5);
+      const after = threadWrites();
+      t.is(after.calls - before.calls, 1);
+      // Each record: header 5, content type 1, tag 16, and a 5-byte KeyUpdate message or the 5-byte reply.
+      t.is(after.bytes - before.bytes, 2 * 27, "our KeyUpdate and the reply, in one write(2)");
+
+      // The reply is under our new key: the peer reads it only if our KeyUpdate reached it first.
+      const reply = Buffer.alloc(64);
+      let n = 0;
+      for (let i = 0; i < 10 && n === 0; i++) {
+        const ret = sslReadEx(peer, reply, reply.length, count);
+        if (ret === 1) n = count.readUInt32LE(0);
+        else t.is(sslGetError(peer, ret), SSL_ERROR_WANT_READ, "the peer only waits (session tickets first)");
+      }
+      t.is(reply.toString("latin1", 0, n), "reply");
+    } finally {
+      sslFree(peer);
+      p.close();
+      serverCtx.dispose();
+      clientCtx.dispose();
+    }
   }),
 );
 

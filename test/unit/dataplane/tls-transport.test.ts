@@ -5,11 +5,13 @@ import test, { type ExecutionContext } from "ava";
 import { checkHbonePeer } from "../../../agent/dataplane/hbone-peer.js";
 import { Listener } from "../../../agent/dataplane/listener.js";
 import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
+import { RECORD_BYTES, TLS_EOF, TlsConnection } from "../../../agent/dataplane/tls/connection.js";
 import { TlsError } from "../../../agent/dataplane/tls/errors.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
-import { accept, closeFd, setLingerZero } from "../../../native-bindings/io.js";
+import { accept, closeFd, SOL_SOCKET, setIntOption, setLingerZero } from "../../../native-bindings/io.js";
+import { SO_SNDBUF } from "../../../native-bindings/libc.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
 import { assertNoLeak, fdBaseline } from "../../support/fd-leak.js";
 import { handlers } from "../../support/h2-handlers.js";
@@ -26,7 +28,7 @@ import {
   sendMiB,
   sessionPair,
 } from "./support/tls-sessions.js";
-import { liveObjects, localPort, workloads } from "./tls-support.js";
+import { liveObjects, localPort, pollUntil, threadWrites, workloads } from "./tls-support.js";
 
 /** HBONE's transport on the loop: H2Sessions over TlsTransports on a Reactor, real loopback TCP, real mTLS. */
 
@@ -136,6 +138,122 @@ test.serial("64 MiB each way on one stream at once, sha256 equal both ways, thro
     rig.client.close();
     t.deepEqual(await Promise.all([rig.clientClosed, rig.serverClosed]), [undefined, undefined]);
   }),
+);
+
+test.serial("16 MiB up one stream: under a sixth as many write(2) as TLS records, both ends counted", (t) =>
+  leakChecked(t, async ({ reactor, context, db, cart }) => {
+    const mib = 16;
+    let serverGot: Promise<{ sha256: string; bytes: number }> | undefined;
+    const rig = await sessionPair(reactor, context(db), context(cart), (stream) => {
+      const hashed = hashReceived(stream);
+      const end = () => {
+        hashed.end();
+        stream.end();
+      };
+      stream.attach(handlers(stream, { data: hashed.data, end }));
+      stream.respond(200);
+      serverGot = hashed.result;
+    });
+    const stream = connectRequest(rig.client);
+    let drain = () => {};
+    const answered = new Promise<void>((resolve) => {
+      stream.attach(handlers(stream, { headers: () => resolve(), drain: () => drain() }));
+    });
+    await within(answered, 5000, "the CONNECT's answer");
+    // Both sessions run on this thread's loop: its write(2) count holds the sender's records and the receiver's
+    // WINDOW_UPDATEs alike.
+    const before = threadWrites();
+    const sender = sendMiB(stream, mib, randomBytes(1024 * 1024));
+    drain = sender.drain;
+    const sent = await within(sender.sha256, 30_000, "16 MiB handed to the stream");
+    const got = await within(serverGot as Promise<{ sha256: string; bytes: number }>, 30_000, "16 MiB at the server");
+    const calls = threadWrites().calls - before.calls;
+    t.is(got.sha256, sent);
+    const records = (mib * 1024 * 1024) / RECORD_BYTES;
+    // About 80 here: the session's 64 KiB batches of a turn leave together. Each batch on its own was about 265,
+    // each record on its own over 1,100.
+    t.true(calls * 6 < records, `${calls} write(2) for ${records} records`);
+    rig.client.close();
+    t.deepEqual(await Promise.all([rig.clientClosed, rig.serverClosed]), [undefined, undefined]);
+  }),
+);
+
+test.serial(
+  "a slow reader behind small socket buffers: held ciphertext goes on EPOLLOUT, then close_notify; every byte in order",
+  (t) =>
+    leakChecked(t, async ({ reactor, context, db, cart }) => {
+      const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
+      let listener: Listener | undefined;
+      const accepted = new Promise<number>((resolve) => {
+        listener = new Listener(reactor, lfd, WorkerCounters.standalone(), resolve);
+      });
+      const cfd = dial(localPort(lfd));
+      // 32 KiB once the kernel doubled it: a write of 16 records is cut short every time.
+      setIntOption(cfd, SOL_SOCKET, SO_SNDBUF, 16 * 1024);
+      const client = TlsTransport.open({
+        reactor,
+        context: context(cart),
+        fd: cfd,
+        role: "client",
+        handshakeTimeoutMs: 5000,
+      });
+      const sfd = await accepted;
+      listener?.close();
+      // The reader: OpenSSL over the fd, polled every millisecond for 4 KiB at most.
+      const reader = new TlsConnection(context(db), sfd, "server");
+      let opened: TlsTransport | undefined;
+      try {
+        await pollUntil(() => (reader.handshake() === "done" ? true : undefined));
+        const clientT = await client;
+        opened = clientT;
+        const heard: string[] = [];
+        const closed = new Promise<void>((resolve) =>
+          clientT.start({
+            receive: () => {},
+            drained: () => pump(),
+            ended: () => heard.push("ended"),
+            errored: (err) => heard.push(`errored ${err.message}`),
+            closed: () => resolve(),
+          }),
+        );
+        const data = randomBytes(2 * 1024 * 1024 + 777);
+        // Chunks of many sizes, so records and writes start in the middle of chunks.
+        const sizes = [1, 9, 100, 16 * 1024, 70_000, 5000, 300_000, 16 * 1024 - 1];
+        let sent = 0;
+        let k = 0;
+        const pump = () => {
+          while (sent < data.length) {
+            const n = Math.min(sizes[k++ % sizes.length] as number, data.length - sent);
+            const more = clientT.write([data.subarray(sent, sent + n)], n);
+            sent += n;
+            if (!more) return;
+          }
+          clientT.end();
+        };
+        pump();
+        const buf = Buffer.alloc(4096);
+        const got: Buffer[] = [];
+        const end = await pollUntil(() => {
+          const n = reader.read(buf);
+          if (n > 0) got.push(Buffer.from(buf.subarray(0, n)));
+          return n === TLS_EOF || n < -2 ? n : undefined;
+        }, 20_000);
+        t.is(end, TLS_EOF, "close_notify came after the last byte");
+        t.true(Buffer.concat(got).equals(data), "every byte, in order");
+        t.true(clientT.writeWaits > 0, "the sender waited for EPOLLOUT");
+        // Our end closes with a bare FIN: the client's session-less transport hears an (unclean) end.
+        reader.free();
+        closeFd(sfd);
+        await within(closed, 5000, "the client's close");
+        t.deepEqual(heard, ["ended"]);
+      } finally {
+        opened?.destroy();
+        if (!reader.freed) {
+          reader.free();
+          closeFd(sfd);
+        }
+      }
+    }),
 );
 
 test.serial("1000 short CONNECT streams, 64 at a time, each answered and echoed, on one session", (t) =>
@@ -261,10 +379,14 @@ test.serial("records OpenSSL read ahead reach the sink though epoll stays quiet;
     });
     serverT.start(sink("server"));
     clientT.start(sink("client"));
-    // 200 writes of one byte, each its own record: the server's first read(2) takes them all into OpenSSL's
-    // read-ahead buffer, after which the socket is empty and epoll says nothing more.
-    for (let i = 0; i < 200; i++) t.true(clientT.write([Buffer.from([i])], 1));
-    t.is(clientT.queuedBytes, 0, "a small record leaves at once");
+    // 200 writes of one byte, each its own record (each flushed by the end of its microtask checkpoint, before the
+    // next): the server's first read(2) takes them all into OpenSSL's read-ahead buffer, after which the socket is
+    // empty and epoll says nothing more.
+    for (let i = 0; i < 200; i++) {
+      t.true(clientT.write([Buffer.from([i])], 1));
+      await Promise.resolve();
+      t.is(clientT.queuedBytes, 0, "a small record leaves at the end of the turn that wrote it");
+    }
     await within(all, 5000, "200 bytes at the server");
     t.true(Buffer.concat(got).equals(Buffer.from(Array.from({ length: 200 }, (_, i) => i))));
     clientT.end();
