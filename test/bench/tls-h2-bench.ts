@@ -18,9 +18,14 @@
  * (an earlier run on a busier machine: bulk node 2.16-2.82, reactor 2.19-2.87; streams node 1.99-2.54, reactor
  * 1.66-2.42: the order within a round mattered more than the implementation). Syscalls for 256 MiB bulk (strace -f
  * -c): reactor 20,650 write + 16,850 read + 3,700 epoll_pwait, node 782 write + 7,025 read + 316 epoll_pwait. The
- * reactor pays one write(2) per 16 KiB TLS record (SSL_set_fd's socket BIO writes each record at once) where Node
- * writes many records per syscall from its memory BIO: that is its extra sys time on bulk. A larger OpenSSL read
+ * reactor paid one write(2) per 16 KiB TLS record (SSL_set_fd's socket BIO writes each record at once) where Node
+ * writes many records per syscall from its memory BIO: that was its extra sys time on bulk. A larger OpenSSL read
  * buffer (SSL_CTX_set_default_read_buffer_len 128 KiB) cut reads 4x but did not lower CPU measurably.
+ *
+ * Since the reactor writes through a memory BIO too (tls/connection.ts), 2026-12-01, load average 2-4, 3 rounds:
+ *   bulk 1 GiB:               node 1.62-1.73 s, reactor 1.42-1.54 s (sys 0.40-0.52 vs node's 0.43-0.50)
+ *   100,000 streams:          node 1.33-1.43 s, reactor 1.20 s
+ * and 256 MiB bulk takes 1,320 write(2) + 17,000 read(2).
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
