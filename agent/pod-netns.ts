@@ -45,8 +45,7 @@ export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: Logger): 
 
 /**
  * A marked, non-blocking, unconnected socket made inside the held namespace, for a data-plane worker to connect on
- * its own loop. In a worker, process.exit() ends the thread with EXIT_NETNS_LOST; the main thread then stops the
- * process (agent/dataplane/worker-handle.ts).
+ * its own loop. A worker that cannot return hands the end of the process to the main thread (endProcessWith).
  */
 export function socketInPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: Logger): number {
   try {

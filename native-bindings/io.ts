@@ -201,12 +201,17 @@ export function getsockname(fd: number): Buffer {
   return addr.subarray(0, len[0]);
 }
 
-/** The connected peer's struct sockaddr (decode with sockaddr.ts), or undefined when the peer is gone (ENOTCONN). */
+const peerAddr = Buffer.alloc(28);
+const peerLen = [peerAddr.length];
+
+/**
+ * The connected peer's struct sockaddr (decode with sockaddr.ts), or undefined when the peer is gone (ENOTCONN).
+ * Called once or twice per connection, so it fills one buffer per thread: the result is valid until the next call.
+ */
 export function getpeername(fd: number): Buffer | undefined {
-  const addr = Buffer.alloc(28);
-  const len = [addr.length];
-  if (raw.getpeername(fd, addr, len) < 0) return undefined;
-  return addr.subarray(0, len[0]);
+  peerLen[0] = peerAddr.length;
+  if (raw.getpeername(fd, peerAddr, peerLen) < 0) return undefined;
+  return peerAddr.subarray(0, peerLen[0]);
 }
 
 export interface ResourceLimit {

@@ -1,4 +1,3 @@
-import type { SpiffeId } from "../identity/spiffe.js";
 import type { MtlsMode } from "../kube/records.js";
 import type { ServiceIndex } from "../kube/service-index.js";
 import type { Logger } from "../log.js";
@@ -37,7 +36,10 @@ export interface DataplaneContext {
   services(): ServiceIndex;
   /** The PeerAuthentication mode in force for plaintext to `port` of the pod (Istio's precedence, per port). */
   peerAuthentication(self: Workload, port: number): MtlsMode;
-  /** This worker's TLS context for the identity's current certificate; undefined when it has none valid now. */
-  tlsContext(id: SpiffeId): TlsContext | undefined;
+  /**
+   * This worker's TLS context for the current certificate of an identity, by its SPIFFE URI (`Workload.spiffe`,
+   * formatted once per workload, not per connection); undefined when it has none valid now.
+   */
+  tlsContext(spiffe: string): TlsContext | undefined;
   nextId(): number;
 }

@@ -91,7 +91,7 @@ export class HbonePool {
   }
 
   async #session(src: LocalWorkload, dst: Workload, ip: string): Promise<H2Session> {
-    const context = this.#ctx.tlsContext(src.id);
+    const context = this.#ctx.tlsContext(src.spiffe);
     if (!context) throw new ProxyError("no_identity", `${src.key} has no valid certificate`);
     const key = `${src.key}|${ip}|${dst.spiffe}`;
     for (;;) {
@@ -119,10 +119,13 @@ export class HbonePool {
   /** A pooled session leaves the pool when it closes, when the peer sends GOAWAY, or once idle for poolIdleMs. */
   #expire(session: H2Session, forget: () => void): void {
     this.#live.add(session);
-    session.once("close", () => this.#live.delete(session));
-    session.once("close", forget);
-    session.once("goaway", forget);
     let idle: NodeJS.Timeout | undefined;
+    session.once("close", () => {
+      this.#live.delete(session);
+      clearTimeout(idle);
+      forget();
+    });
+    session.once("goaway", forget);
     session.on("idle", () => {
       clearTimeout(idle);
       idle = setTimeout(() => {
@@ -131,7 +134,6 @@ export class HbonePool {
         session.close();
       }, this.#ctx.tuning.poolIdleMs).unref();
     });
-    session.once("close", () => clearTimeout(idle));
   }
 
   async #connect(src: LocalWorkload, dst: Workload, ip: string): Promise<PooledSession> {
@@ -139,7 +141,7 @@ export class HbonePool {
     const t = ctx.tuning;
     const fd = await this.#dial(src, ip);
     // Looked up again: the certificate may have been rotated (the old context disposed) or withdrawn meanwhile.
-    const context = ctx.tlsContext(src.id);
+    const context = ctx.tlsContext(src.spiffe);
     if (!context) {
       closeFd(fd);
       throw new ProxyError("no_identity", `${src.key} has no valid certificate`);

@@ -79,7 +79,7 @@ export class HboneServer {
     }
     const started = process.hrtime.bigint();
     const peer = peerAddress(fd);
-    const context = this.#ctx.tlsContext(this.#self.id);
+    const context = this.#ctx.tlsContext(this.#self.spiffe);
     if (!context) {
       closeFd(fd);
       this.#ctx.observer.handshake("server", "no_identity", 0);

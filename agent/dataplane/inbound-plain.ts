@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import type { ConnectionInfo } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
-import { destinationOfFd } from "./outbound.js";
+import { destinationOfFd } from "./original-destination.js";
 import { type PassThroughDeps, passThrough } from "./pass-through.js";
 
 export function handleInboundPlaintext(

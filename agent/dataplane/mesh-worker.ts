@@ -8,8 +8,6 @@
  */
 import { holdHomeNetns } from "../../native-bindings/netns.js";
 import { AmbitError } from "../errors.js";
-import type { SpiffeId } from "../identity/spiffe.js";
-import { formatSpiffeId } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { peerAuthenticationResolver } from "../kube/peer-authentication.js";
 import { ServiceIndex } from "../kube/service-index.js";
@@ -65,7 +63,6 @@ export class MeshWorker {
     settings: MeshSettings,
     ids: { row: number; rows: number },
     post: (message: WorkerEvents) => void,
-    sockets?: SocketFactory,
   ) {
     this.#settings = settings;
     // This thread's way home from pods' namespaces, opened while it is surely home.
@@ -83,7 +80,7 @@ export class MeshWorker {
       trustDomain: settings.trustDomain,
       tuning: settings.tuning,
       observer: this.events,
-      sockets: sockets ?? podSockets(settings, log),
+      sockets: podSockets(settings, log),
       index: () => this.#index,
       services: () => this.#services,
       peerAuthentication: (self, port) => {
@@ -91,7 +88,7 @@ export class MeshWorker {
         const current = this.#state.nodePods?.get(self.key) ?? this.#state.pods.get(self.key) ?? self.pod;
         return peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(current, port);
       },
-      tlsContext: (id) => this.#context(id),
+      tlsContext: (spiffe) => this.#context(spiffe),
       nextId: () => ++next * ids.rows + ids.row,
     };
     this.#pool = new HbonePool(this.#ctx);
@@ -192,8 +189,8 @@ export class MeshWorker {
   }
 
   /** Valid now: checked against the clock, so a certificate past its notAfter is never presented. */
-  #context(id: SpiffeId): TlsContext | undefined {
-    const identity = this.#identities.get(formatSpiffeId(id));
+  #context(spiffe: string): TlsContext | undefined {
+    const identity = this.#identities.get(spiffe);
     return identity && Date.now() < identity.notAfter ? identity.context : undefined;
   }
 }

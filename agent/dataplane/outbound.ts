@@ -5,17 +5,15 @@
  * namespace. If the pod has no valid certificate, a meshed connection is reset: never sent in plaintext.
  */
 import { IPPROTO_TCP, setIntOption, TCP_NODELAY } from "../../native-bindings/io.js";
-import { originalDestination } from "../../native-bindings/sockets.js";
 import type { HeaderList } from "../h2/hpack.js";
 import type { Logger } from "../log.js";
 import { formatBaggage } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
-import { type OriginalDestination, refusedOwnDestination } from "../proxy/original-destination.js";
 import { routeOutbound } from "../proxy/outbound-route.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
-import type { DataplaneContext } from "./context.js";
 import { peerAddress, resetFd } from "./fd.js";
 import type { HbonePool } from "./hbone-pool.js";
+import { destinationOfFd } from "./original-destination.js";
 import { type PassThroughDeps, passThrough } from "./pass-through.js";
 import { relayFdStream } from "./stream-relay.js";
 
@@ -62,7 +60,7 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
     return;
   }
 
-  if (!ctx.tlsContext(self.id)) {
+  if (!ctx.tlsContext(self.spiffe)) {
     log.warn(
       { destination: route.target.key },
       "no valid certificate for this pod; meshed connection reset (fail closed)",
@@ -78,8 +76,8 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
       // What the stream brings is written as it comes: a small write held back for an ACK (Nagle) would stall
       // request/response traffic on the app's delayed ACK.
       setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-      // The app's first bytes go out with the CONNECT, without waiting for the answer; a refusal resets both.
-      // The app's request is most likely waiting already: it is read at once (readAtOnce).
+      // The app's first bytes go out with the CONNECT, without waiting for the answer (most likely they are waiting
+      // already: read at once); a refusal resets both.
       const refused = (headers: HeaderList) => {
         const status = headers.find(([name]) => name === ":status")?.[1];
         if (status === "200") return;
@@ -96,33 +94,4 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
       resetFd(fd);
     },
   );
-}
-
-/**
- * Where a redirected connection was going before REDIRECT rewrote it (SO_ORIGINAL_DST), or undefined after the
- * connection was reset and counted: no original destination, or one the proxy must never dial.
- */
-export function destinationOfFd(
-  ctx: DataplaneContext,
-  self: LocalWorkload,
-  fd: number,
-  family: 4 | 6,
-  direction: "outbound" | "inbound",
-  peer: string,
-  log: Logger,
-): OriginalDestination | undefined {
-  let dst: OriginalDestination;
-  try {
-    dst = originalDestination(fd, family);
-  } catch (err) {
-    log.warn({ err }, `${direction} connection without an original destination; reset`);
-    ctx.observer.connectionRefused(self.key, direction, "no_original_dst");
-    resetFd(fd);
-    return undefined;
-  }
-  if (refusedOwnDestination(ctx, self, dst, direction, peer, log)) {
-    resetFd(fd);
-    return undefined;
-  }
-  return dst;
 }

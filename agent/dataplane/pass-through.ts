@@ -1,3 +1,4 @@
+import { constants } from "node:os";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import type { OriginalDestination } from "../proxy/original-destination.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
@@ -6,7 +7,7 @@ import { resetFd } from "./fd.js";
 import { whenConnected } from "./pod-socket.js";
 import type { TcpRelay } from "./tcp-relay.js";
 
-const ECONNREFUSED = 111;
+const ECONNREFUSED = constants.errno.ECONNREFUSED;
 
 /** What passthrough needs: the worker's relay, and the connects still waiting (a stopping worker aborts them). */
 export interface PassThroughDeps {

@@ -55,12 +55,11 @@ export interface CertificateMaterial {
   notAfter: Date;
 }
 
+/** The current certificate: its PEM (serial and notAfter included), Node's context for it, and its notBefore. */
 interface Issued {
   context: SecureContext;
   material: CertificateMaterial;
-  serial: string;
   notBefore: Date;
-  notAfter: Date;
 }
 
 interface Entry {
@@ -161,9 +160,9 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
           : "pending";
       const snap: IdentitySnapshot = { spiffeId: e.uri, state, pods: [...e.pods.keys()].sort() };
       if (e.cert && usable) {
-        snap.serial = e.cert.serial;
+        snap.serial = e.cert.material.serial;
         snap.notBefore = e.cert.notBefore.toISOString();
-        snap.notAfter = e.cert.notAfter.toISOString();
+        snap.notAfter = e.cert.material.notAfter.toISOString();
       }
       if (e.lastError) snap.lastError = e.lastError;
       return snap;
@@ -178,7 +177,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
   /** Valid now; checked against the clock, not only the expiry timer, which may fire late. */
   private usable(entry: Entry): boolean {
     if (!entry.cert) return false;
-    if (Date.now() < entry.cert.notAfter.getTime()) return true;
+    if (Date.now() < entry.cert.material.notAfter.getTime()) return true;
     this.expire(entry);
     return false;
   }
@@ -224,7 +223,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
       const retryInMs = Math.max(retryDelayMs(entry.failures, this.retry, this.jitter), asked);
       entry.renewTimer = setTimeout(() => this.fetch(entry).catch(() => {}), retryInMs).unref();
       this.log.warn(
-        { spiffeId: entry.uri, err: error, retryInMs, keepsCertUntil: entry.cert?.notAfter.toISOString() },
+        { spiffeId: entry.uri, err: error, retryInMs, keepsCertUntil: entry.cert?.material.notAfter.toISOString() },
         "certificate issuance failed; retrying",
       );
       this.emit("failed", { spiffeId: entry.uri, error, retryInMs });
@@ -261,35 +260,39 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
         cert: res.certChainPem,
         ca: res.trustBundlePem,
       }),
-      serial: leaf.serialNumber,
       notBefore: new Date(leaf.validFrom),
-      notAfter,
     };
     this.bundle = res.trustBundlePem;
     entry.pendingKeys = undefined;
     entry.failures = 0;
     entry.lapsed = false;
     entry.lastError = undefined;
-    const { serial } = entry.cert;
+    const { serial } = entry.cert.material;
     clearTimeout(entry.expiryTimer);
     entry.expiryTimer = setTimeout(() => this.usable(entry), delayUntil(notAfter.getTime(), now) + 1).unref();
     const renewIn = refreshDelayMs(now, notAfter.getTime(), this.jitter);
     entry.renewTimer = setTimeout(() => this.fetch(entry).catch(() => {}), renewIn).unref();
     this.log.info({ spiffeId: entry.uri, serial, notAfter, renewInMs: renewIn }, "workload certificate installed");
-    if (previous) this.emit("rotated", { spiffeId: entry.uri, serial, previousSerial: previous.serial, notAfter });
+    if (previous)
+      this.emit("rotated", { spiffeId: entry.uri, serial, previousSerial: previous.material.serial, notAfter });
     else this.emit("issued", { spiffeId: entry.uri, serial, notAfter });
   }
 
   private expire(entry: Entry): void {
     const cert = entry.cert;
-    if (!cert || Date.now() < cert.notAfter.getTime()) return;
+    if (!cert || Date.now() < cert.material.notAfter.getTime()) return;
     entry.cert = undefined;
     entry.lapsed = true;
     clearTimeout(entry.expiryTimer);
     this.log.error(
-      { spiffeId: entry.uri, serial: cert.serial, notAfter: cert.notAfter, pods: [...entry.pods.keys()] },
+      {
+        spiffeId: entry.uri,
+        serial: cert.material.serial,
+        notAfter: cert.material.notAfter,
+        pods: [...entry.pods.keys()],
+      },
       "workload certificate expired without renewal; identity unavailable, its mTLS traffic is refused until renewed",
     );
-    this.emit("expired", { spiffeId: entry.uri, serial: cert.serial, notAfter: cert.notAfter });
+    this.emit("expired", { spiffeId: entry.uri, serial: cert.material.serial, notAfter: cert.material.notAfter });
   }
 }

@@ -10,7 +10,6 @@ import type { Reactor } from "../../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../../agent/dataplane/tls/context.js";
 import { AmbitError } from "../../../../agent/errors.js";
-import { formatSpiffeId, type SpiffeId } from "../../../../agent/identity/spiffe.js";
 import { emptyClusterState } from "../../../../agent/kube/cluster-state.js";
 import type { MtlsMode } from "../../../../agent/kube/records.js";
 import { ServiceIndex } from "../../../../agent/kube/service-index.js";
@@ -127,7 +126,7 @@ export function testContext(reactor: Reactor, options: TestContextOptions = {}):
     index: () => index,
     services: () => services,
     peerAuthentication: options.peerAuthentication ?? (() => "PERMISSIVE"),
-    tlsContext: (spiffe: SpiffeId) => contexts.get(formatSpiffeId(spiffe)),
+    tlsContext: (spiffe: string) => contexts.get(spiffe),
     nextId: () => ++id,
   };
 }
