@@ -4,6 +4,19 @@ import pino, { type Logger } from "pino";
 export type { Logger };
 
 /**
+ * What code that may run in a data-plane worker logs through: pino's Logger is one, and so is the worker's own
+ * (agent/dataplane/worker-log.ts), which keeps pino out of every worker thread.
+ */
+export interface LineLog {
+  child(bindings: Record<string, unknown>): LineLog;
+  fatal(fields: object, msg: string): void;
+  error(fields: object, msg: string): void;
+  warn(fields: object, msg: string): void;
+  info(fields: object, msg: string): void;
+  debug(fields: object, msg: string): void;
+}
+
+/**
  * The agent's root logger: JSON lines on stdout, written synchronously. Level from the option or AMBIT_LOG_LEVEL (default info).
  * A person at a terminal can ask for readable lines with AMBIT_LOG_PRETTY=1; pods and pipes always get JSON.
  */

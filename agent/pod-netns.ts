@@ -8,7 +8,7 @@
 import { exitProcessNow } from "../native-bindings/libc.js";
 import { inNetns, inNetnsFd, NetnsReturnError } from "../native-bindings/netns.js";
 import { type MarkedConnectOptions, markedSocketInNetnsFd } from "../native-bindings/sockets.js";
-import type { Logger } from "./log.js";
+import type { LineLog } from "./log.js";
 
 /** Exit status of an agent that lost its own network namespace. */
 export const EXIT_NETNS_LOST = 70;
@@ -24,7 +24,7 @@ export interface HeldNetnsRef {
 }
 
 /** Run `fn` inside the namespace at `path` and come back, or stop the process if coming back fails. */
-export function inPodNetns<T>(path: string, fn: () => T, log: Logger): T {
+export function inPodNetns<T>(path: string, fn: () => T, log: LineLog): T {
   try {
     return inNetns(path, fn);
   } catch (err) {
@@ -34,7 +34,7 @@ export function inPodNetns<T>(path: string, fn: () => T, log: Logger): T {
 }
 
 /** inPodNetns for a namespace held open by descriptor. */
-export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: Logger): T {
+export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: LineLog): T {
   try {
     return inNetnsFd(netns.fd, fn, netns.description);
   } catch (err) {
@@ -47,7 +47,7 @@ export function inPodNetnsFd<T>(netns: HeldNetnsRef, fn: () => T, log: Logger): 
  * A marked, non-blocking, unconnected socket made inside the held namespace, for a data-plane worker to connect on
  * its own loop. A worker that cannot return hands the end of the process to the main thread (endProcessWith).
  */
-export function socketInPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: Logger): number {
+export function socketInPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions, log: LineLog): number {
   try {
     return markedSocketInNetnsFd(netns.fd, options, netns.description);
   } catch (err) {
@@ -56,7 +56,7 @@ export function socketInPodFd(netns: HeldNetnsRef, options: MarkedConnectOptions
   }
 }
 
-function exitIfNetnsLost(err: unknown, log: Logger, path: string): void {
+function exitIfNetnsLost(err: unknown, log: LineLog, path: string): void {
   if (!(err instanceof NetnsReturnError)) return;
   log.fatal(
     { err, netns: path, exitCode: EXIT_NETNS_LOST },

@@ -1,6 +1,6 @@
 import type { MtlsMode } from "../kube/records.js";
 import type { ServiceIndex } from "../kube/service-index.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import type { LogThrottle } from "../log-throttle.js";
 import type { HeldNetnsRef } from "../pod-netns.js";
 import type { ProxyObserver } from "../proxy/observer.js";
@@ -24,7 +24,7 @@ export type SocketFactory = (from: HeldNetnsRef, dst: PodDial) => { fd: number; 
 export interface DataplaneContext {
   reactor: Reactor;
   counters: WorkerCounters;
-  log: Logger;
+  log: LineLog;
   /** For log lines a peer can trigger at will (refusals of hostile input). */
   throttle: LogThrottle;
   trustDomain: string;

@@ -4,16 +4,16 @@
  * sooner once EVENT_BATCH_MAX are queued. The main thread replays them into the agent's observers (metrics, access
  * log, connection table) and its own logger, in the order each worker saw them.
  */
-import pino from "pino";
-import type { Logger } from "../log.js";
+import type { LineLog, Logger } from "../log.js";
 import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import { LOG_LEVELS, workerLog } from "./worker-log.js";
 import type { WorkerEvent, WorkerEvents } from "./worker-protocol.js";
 
 /** A finished connection shows in the access log and istio_tcp_* at most this late. */
 export const EVENT_FLUSH_MS = 50;
 export const EVENT_BATCH_MAX = 512;
-/** pino's numeric levels error (50) and fatal (60), as they start a JSON line without base fields. */
-const ERROR_LEVEL = /^\{"level":[56]0,/;
+/** A level's name by its number, for the main thread's logger. */
+const LEVEL_NAMES = new Map<number, string>(Object.entries(LOG_LEVELS).map(([name, n]) => [n, name]));
 
 export class WorkerEventBatch implements ProxyObserver {
   readonly #post: (message: WorkerEvents) => void;
@@ -40,18 +40,13 @@ export class WorkerEventBatch implements ProxyObserver {
     this.#push({ e: "refused", pod, direction, reason });
   }
 
-  /** A logger whose lines travel with the events (pino JSON, re-logged by the main thread's logger). */
-  logger(level: string): Logger {
-    return pino(
-      { level, base: null, timestamp: false },
-      {
-        write: (line: string) => {
-          this.#push({ e: "log", line });
-          // Errors go at once: the line may be the last thing a failing thread says.
-          if (ERROR_LEVEL.test(line)) this.flush();
-        },
-      },
-    );
+  /** A logger whose lines travel with the events (JSON in pino's shape, re-logged by the main thread's logger). */
+  logger(level: string): LineLog {
+    return workerLog(level, (line, n) => {
+      this.#push({ e: "log", line });
+      // Errors go at once: the line may be the last thing a failing thread says.
+      if (n >= LOG_LEVELS.error) this.flush();
+    });
   }
 
   /** Sends what is queued now (the worker is stopping, or a test wants it). */
@@ -102,7 +97,7 @@ function relog(line: string, log: Logger): void {
     return;
   }
   const { level, msg, ...fields } = parsed;
-  const label = pino.levels.labels[Number(level)] ?? "info";
+  const label = LEVEL_NAMES.get(Number(level)) ?? "info";
   const write = (log as unknown as Record<string, (obj: object, msg: string) => void>)[label];
   write?.call(log, fields, String(msg ?? ""));
 }

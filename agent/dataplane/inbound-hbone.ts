@@ -16,7 +16,7 @@ import type { H2Stream } from "../h2/stream.js";
 import { headerRecord } from "../h2/validate-headers.js";
 import { formatSpiffeId } from "../identity/spiffe.js";
 import { canonicalIp } from "../kube/ip.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import { parseAuthority, parseBaggage } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import { ownDestination } from "../proxy/own-destination.js";
@@ -53,7 +53,7 @@ type State = "open" | "closed" | "destroyed";
 export class HboneServer {
   readonly #ctx: DataplaneContext;
   readonly #self: LocalWorkload;
-  readonly #log: Logger;
+  readonly #log: LineLog;
   readonly #handshaking = new Set<TlsTransport>();
   readonly #sessions = new Set<H2Session>();
   /** App sockets whose connect is under way, by fd: destroy() cancels the wait and closes them. */

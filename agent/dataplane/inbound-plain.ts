@@ -2,7 +2,7 @@
  * A pod's plaintext inbound listener (15006) on a worker: TCP that reached the pod without HBONE. STRICT refuses
  * it (reset, counted); PERMISSIVE and DISABLE deliver it to the app at its original destination port.
  */
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import type { ConnectionInfo } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
@@ -14,7 +14,7 @@ export function handleInboundPlaintext(
   self: LocalWorkload,
   family: 4 | 6,
   fd: number,
-  log: Logger,
+  log: LineLog,
 ): void {
   const { ctx } = deps;
   const peer = peerAddress(fd);

@@ -135,6 +135,11 @@ export class MeshDataplane {
     return stats.reduce((sum, s) => sum + s.pooledSessions, 0);
   }
 
+  /** OpenSSL contexts held now, per worker (tests: they are built on an identity's first connection). */
+  async tlsContexts(): Promise<number[]> {
+    return (await this.#pool.stats()).map((s) => s.tlsContexts);
+  }
+
   /** Serves each in-pod listener the redirector opens: the pod's first tells the workers about the pod. */
   readonly listenerFactory = (kind: ListenerKind, family: 4 | 6, target: EnrollTarget, fd: number): ServedListener => {
     const key = objectKey(target.pod);

@@ -1,5 +1,5 @@
 import { originalDestination } from "../../native-bindings/sockets.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import { type OriginalDestination, refusedOwnDestination } from "../proxy/original-destination.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
@@ -16,7 +16,7 @@ export function destinationOfFd(
   family: 4 | 6,
   direction: "outbound" | "inbound",
   peer: string,
-  log: Logger,
+  log: LineLog,
 ): OriginalDestination | undefined {
   let dst: OriginalDestination;
   try {

@@ -6,7 +6,7 @@
  */
 import { IPPROTO_TCP, setIntOption, TCP_NODELAY } from "../../native-bindings/io.js";
 import type { HeaderList } from "../h2/hpack.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import { formatBaggage } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import { routeOutbound } from "../proxy/outbound-route.js";
@@ -21,7 +21,7 @@ export interface OutboundDeps extends PassThroughDeps {
   pool: HbonePool;
 }
 
-export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 4 | 6, fd: number, log: Logger): void {
+export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 4 | 6, fd: number, log: LineLog): void {
   const { ctx, pool } = deps;
   const peer = peerAddress(fd);
   const dst = destinationOfFd(ctx, self, fd, family, "outbound", peer, log);

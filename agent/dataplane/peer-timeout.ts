@@ -1,5 +1,5 @@
 import { setKeepalive, setUserTimeout } from "../../native-bindings/sockets.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 
 /**
  * Make an HBONE connection (`fd`) notice a peer that vanished (its node gone, a route dropped) within about `ms`:
@@ -7,7 +7,7 @@ import type { Logger } from "../log.js";
  * acknowledges ends it after `ms`. Without this a silent peer holds a pooled session, and every stream sent on it,
  * for the kernel's default of many minutes.
  */
-export function watchPeerFd(fd: number, ms: number, log: Logger): void {
+export function watchPeerFd(fd: number, ms: number, log: LineLog): void {
   const step = Math.max(1, Math.round(ms / 3000));
   try {
     setKeepalive(fd, step, step, 3);

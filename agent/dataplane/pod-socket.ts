@@ -14,7 +14,7 @@ import {
   TCP_NODELAY,
 } from "../../native-bindings/io.js";
 import { encodeSockaddr } from "../../native-bindings/sockaddr.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import { type HeldNetnsRef, socketInPodFd } from "../pod-netns.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 
@@ -36,7 +36,7 @@ export interface DialOptions {
  * close. A socket that cannot be made at all throws (SyscallError). TCP_NODELAY: the proxy forwards what it has as soon as it has it; a held-back small segment would meet the
  * peer's delayed ACK (40 ms stalls on request/response traffic).
  */
-export function dialFromPod(netns: HeldNetnsRef, dst: PodDial, options: DialOptions, log: Logger): number {
+export function dialFromPod(netns: HeldNetnsRef, dst: PodDial, options: DialOptions, log: LineLog): number {
   const buffers = options.socketBuffer;
   const fd = socketInPodFd(
     netns,

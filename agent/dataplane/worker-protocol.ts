@@ -76,6 +76,8 @@ export interface WorkerStats {
   reactor: ReactorStats;
   /** HBONE client sessions pooled by this worker. */
   pooledSessions: number;
+  /** OpenSSL contexts this worker holds (built on an identity's first connection here). */
+  tlsContexts: number;
 }
 
 /** What a worker reports as it works, batched (WorkerEventBatch): never one message per connection. */

@@ -14,6 +14,7 @@ import { MeshWorker } from "./mesh-worker.js";
 import { Reactor } from "./reactor.js";
 import { WorkerCounters } from "./shared-counters.js";
 import { relayStats, TcpRelay } from "./tcp-relay.js";
+import { liveTlsObjects } from "./tls/live-objects.js";
 import type {
   WorkerData,
   WorkerEvents,
@@ -48,6 +49,7 @@ function stats(): WorkerStats {
     listener: listenerStats(counters),
     reactor: { ...reactor.stats },
     pooledSessions: mesh?.pooledSessions ?? 0,
+    tlsContexts: liveTlsObjects.contexts,
   };
 }
 

@@ -3,6 +3,7 @@ import forge from "node-forge";
 import { inspectCsr } from "./csr.js";
 import { IdentityError } from "./errors.js";
 import { forgePublicKey, generateRsaKeyPair, type KeyPair, nativeSigner } from "./keys.js";
+import { splitPemCertificates } from "./pem.js";
 import { formatSpiffeId, type SpiffeId } from "./spiffe.js";
 import {
   buildRootCertificate,
@@ -26,12 +27,6 @@ export interface IssuedCertificate {
   certChainPem: string;
   trustBundlePem: string;
   notAfter: Date;
-}
-
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-export function splitPemCertificates(pem: string): string[] {
-  return (pem.match(PEM_CERT) ?? []).map((p) => `${p}\n`);
 }
 
 function samePublicKey(a: KeyObject, b: KeyObject): boolean {

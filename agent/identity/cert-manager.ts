@@ -3,11 +3,11 @@ import { EventEmitter } from "node:events";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { objectKey } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
-import { splitPemCertificates } from "./ca.js";
 import type { CertificateSource, PodRef, SignResponse } from "./certificate-source.js";
 import { createCsrPem } from "./csr.js";
 import { CaRequestError, IdentityError } from "./errors.js";
 import { generateRsaKeyPair, type KeyPair } from "./keys.js";
+import { splitPemCertificates } from "./pem.js";
 import {
   DEFAULT_JITTER,
   DEFAULT_RETRY,

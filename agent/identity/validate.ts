@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
-import { splitPemCertificates } from "./ca.js";
 import { IdentityError } from "./errors.js";
+import { splitPemCertificates } from "./pem.js";
 import { parseSubjectAltName } from "./san.js";
 import { parseSpiffeId, type SpiffeId } from "./spiffe.js";
 

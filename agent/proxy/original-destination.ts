@@ -1,5 +1,5 @@
 import { canonicalIp } from "../kube/ip.js";
-import type { Logger } from "../log.js";
+import type { LineLog } from "../log.js";
 import type { LogThrottle } from "../log-throttle.js";
 import type { ProxyObserver } from "./observer.js";
 import { ownDestination } from "./own-destination.js";
@@ -23,7 +23,7 @@ export function refusedOwnDestination(
   dst: OriginalDestination,
   direction: "outbound" | "inbound",
   peer: string | undefined,
-  log: Logger,
+  log: LineLog,
 ): boolean {
   const wanted = canonicalIp(dst.address);
   const local = direction === "inbound" || self.pod.ips.some((ip) => canonicalIp(ip) === wanted);
