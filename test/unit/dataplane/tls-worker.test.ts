@@ -13,6 +13,8 @@ test("TLS in a worker thread while the main thread holds its own connections: ea
   const clientCtx = contextOf(cart);
   const pair = tlsPair(serverCtx, clientCtx);
   const worker = new Worker(new URL("./tls-worker-body.js", import.meta.url), { workerData: { db, cart } });
+  // Listen for the exit first: a worker that ends before its message is read emits both in one turn.
+  const exited = once(worker, "exit");
   const [fromWorker] = await once(worker, "message");
   t.deepEqual(handshakeBoth(pair), { server: { step: "done" }, client: { step: "done" } });
   t.is(pair.server.alpn(), "h2");
@@ -20,7 +22,7 @@ test("TLS in a worker thread while the main thread holds its own connections: ea
   pair.close();
   serverCtx.dispose();
   clientCtx.dispose();
-  await once(worker, "exit");
+  await exited;
 
   t.deepEqual(fromWorker.outcome, { server: { step: "done" }, client: { step: "done" } });
   t.deepEqual(fromWorker.alpn, ["h2", "h2"]);
