@@ -17,8 +17,9 @@ export interface LineLog {
 }
 
 /**
- * The agent's root logger: JSON lines on stdout, written synchronously. Level from the option or AMBIT_LOG_LEVEL (default info).
- * A person at a terminal can ask for readable lines with AMBIT_LOG_PRETTY=1; pods and pipes always get JSON.
+ * The agent's root logger: JSON lines on stdout, written synchronously. Level from the option or AMBIT_LOG_LEVEL
+ * (default info). A person at a terminal can ask for readable lines with AMBIT_LOG_PRETTY=1; pods and pipes always
+ * get JSON.
  */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
   const level = options.level ?? process.env.AMBIT_LOG_LEVEL ?? "info";

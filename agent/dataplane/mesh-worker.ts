@@ -1,7 +1,8 @@
 /**
  * What a data-plane worker holds to serve the mesh: its view of the cluster (sent by the main thread as it
- * changes), one TLS context per identity of the node's pods that has traffic here, the enrolled pods with their namespace descriptors
- * and listeners, its HBONE client pool, and the handlers each accepted connection goes to by listener kind:
+ * changes), one TLS context per identity of the node's pods that has traffic here, the enrolled pods with their
+ * namespace descriptors and listeners, its HBONE client pool, and the handlers each accepted connection goes to by
+ * listener kind:
  *   outbound.ts       pod -> anywhere (HBONE for meshed destinations, passthrough otherwise)
  *   inbound-hbone.ts  mesh peer -> pod (mutual TLS, HTTP/2 CONNECT)
  *   inbound-plain.ts  non-mesh client -> pod (PeerAuthentication decides)
@@ -41,7 +42,8 @@ interface ServedPod {
  * A pod identity's current certificate. Its OpenSSL context is built on the first connection that needs it, not
  * when the certificate comes: an idle worker of a 100-pod node then holds 100 PEM texts instead of 100 contexts
  * (~32 KB each, 3.1 MiB per worker, measured with 100 contexts' RssAnon), and a pod that only ever talks through
- * one worker costs the others nothing. A context takes ~0.9 ms to build (RSA key and trust bundle parsed), once per identity and certificate.
+ * one worker costs the others nothing. A context takes ~0.9 ms to build (RSA key and trust bundle parsed), once per
+ * identity and certificate.
  */
 interface Identity {
   material: IdentityMaterial;
@@ -115,7 +117,10 @@ export class MeshWorker {
     if (changes.services || changes.endpointSlices) this.#services = ServiceIndex.of(this.#state);
   }
 
-  /** A new certificate for `spiffe` (or none: it lapsed or its last pod left). Connections keep the one they began with. */
+  /**
+   * A new certificate for `spiffe` (or none: it lapsed or its last pod left). Connections keep the one they began
+   * with.
+   */
   setIdentity(spiffe: string, material: IdentityMaterial | null): void {
     const previous = this.#identities.get(spiffe);
     if (material && previous?.material.serial === material.serial) return;

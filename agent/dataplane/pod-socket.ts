@@ -33,8 +33,9 @@ export interface DialOptions {
 
 /**
  * A socket made inside `netns` for a connection to `dst`, not connected yet (startConnect): the fd, the caller's to
- * close. A socket that cannot be made at all throws (SyscallError). TCP_NODELAY: the proxy forwards what it has as soon as it has it; a held-back small segment would meet the
- * peer's delayed ACK (40 ms stalls on request/response traffic).
+ * close. A socket that cannot be made at all throws (SyscallError). TCP_NODELAY: the proxy forwards what it has as
+ * soon as it has it; a held-back small segment would meet the peer's delayed ACK (40 ms stalls on request/response
+ * traffic).
  */
 export function dialFromPod(netns: HeldNetnsRef, dst: PodDial, options: DialOptions, log: LineLog): number {
   const buffers = options.socketBuffer;

@@ -256,7 +256,10 @@ export class TlsTransport implements Transport, EventHandler {
     if (this.#writeWaitsFor === 0) this.#flush(false);
   }
 
-  /** Releases the SSL object and the fd now (unsent bytes are dropped); the sink hears errored(err) if given, then closed(). */
+  /**
+   * Releases the SSL object and the fd now (unsent bytes are dropped); the sink hears errored(err) if given, then
+   * closed().
+   */
   destroy(err?: Error): void {
     if (this.#state === "closed") return;
     if (this.#state === "handshake") {

@@ -70,7 +70,10 @@ class WorkerLog implements LineLog {
   }
 }
 
-/** Errors as pino's serializer writes them (type, message, stack, own fields such as `code`, the cause); bigints as text. */
+/**
+ * Errors as pino's serializer writes them (type, message, stack, own fields such as `code`, the cause); bigints as
+ * text.
+ */
 function replacer(_key: string, value: unknown): unknown {
   if (value instanceof Error) return errorFields(value, 0);
   if (typeof value === "bigint") return value.toString();
