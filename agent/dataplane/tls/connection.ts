@@ -416,14 +416,7 @@ export class TlsConnection {
     const held = this.#held;
     if (held === null) return true;
     const off = this.#heldOffset;
-    const n = this.#writeSocket(off === 0 ? held : held.subarray(off), held.length - off, what);
-    if (off + n < held.length) {
-      this.#heldOffset = off + n;
-      return false;
-    }
-    this.#held = null;
-    this.#heldOffset = 0;
-    return true;
+    return this.#heldSent(this.#writeSocket(off === 0 ? held : held.subarray(off), held.length - off, what));
   }
 
   /** #sendHeld for a caller that must not fail: a socket error stays for the next write or flush to report. */
@@ -432,12 +425,19 @@ export class TlsConnection {
     if (held === null || this.#fatal) return;
     const off = this.#heldOffset;
     const n = writeFd(this.fd, off === 0 ? held : held.subarray(off), held.length - off);
-    if (n <= 0) return;
-    if (off + n < held.length) this.#heldOffset = off + n;
-    else {
-      this.#held = null;
-      this.#heldOffset = 0;
+    if (n > 0) this.#heldSent(n);
+  }
+
+  /** The socket took `n` more of the held bytes: true once none is left. */
+  #heldSent(n: number): boolean {
+    const held = this.#held as Buffer;
+    if (this.#heldOffset + n < held.length) {
+      this.#heldOffset += n;
+      return false;
     }
+    this.#held = null;
+    this.#heldOffset = 0;
+    return true;
   }
 
   /** Appends a copy of `buf`'s first `length` bytes to what is held. */
