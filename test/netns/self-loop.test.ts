@@ -46,7 +46,9 @@ async function setup(t: ExecutionContext) {
   return { cluster, ca, events, lines, reported, a: cluster.pod("a"), b, outsider: cluster.pod("outsider") };
 }
 
-test("connections straight to a pod's listeners or to its loopback are reset, never dialled", async (t) => {
+// Serial: it counts this process's descriptors, and the other test's agents (worker threads, listeners, namespace
+// descriptors) starting beside it would be counted too (a CI run saw 99 -> 122).
+test.serial("connections straight to a pod's listeners or to its loopback are reset, never dialled", async (t) => {
   const { events, lines, reported, a, b, outsider } = await setup(t);
   const before = openFds();
   const attempts: Array<{ from: string; address: string; port: number; reason: string; pod: string }> = [
