@@ -68,6 +68,8 @@ export class ConnectionTracker implements ProxyObserver {
 
   connectionRefused(): void {}
 
+  connectionDenied(): void {}
+
   /** Live connections by start, recent closed ones oldest first. */
   snapshot(now = Date.now()): ConnectionsSnapshot {
     const live = [...this.#live.values()].sort((a, b) => a.id - b.id).map((i) => row(i, now));

@@ -3,6 +3,8 @@ import type { ServiceIndex } from "../kube/service-index.js";
 import type { LineLog } from "../log.js";
 import type { LogThrottle } from "../log-throttle.js";
 import type { HeldNetnsRef } from "../pod-netns.js";
+import type { AuthorizationDecision } from "../policy/authorization.js";
+import type { ConnectionAttributes } from "../policy/rules.js";
 import type { ProxyObserver } from "../proxy/observer.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { Workload, WorkloadIndex } from "../proxy/workload-index.js";
@@ -36,6 +38,8 @@ export interface DataplaneContext {
   services(): ServiceIndex;
   /** The PeerAuthentication mode in force for plaintext to `port` of the pod (Istio's precedence, per port). */
   peerAuthentication(self: Workload, port: number): MtlsMode;
+  /** What the AuthorizationPolicies that select `self` (its labels as the cluster says now) decide for `c`. */
+  authorize(self: Workload, c: ConnectionAttributes): AuthorizationDecision;
   /**
    * This worker's TLS context for the current certificate of an identity, by its SPIFFE URI (`Workload.spiffe`,
    * formatted once per workload, not per connection); undefined when it has none valid now.

@@ -5,7 +5,7 @@
  * log, connection table) and its own logger, in the order each worker saw them.
  */
 import type { LineLog, Logger } from "../log.js";
-import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
 import { LOG_LEVELS, workerLog } from "./worker-log.js";
 import type { WorkerEvent, WorkerEvents } from "./worker-protocol.js";
 
@@ -38,6 +38,10 @@ export class WorkerEventBatch implements ProxyObserver {
 
   connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void {
     this.#push({ e: "refused", pod, direction, reason });
+  }
+
+  connectionDenied(info: ConnectionInfo, denial: Denial): void {
+    this.#push({ e: "denied", info, denial });
   }
 
   /** A logger whose lines travel with the events (JSON in pino's shape, re-logged by the main thread's logger). */
@@ -81,6 +85,9 @@ export function replayEvents(events: WorkerEvent[], observer: ProxyObserver, log
         break;
       case "refused":
         observer.connectionRefused(ev.pod, ev.direction, ev.reason);
+        break;
+      case "denied":
+        observer.connectionDenied(ev.info, ev.denial);
         break;
       case "log":
         relog(ev.line, log);

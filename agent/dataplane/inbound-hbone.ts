@@ -3,7 +3,8 @@
  * TLS with the pod's own certificate (this worker's TlsContext for it), the client certificate is required and
  * verified, the peer must pass the SPIFFE validation and have negotiated h2, and only then does HTTP/2 start. Each
  * CONNECT stream is connected to the app at the requested `ip:port`, which must be one of this pod's IPs, from inside
- * the pod's namespace (DataplaneContext.sockets), and relayed fd <-> stream.
+ * the pod's namespace (DataplaneContext.sockets), and relayed fd <-> stream, unless an AuthorizationPolicy denies
+ * it (401).
  */
 import { constants } from "node:os";
 import { errnoName } from "../../native-bindings/errors.js";
@@ -14,9 +15,10 @@ import type { HeaderList } from "../h2/hpack.js";
 import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
 import { headerRecord } from "../h2/validate-headers.js";
-import { formatSpiffeId } from "../identity/spiffe.js";
+import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import { canonicalIp } from "../kube/ip.js";
 import type { LineLog } from "../log.js";
+import { connectionAttributes, denialOf } from "../policy/authorization.js";
 import { parseAuthority, parseBaggage } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import { ownDestination } from "../proxy/own-destination.js";
@@ -34,6 +36,7 @@ import { TlsTransport } from "./tls-transport.js";
 const ECONNREFUSED = constants.errno.ECONNREFUSED;
 
 interface PeerInfo {
+  id: SpiffeId;
   spiffe: string;
   ip: string;
 }
@@ -158,7 +161,7 @@ export class HboneServer {
       return;
     }
     this.#ctx.observer.handshake("server", "ok", secondsSince(started));
-    const from: PeerInfo = { spiffe: formatSpiffeId(check.id), ip: peer };
+    const from: PeerInfo = { id: check.id, spiffe: formatSpiffeId(check.id), ip: peer };
     const session = new H2Session(transport, {
       role: "server",
       settings: h2Settings(this.#ctx.tuning),
@@ -237,6 +240,14 @@ export class HboneServer {
       pod: self.key,
       startedAt: Date.now(),
     };
+    const decision = ctx.authorize(self, connectionAttributes(peer.id, peer.ip, target.ip, target.port));
+    if (decision.verdict === "deny") {
+      // ztunnel's answer to a denied CONNECT; the app never sees a connection.
+      ctx.observer.connectionDenied(info, denialOf(decision));
+      if (!stream.headersDone) stream.respond(401, true);
+      else stream.reset(ErrorCode.REFUSED_STREAM);
+      return;
+    }
     let app: { fd: number; started: number };
     try {
       app = ctx.sockets(self.netns, { address: target.ip, port: target.port });

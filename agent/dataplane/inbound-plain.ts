@@ -1,8 +1,10 @@
 /**
  * A pod's plaintext inbound listener (15006) on a worker: TCP that reached the pod without HBONE. STRICT refuses
- * it (reset, counted); PERMISSIVE and DISABLE deliver it to the app at its original destination port.
+ * it (reset, counted); PERMISSIVE and DISABLE deliver it to the app at its original destination port, unless an
+ * AuthorizationPolicy denies it (reset).
  */
 import type { LineLog } from "../log.js";
+import { connectionAttributes, denialOf } from "../policy/authorization.js";
 import type { ConnectionInfo } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
@@ -30,6 +32,7 @@ export function handleInboundPlaintext(
     return;
   }
   const source = ctx.index().lookup(peer);
+  const decision = ctx.authorize(self, connectionAttributes(undefined, peer, dst.address, dst.port));
   const info: ConnectionInfo = {
     id: ctx.nextId(),
     reporter: "destination",
@@ -50,5 +53,11 @@ export function handleInboundPlaintext(
     pod: self.key,
     startedAt: Date.now(),
   };
+  if (decision.verdict === "deny") {
+    // No principal on plaintext: only rules without identity conditions can allow it. Reset, as ztunnel does.
+    ctx.observer.connectionDenied(info, denialOf(decision));
+    resetFd(fd);
+    return;
+  }
   passThrough(deps, self, "inbound", fd, dst, info);
 }

@@ -11,11 +11,13 @@ import { holdHomeNetns } from "../../native-bindings/netns.js";
 import { AmbitError } from "../errors.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
 import { peerAuthenticationResolver } from "../kube/peer-authentication.js";
+import type { PodRecord } from "../kube/records.js";
 import { ServiceIndex } from "../kube/service-index.js";
 import type { LineLog } from "../log.js";
 import { LogThrottle } from "../log-throttle.js";
 import type { HeldNetnsRef } from "../pod-netns.js";
-import { type LocalWorkload, WorkloadIndex, workloadOf } from "../proxy/workload-index.js";
+import { authorizationResolver } from "../policy/authorization.js";
+import { type LocalWorkload, type Workload, WorkloadIndex, workloadOf } from "../proxy/workload-index.js";
 import type { ListenerKind } from "../redirect/enroller.js";
 import type { DataplaneContext, SocketFactory } from "./context.js";
 import { WorkerEventBatch } from "./event-batch.js";
@@ -90,11 +92,10 @@ export class MeshWorker {
       sockets: podSockets(settings, log),
       index: () => this.#index,
       services: () => this.#services,
-      peerAuthentication: (self, port) => {
-        // The pod's labels as the cluster says now (they may have changed since it was enrolled).
-        const current = this.#state.nodePods?.get(self.key) ?? this.#state.pods.get(self.key) ?? self.pod;
-        return peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(current, port);
-      },
+      peerAuthentication: (self, port) =>
+        peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(this.#current(self), port),
+      authorize: (self, c) =>
+        authorizationResolver(this.#state.authorizationPolicies, settings.rootNamespace).decide(this.#current(self), c),
       tlsContext: (spiffe) => this.#context(spiffe),
       nextId: () => ++next * ids.rows + ids.row,
     };
@@ -108,6 +109,11 @@ export class MeshWorker {
 
   get live(): number {
     return this.#relay.live;
+  }
+
+  /** The pod's record as the cluster says now: its labels may have changed since it was enrolled. */
+  #current(self: Workload): PodRecord {
+    return this.#state.nodePods?.get(self.key) ?? this.#state.pods.get(self.key) ?? self.pod;
   }
 
   applyState(changes: StateChanges): void {

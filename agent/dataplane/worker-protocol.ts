@@ -1,6 +1,6 @@
 import type { ClusterState } from "../kube/cluster-state.js";
 import type { PodRecord } from "../kube/records.js";
-import type { ConnectionEnd, ConnectionInfo, HandshakeRole } from "../proxy/observer.js";
+import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole } from "../proxy/observer.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { ListenerKind } from "../redirect/enroller.js";
 import type { ListenerStats } from "./listener.js";
@@ -86,6 +86,7 @@ export type WorkerEvent =
   | { e: "opened"; info: ConnectionInfo }
   | { e: "closed"; info: ConnectionInfo; end: ConnectionEnd }
   | { e: "refused"; pod: string; direction: "outbound" | "inbound"; reason: string }
+  | { e: "denied"; info: ConnectionInfo; denial: Denial }
   /** A pino JSON line of the worker's logger, re-logged by the main thread's. */
   | { e: "log"; line: string };
 

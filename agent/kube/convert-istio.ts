@@ -51,19 +51,35 @@ export function convertPeerAuthentication(raw: unknown): Converted<PeerAuthentic
   });
 }
 
+/**
+ * Only the object's header and spec being an object can make it unusable (skipped with a warning). What is wrong
+ * inside the spec (action, selector, rules) is kept as `invalid`: the policy then tightens (agent/policy), since
+ * skipping it could drop a DENY in force. An unknown action is recorded as DENY; an unreadable selector leaves the
+ * policy namespace-wide (mesh-wide in the root namespace), the widest it could have meant.
+ */
 export function convertAuthorizationPolicy(raw: unknown): Converted<AuthorizationPolicyRecord> {
   const h = readHeader(raw, AUTHORIZATION_POLICY);
   if ("problem" in h) return h;
-  const { errors } = h;
-  const createdAt = readTimestamp(h.metadata.creationTimestamp, "metadata.creationTimestamp", errors);
-  const spec = optionalObject(h.object.spec, "spec", errors);
-  const selector = readSelector(spec.selector, errors);
-  const action = oneOf(spec.action, "action", ACTIONS, "ALLOW", errors);
-  const rules = readRules(spec.rules, errors);
+  const createdAt = readTimestamp(h.metadata.creationTimestamp, "metadata.creationTimestamp", h.errors);
+  const spec = optionalObject(h.object.spec, "spec", h.errors);
+  const problems: string[] = [];
+  const readable = readSelector(spec.selector, problems);
+  const selector = problems.length === 0 ? readable : undefined;
+  const action = oneOf(spec.action, "action", ACTIONS, "ALLOW", problems);
+  const unknownAction =
+    problems.length > 0 && spec.action !== undefined && !ACTIONS.includes(spec.action as PolicyAction);
+  const rules = readRules(spec.rules, problems);
   return finish(AUTHORIZATION_POLICY, h, () => {
-    const record: AuthorizationPolicyRecord = { name: h.name, namespace: h.namespace, createdAt, action };
+    const record: AuthorizationPolicyRecord = {
+      name: h.name,
+      namespace: h.namespace,
+      createdAt,
+      action: unknownAction ? "DENY" : action,
+    };
     if (selector) record.selector = selector;
     if (rules) record.rules = rules;
+    if (spec.targetRef != null || spec.targetRefs != null) record.targetRefs = true;
+    if (problems.length > 0) record.invalid = problems.join("; ");
     return record;
   });
 }

@@ -99,15 +99,23 @@ export interface PeerAuthenticationRecord {
 
 export type PolicyAction = "ALLOW" | "DENY" | "AUDIT" | "CUSTOM";
 
-/** Stored as the API serves it (enforcement is another piece of work): only the validated spec, slimmed. */
+/**
+ * Stored as the API serves it; agent/policy compiles the rules. A spec ambit cannot read is kept, marked `invalid`,
+ * so that it tightens instead of vanishing: skipping it would drop a DENY that may be in force.
+ */
 export interface AuthorizationPolicyRecord {
   name: string;
   namespace: string;
   createdAt: string;
   selector?: LabelSelector;
+  /** An action ambit does not know is recorded as DENY, with `invalid` saying so. */
   action: PolicyAction;
   /** spec.rules as given (an array of plain JSON objects); absent: no rules. */
   rules?: readonly unknown[];
+  /** spec.targetRef(s) is set: the policy binds to a waypoint or gateway, not to the pods ambit serves. */
+  targetRefs?: true;
+  /** Why the spec cannot be read (action, selector or rules); the policy then allows nothing and denies all. */
+  invalid?: string;
 }
 
 export function objectKey(o: { namespace: string; name: string }): string {

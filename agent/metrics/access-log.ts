@@ -40,5 +40,24 @@ export function accessLog(log: Logger): ProxyObserver {
     connectionRefused: (pod, direction, reason) => {
       log.info({ pod, direction, reason }, "connection refused");
     },
+    connectionDenied: (info, denial) => {
+      log.info(
+        {
+          id: info.id,
+          pod: info.pod,
+          source: {
+            workload: `${info.source.namespace}/${info.source.workload}`,
+            principal: principalLabel(info.source.principal),
+            ip: info.source.ip,
+          },
+          destination: { address: `${info.destination.ip}:${info.destination.port}` },
+          tls: info.tls,
+          policy: denial.policy,
+          reason: denial.reason,
+          ...(denial.rule !== undefined ? { rule: denial.rule } : {}),
+        },
+        "connection denied by AuthorizationPolicy; it never reached the app",
+      );
+    },
   };
 }

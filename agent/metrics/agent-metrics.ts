@@ -7,7 +7,7 @@ import type { SharedCounters } from "../dataplane/shared-counters.js";
 import type { CertManager } from "../identity/cert-manager.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { EnrollmentObserver } from "../node/node-agent.js";
-import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
 import { CpuSampler } from "./cpu-sampler.js";
 import { registerDataplaneCounters } from "./dataplane-metrics.js";
 import { TRAFFIC_LABELS, type TrafficLabels, trafficLabels, workloadKey, workloadsOf } from "./labels.js";
@@ -38,12 +38,15 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
   readonly #sent: Counter<(typeof TRAFFIC_LABELS)[number]>;
   readonly #received: Counter<(typeof TRAFFIC_LABELS)[number]>;
   readonly #refused: Counter<"pod" | "direction" | "reason">;
+  readonly #denials: Counter<"namespace" | "workload" | "policy">;
   readonly #enrolled: Gauge;
   readonly #enrollSeconds: Histogram;
   readonly #enrollFailures: Counter<"reason">;
   readonly #series = new SeriesIndex<TrafficLabels>(workloadsOf);
   /** Workload key -> this node's enrolled pods of it: series go when the last one leaves, not with each replica. */
   readonly #localPods = new Map<string, Set<string>>();
+  /** Local workloads (workload key) -> the policy label values of their denial series, for removal. */
+  readonly #denialSeries = new Map<string, Set<string>>();
   /** Pods with refusal series (by pod label), for removal on unenrollment. */
   readonly #refusedSeries = new Map<string, Set<string>>();
   readonly #certsWatched: Array<() => void> = [];
@@ -80,6 +83,12 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
       name: "ambit_connections_refused_total",
       help: "Connections refused before relaying, by enrolled pod, direction and reason",
       labelNames: ["pod", "direction", "reason"],
+      registers,
+    });
+    this.#denials = new Counter({
+      name: "ambit_policy_denials_total",
+      help: "Inbound connections denied by AuthorizationPolicy, by destination workload and deciding policy",
+      labelNames: ["namespace", "workload", "policy"],
       registers,
     });
     this.#enrolled = new Gauge({ name: "ambit_pods_enrolled", help: "Pods enrolled on this node", registers });
@@ -133,6 +142,27 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
     set.add(`${direction}\n${reason}`);
   }
 
+  /**
+   * Istio counts a denied connection as opened and closed with response_flags="DENY" (no bytes), so dashboards of
+   * istio_tcp_* show denials next to the traffic. The policy label is a policy's `namespace/name` from the
+   * cluster's own records or a reason of a closed set: bounded by the cluster, not by peers.
+   */
+  connectionDenied(info: ConnectionInfo, denial: Denial): void {
+    const labels = trafficLabels(info, "DENY");
+    this.#series.add(labels);
+    this.#opened.inc(labels);
+    this.#closed.inc(labels);
+    const { namespace, workload } = info.destination;
+    this.#denials.inc({ namespace, workload, policy: denial.policy });
+    const key = workloadKey(namespace, workload);
+    let set = this.#denialSeries.get(key);
+    if (!set) {
+      set = new Set();
+      this.#denialSeries.set(key, set);
+    }
+    set.add(denial.policy);
+  }
+
   // EnrollmentObserver
 
   enrolled(pod: PodRecord, seconds: number): void {
@@ -157,6 +187,9 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
       for (const labels of this.#series.take(w)) {
         for (const c of [this.#opened, this.#closed, this.#sent, this.#received]) c.remove(labels);
       }
+      const [namespace, workload] = [pod.namespace, pod.workload];
+      for (const policy of this.#denialSeries.get(w) ?? []) this.#denials.remove({ namespace, workload, policy });
+      this.#denialSeries.delete(w);
     }
     for (const dr of this.#refusedSeries.get(key) ?? []) {
       const [direction, reason] = dr.split("\n") as [string, string];

@@ -15,6 +15,7 @@ export const TRAFFIC_LABELS = [
   "destination_workload_namespace",
   "destination_principal",
   "connection_security_policy",
+  "response_flags",
 ] as const;
 
 export type TrafficLabel = (typeof TRAFFIC_LABELS)[number];
@@ -29,7 +30,13 @@ function nameLabel(value: string): string {
   return value === "" ? "unknown" : value;
 }
 
-export function trafficLabels(info: ConnectionInfo): TrafficLabels {
+/**
+ * Envoy's response flags as Istio reports them: "-" for none, "DENY" for a connection an AuthorizationPolicy
+ * refused (Envoy's UAEX/RBAC short forms are not used by ztunnel either).
+ */
+export type ResponseFlags = "-" | "DENY";
+
+export function trafficLabels(info: ConnectionInfo, flags: ResponseFlags = "-"): TrafficLabels {
   return {
     reporter: info.reporter,
     source_workload: nameLabel(info.source.workload),
@@ -39,6 +46,7 @@ export function trafficLabels(info: ConnectionInfo): TrafficLabels {
     destination_workload_namespace: nameLabel(info.destination.namespace),
     destination_principal: principalLabel(info.destination.principal),
     connection_security_policy: info.tls ? "mutual_tls" : "none",
+    response_flags: flags,
   };
 }
 

@@ -33,12 +33,23 @@ export interface ConnectionEnd {
 
 export type HandshakeRole = "client" | "server";
 
+/** What decided an AuthorizationPolicy denial, as the metrics and the access log name it (agent/policy). */
+export interface Denial {
+  /** `namespace/name` of the deciding policy, or the reason when none decided ("allow_unmatched"). */
+  policy: string;
+  reason: string;
+  /** Index of the matching rule in the policy's spec.rules, when a rule decided. */
+  rule?: number;
+}
+
 export interface ProxyObserver {
   handshake(role: HandshakeRole, result: string, seconds: number): void;
   connectionOpened(info: ConnectionInfo): void;
   connectionClosed(info: ConnectionInfo, end: ConnectionEnd): void;
   /** A connection refused before it was relayed (policy, no identity, upstream down...). */
   connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void;
+  /** An inbound connection an AuthorizationPolicy denied: it never reached the app. */
+  connectionDenied(info: ConnectionInfo, denial: Denial): void;
 }
 
 /** What a relay carried when it ended. */
@@ -76,6 +87,9 @@ export function observers(...list: ProxyObserver[]): ProxyObserver {
     connectionRefused: (...a) => {
       for (const o of list) o.connectionRefused(...a);
     },
+    connectionDenied: (...a) => {
+      for (const o of list) o.connectionDenied(...a);
+    },
   };
 }
 
@@ -84,4 +98,5 @@ export const nullObserver: ProxyObserver = {
   connectionOpened: () => {},
   connectionClosed: () => {},
   connectionRefused: () => {},
+  connectionDenied: () => {},
 };

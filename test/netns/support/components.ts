@@ -76,12 +76,14 @@ export function recorder() {
     opened: [] as Parameters<ProxyObserver["connectionOpened"]>[0][],
     closed: [] as Array<Parameters<ProxyObserver["connectionClosed"]>>,
     refused: [] as Array<{ pod: string; direction: string; reason: string }>,
+    denied: [] as Array<Parameters<ProxyObserver["connectionDenied"]>>,
   };
   const observer: ProxyObserver = {
     handshake: (role, result) => events.handshakes.push({ role, result }),
     connectionOpened: (info) => events.opened.push(info),
     connectionClosed: (info, end) => events.closed.push([info, end]),
     connectionRefused: (pod, direction, reason) => events.refused.push({ pod, direction, reason }),
+    connectionDenied: (info, denial) => events.denied.push([info, denial]),
   };
   return { events, observer };
 }

@@ -26,6 +26,7 @@ function recordingObserver() {
     connectionOpened: (i) => seen.push(`opened ${i.id}`),
     connectionClosed: (i, end) => seen.push(`closed ${i.id} ${end.sent}/${end.received}`),
     connectionRefused: (pod, direction, reason) => seen.push(`refused ${pod} ${direction} ${reason}`),
+    connectionDenied: (i, d) => seen.push(`denied ${i.id} ${d.policy}`),
   };
   return { seen, observer };
 }
@@ -38,14 +39,16 @@ test("events of many connections travel in one message, in order, within the flu
     batch.connectionClosed(info(id), { sent: id, received: 2 * id, durationMs: 1 });
   }
   batch.handshake("client", "identity_mismatch", 0.002);
+  batch.connectionDenied(info(101), { policy: "shop/deny-all", reason: "deny_matched", rule: 0 });
   t.is(posted.length, 0, "nothing is posted per connection");
   await new Promise((r) => setTimeout(r, EVENT_FLUSH_MS * 3));
   t.is(posted.length, 1);
   const { seen, observer } = recordingObserver();
   for (const m of posted) replayEvents(m.events, observer, pino({ level: "silent" }));
-  t.is(seen.length, 201);
+  t.is(seen.length, 202);
   t.deepEqual(seen.slice(0, 3), ["opened 1", "closed 1 1/2", "opened 2"]);
   t.is(seen[200], "handshake client identity_mismatch");
+  t.is(seen[201], "denied 101 shop/deny-all");
 });
 
 test("a full batch goes at once, without waiting for the interval", (t) => {

@@ -14,6 +14,7 @@ import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
+import type { AuthorizationPolicyRecord } from "../../../agent/kube/records.js";
 import type { HboneTuning } from "../../../agent/proxy/tuning.js";
 import type { LocalWorkload } from "../../../agent/proxy/workload-index.js";
 import { AF_INET, accept, closeFd, connect, EINPROGRESS, read, tcpSocket } from "../../../native-bindings/io.js";
@@ -103,6 +104,8 @@ interface RigOptions {
   /** The pod has a TLS context (a valid certificate); default true. */
   identity?: boolean;
   log?: ReturnType<typeof capturingLogger>["logger"];
+  /** AuthorizationPolicies in force, read per connection: the test edits the map to change policy. */
+  authorizationPolicies?: Map<string, AuthorizationPolicyRecord>;
 }
 
 /**
@@ -134,6 +137,7 @@ function withServer(t: ExecutionContext, options: RigOptions, body: (rig: Rig) =
         tlsContexts,
         ...(options.tuning ? { tuning: options.tuning } : {}),
         ...(options.log ? { log: options.log } : {}),
+        ...(options.authorizationPolicies ? { authorizationPolicies: options.authorizationPolicies } : {}),
       });
       const server = new HboneServer(ctx, pod);
       const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
@@ -430,6 +434,69 @@ test.serial("the app refuses the connection: 503 upstream_refused, the app socke
     client.session.close();
     await within(client.closed, 5000, "client session close");
   }),
+);
+
+test.serial(
+  "AuthorizationPolicy: a denied CONNECT gets 401 and the app sees nothing; the next stream sees a change",
+  (t) => {
+    const policies = new Map<string, AuthorizationPolicyRecord>();
+    const allowOnly = (principal: string): AuthorizationPolicyRecord => ({
+      name: "db-allow",
+      namespace: "shop",
+      createdAt: "",
+      action: "ALLOW",
+      rules: [{ from: [{ source: { principals: [principal] } }] }],
+    });
+    return withServer(t, { authorizationPolicies: policies }, async (rig) => {
+      let appConnections = 0;
+      const app = await rig.app((s) => {
+        appConnections++;
+        s.end();
+      });
+      const client = await hboneClient(rig);
+      const authority = `${POD_IP}:${app.port}`;
+
+      policies.set("shop/db-allow", allowOnly("cluster.local/ns/shop/sa/web"));
+      const denied = connectTo(client.session, authority);
+      t.is(await within(denied.status, 5000, "status"), "401");
+      denied.stream.end();
+      await within(denied.closed, 5000, "denied stream close");
+      t.is(appConnections, 0, "the app never saw the denied connection");
+      t.deepEqual(rig.dials, [], "nothing was dialled for it");
+      t.is(rig.observer.denied.length, 1);
+      t.like(rig.observer.denied[0], {
+        info: {
+          source: { principal: formatSpiffeId(sid("shop", "cart")) },
+          destination: { port: app.port },
+          tls: true,
+        },
+        denial: { policy: "allow_unmatched", reason: "allow_unmatched" },
+      });
+
+      // An ALLOW that names the cart, then a DENY of the app's port: new streams of the same session see each change.
+      policies.set("shop/db-allow", allowOnly("*/sa/cart"));
+      const allowed = connectTo(client.session, authority);
+      t.is(await within(allowed.status, 5000, "status"), "200");
+      allowed.stream.end();
+      await within(allowed.closed, 5000, "allowed stream close");
+      t.is(appConnections, 1);
+      policies.set("shop/deny-port", {
+        name: "deny-port",
+        namespace: "shop",
+        createdAt: "",
+        action: "DENY",
+        rules: [{ to: [{ operation: { ports: [String(app.port)] } }] }],
+      });
+      const deniedAgain = connectTo(client.session, authority);
+      t.is(await within(deniedAgain.status, 5000, "status"), "401");
+      deniedAgain.stream.end();
+      await within(deniedAgain.closed, 5000, "stream close");
+      t.like(rig.observer.denied[1], { denial: { policy: "shop/deny-port", reason: "deny_matched", rule: 0 } });
+      t.is(appConnections, 1);
+      client.session.close();
+      await within(client.closed, 5000, "client session close");
+    });
+  },
 );
 
 /**

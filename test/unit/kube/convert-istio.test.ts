@@ -131,15 +131,32 @@ test("AuthorizationPolicy: action defaults to ALLOW; rules are kept as given", (
   t.deepEqual(record(convertAuthorizationPolicy(ap({ rules: [{}] }))).rules, [{}]);
 });
 
-test("AuthorizationPolicy: bad action, rules or selector are problems", (t) => {
+test("AuthorizationPolicy: a spec ambit cannot read is kept as invalid (it tightens), not skipped", (t) => {
+  const reject = record(convertAuthorizationPolicy(ap({ action: "REJECT", rules: [{}] })));
+  t.is(reject.action, "DENY");
+  t.regex(reject.invalid ?? "", /^unknown action "REJECT"/);
+  t.regex(record(convertAuthorizationPolicy(ap({ action: "" }))).invalid ?? "", /unknown action ""/);
+  // A bad rules list keeps the action: an ALLOW then allows nothing, a DENY denies everything (agent/policy).
+  const badRules = record(convertAuthorizationPolicy(ap({ rules: {} })));
+  t.is(badRules.action, "ALLOW");
+  t.regex(badRules.invalid ?? "", /rules must be an array/);
   t.regex(
-    problem(convertAuthorizationPolicy(ap({ action: "REJECT" }))),
-    /^AuthorizationPolicy shop\/allow-web: unknown action "REJECT"/,
+    record(convertAuthorizationPolicy(ap({ rules: [{}, "allow"] }))).invalid ?? "",
+    /rules\[1\] must be an object/,
   );
-  t.regex(problem(convertAuthorizationPolicy(ap({ action: "" }))), /unknown action ""/);
-  t.regex(problem(convertAuthorizationPolicy(ap({ rules: {} }))), /rules must be an array/);
-  t.regex(problem(convertAuthorizationPolicy(ap({ rules: [{}, "allow"] }))), /rules\[1\] must be an object/);
-  t.regex(problem(convertAuthorizationPolicy(ap({ rules: [[]] }))), /rules\[0\] must be an object/);
-  t.regex(problem(convertAuthorizationPolicy(ap({ rules: Array(1025).fill({}) }))), /at most 1024/);
-  t.regex(problem(convertAuthorizationPolicy(ap({ selector: { matchLabels: { "": "x" } } }))), /invalid keys ""/);
+  t.regex(record(convertAuthorizationPolicy(ap({ rules: [[]] }))).invalid ?? "", /rules\[0\] must be an object/);
+  t.regex(record(convertAuthorizationPolicy(ap({ rules: Array(1025).fill({}) }))).invalid ?? "", /at most 1024/);
+  // An unreadable selector: the widest scope it could have meant (namespace-wide), never a narrower one.
+  const badSelector = record(convertAuthorizationPolicy(ap({ selector: { matchLabels: { "": "x", app: "db" } } })));
+  t.false("selector" in badSelector);
+  t.regex(badSelector.invalid ?? "", /invalid keys ""/);
+  t.false("invalid" in record(convertAuthorizationPolicy(ap({ action: "DENY", rules: [{}] }))));
+  // The object itself unusable (spec not an object, bad name): skipped with a problem, as every kind.
+  t.regex(problem(convertAuthorizationPolicy(ap("allow"))), /spec must be an object/);
+});
+
+test("AuthorizationPolicy: targetRef(s) is recorded (a waypoint's or gateway's policy, not the pods')", (t) => {
+  t.true(record(convertAuthorizationPolicy(ap({ targetRefs: [{ kind: "Service", name: "api" }] }))).targetRefs);
+  t.true(record(convertAuthorizationPolicy(ap({ targetRef: { kind: "Gateway", name: "gw" } }))).targetRefs);
+  t.false("targetRefs" in record(convertAuthorizationPolicy(ap({}))));
 });

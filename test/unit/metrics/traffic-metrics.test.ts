@@ -46,7 +46,9 @@ test("Istio labels: principals as Istio writes them, security policy from tls", 
     destination_workload_namespace: "shop",
     destination_principal: B,
     connection_security_policy: "mutual_tls",
+    response_flags: "-",
   });
+  t.is(trafficLabels(conn(1), "DENY").response_flags, "DENY");
   const plain = trafficLabels(
     conn(2, {
       tls: false,
@@ -95,6 +97,42 @@ test("cardinality: 10k connections from many ports and IPs make one series per w
   t.is((await values(m, "ambit_connections_refused_total")).length, 1);
   const text = await m.registry.metrics();
   t.false(text.includes("10.1."), "no IP in any label");
+});
+
+test("a denial counts as opened and closed with response_flags DENY, and per policy; its series leave with the workload", async (t) => {
+  const m = metricsFor(t);
+  m.enrolled(pod("cart-1", "cart"), 0.1);
+  const inbound = conn(1, { reporter: "destination", pod: "shop/cart-1" });
+  m.connectionOpened(inbound);
+  m.connectionClosed(inbound, { sent: 5, received: 5, durationMs: 1 });
+  for (let i = 0; i < 3; i++)
+    m.connectionDenied(conn(2 + i, { reporter: "destination" }), {
+      policy: "shop/deny-front",
+      reason: "deny_matched",
+      rule: 0,
+    });
+  m.connectionDenied(conn(9, { reporter: "destination" }), { policy: "allow_unmatched", reason: "allow_unmatched" });
+  const opened = await values(m, "istio_tcp_connections_opened_total");
+  t.deepEqual(opened.map((v) => [v.labels.response_flags, v.value]).sort(), [
+    ["-", 1],
+    ["DENY", 4],
+  ]);
+  const closed = await values(m, "istio_tcp_connections_closed_total");
+  t.deepEqual(closed.map((v) => [v.labels.response_flags, v.value]).sort(), [
+    ["-", 1],
+    ["DENY", 4],
+  ]);
+  const denials = await values(m, "ambit_policy_denials_total");
+  t.deepEqual(
+    denials.map((v) => [v.labels, v.value]),
+    [
+      [{ namespace: "shop", workload: "cart", policy: "shop/deny-front" }, 3],
+      [{ namespace: "shop", workload: "cart", policy: "allow_unmatched" }, 1],
+    ],
+  );
+  m.unenrolled(pod("cart-1", "cart"));
+  t.is((await values(m, "ambit_policy_denials_total")).length, 0);
+  t.is((await values(m, "istio_tcp_connections_opened_total")).length, 0);
 });
 
 test("a workload's series leave with its last pod on the node, not with each replica", async (t) => {

@@ -11,11 +11,18 @@ import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../../agent/dataplane/tls/context.js";
 import { AmbitError } from "../../../../agent/errors.js";
 import { emptyClusterState } from "../../../../agent/kube/cluster-state.js";
-import type { MtlsMode } from "../../../../agent/kube/records.js";
+import type { AuthorizationPolicyRecord, MtlsMode } from "../../../../agent/kube/records.js";
 import { ServiceIndex } from "../../../../agent/kube/service-index.js";
 import { type Logger, silentLogger } from "../../../../agent/log.js";
 import { LogThrottle } from "../../../../agent/log-throttle.js";
-import type { ConnectionEnd, ConnectionInfo, HandshakeRole, ProxyObserver } from "../../../../agent/proxy/observer.js";
+import { AuthorizationResolver } from "../../../../agent/policy/authorization.js";
+import type {
+  ConnectionEnd,
+  ConnectionInfo,
+  Denial,
+  HandshakeRole,
+  ProxyObserver,
+} from "../../../../agent/proxy/observer.js";
 import { DEFAULT_TUNING, type HboneTuning } from "../../../../agent/proxy/tuning.js";
 import {
   type LocalWorkload,
@@ -34,6 +41,7 @@ export class RecordingObserver implements ProxyObserver {
   readonly opened: ConnectionInfo[] = [];
   readonly closed: { info: ConnectionInfo; end: ConnectionEnd }[] = [];
   readonly refused: { pod: string; direction: "outbound" | "inbound"; reason: string }[] = [];
+  readonly denied: { info: ConnectionInfo; denial: Denial }[] = [];
 
   handshake(role: HandshakeRole, result: string, seconds: number): void {
     this.handshakes.push({ role, result, seconds });
@@ -49,6 +57,10 @@ export class RecordingObserver implements ProxyObserver {
 
   connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void {
     this.refused.push({ pod, direction, reason });
+  }
+
+  connectionDenied(info: ConnectionInfo, denial: Denial): void {
+    this.denied.push({ info, denial });
   }
 
   /** The results of the handshakes reported for `role`, in order. */
@@ -105,6 +117,8 @@ export interface TestContextOptions {
   index?: WorkloadIndex;
   services?: ServiceIndex;
   peerAuthentication?: (self: Workload, port: number) => MtlsMode;
+  /** AuthorizationPolicies by key, read on every connection (a test changes policy by editing the map). */
+  authorizationPolicies?: Map<string, AuthorizationPolicyRecord>;
   log?: Logger;
 }
 
@@ -113,6 +127,7 @@ export function testContext(reactor: Reactor, options: TestContextOptions = {}):
   const contexts = options.tlsContexts ?? new Map<string, TlsContext>();
   const index = options.index ?? new WorkloadIndex(emptyClusterState(), TD);
   const services = options.services ?? ServiceIndex.of(emptyClusterState());
+  const policies = options.authorizationPolicies ?? new Map<string, AuthorizationPolicyRecord>();
   let id = 0;
   return {
     reactor,
@@ -126,6 +141,8 @@ export function testContext(reactor: Reactor, options: TestContextOptions = {}):
     index: () => index,
     services: () => services,
     peerAuthentication: options.peerAuthentication ?? (() => "PERMISSIVE"),
+    // A resolver per map version would memoise; tests edit the map in place, so each connection resolves afresh.
+    authorize: (self, c) => new AuthorizationResolver(policies.values(), "istio-system").decide(self.pod, c),
     tlsContext: (spiffe: string) => contexts.get(spiffe),
     nextId: () => ++id,
   };
