@@ -8,6 +8,7 @@ import type { ConnectionAttributes } from "../policy/rules.js";
 import type { ProxyObserver } from "../proxy/observer.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { Workload, WorkloadIndex } from "../proxy/workload-index.js";
+import type { AuthorizedConnections } from "./authorized-connections.js";
 import type { PodDial } from "./pod-socket.js";
 import type { Reactor } from "./reactor.js";
 import type { WorkerCounters } from "./shared-counters.js";
@@ -40,6 +41,8 @@ export interface DataplaneContext {
   peerAuthentication(self: Workload, port: number): MtlsMode;
   /** What the AuthorizationPolicies that select `self` (its labels as the cluster says now) decide for `c`. */
   authorize(self: Workload, c: ConnectionAttributes): AuthorizationDecision;
+  /** The inbound connections relayed now, decided again when policies change. */
+  authorized: AuthorizedConnections;
   /**
    * This worker's TLS context for the current certificate of an identity, by its SPIFFE URI (`Workload.spiffe`,
    * formatted once per workload, not per connection); undefined when it has none valid now.

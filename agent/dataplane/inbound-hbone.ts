@@ -240,7 +240,8 @@ export class HboneServer {
       pod: self.key,
       startedAt: Date.now(),
     };
-    const decision = ctx.authorize(self, connectionAttributes(peer.id, peer.ip, target.ip, target.port));
+    const attributes = connectionAttributes(peer.id, peer.ip, target.ip, target.port);
+    const decision = ctx.authorize(self, attributes);
     if (decision.verdict === "deny") {
       // ztunnel's answer to a denied CONNECT; the app never sees a connection.
       ctx.observer.connectionDenied(info, denialOf(decision));
@@ -275,8 +276,12 @@ export class HboneServer {
       stream.respond(200);
       ctx.observer.connectionOpened(info);
       const done = reportClose(ctx.observer, info);
+      const untrack = ctx.authorized.add(self, attributes, () => stream.reset(ErrorCode.CANCEL));
       // The relay counts fd -> stream (app -> source) as aToB; the report counts from the source (the stream's peer).
-      relayFdStream(ctx.reactor, ctx.counters, fd, stream, (r) => done({ ...r, aToB: r.bToA, bToA: r.aToB }));
+      relayFdStream(ctx.reactor, ctx.counters, fd, stream, (r) => {
+        untrack();
+        done({ ...r, aToB: r.bToA, bToA: r.aToB });
+      });
     });
     this.#connecting.set(fd, wait);
   }

@@ -32,7 +32,8 @@ export function handleInboundPlaintext(
     return;
   }
   const source = ctx.index().lookup(peer);
-  const decision = ctx.authorize(self, connectionAttributes(undefined, peer, dst.address, dst.port));
+  const attributes = connectionAttributes(undefined, peer, dst.address, dst.port);
+  const decision = ctx.authorize(self, attributes);
   const info: ConnectionInfo = {
     id: ctx.nextId(),
     reporter: "destination",
@@ -59,5 +60,7 @@ export function handleInboundPlaintext(
     resetFd(fd);
     return;
   }
-  passThrough(deps, self, "inbound", fd, dst, info);
+  passThrough(deps, self, "inbound", fd, dst, info, (relayed) =>
+    ctx.authorized.add(self, attributes, () => relayed.end(true, "AuthorizationPolicy revoked")),
+  );
 }

@@ -19,6 +19,7 @@ import type { HeldNetnsRef } from "../pod-netns.js";
 import { authorizationResolver } from "../policy/authorization.js";
 import { type LocalWorkload, type Workload, WorkloadIndex, workloadOf } from "../proxy/workload-index.js";
 import type { ListenerKind } from "../redirect/enroller.js";
+import { AuthorizedConnections } from "./authorized-connections.js";
 import type { DataplaneContext, SocketFactory } from "./context.js";
 import { WorkerEventBatch } from "./event-batch.js";
 import { HbonePool } from "./hbone-pool.js";
@@ -94,6 +95,7 @@ export class MeshWorker {
       services: () => this.#services,
       peerAuthentication: (self, port) =>
         peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(this.#current(self), port),
+      authorized: new AuthorizedConnections(),
       authorize: (self, c) =>
         authorizationResolver(this.#state.authorizationPolicies, settings.rootNamespace).decide(this.#current(self), c),
       tlsContext: (spiffe) => this.#context(spiffe),
@@ -121,6 +123,10 @@ export class MeshWorker {
     this.#state = { ...previous, ...changes };
     if (changes.pods || changes.namespaces) this.#index = new WorkloadIndex(this.#state, this.#settings.trustDomain);
     if (changes.services || changes.endpointSlices) this.#services = ServiceIndex.of(this.#state);
+    // A policy, or the labels that select it, changed: access already given may have been taken back.
+    if (changes.authorizationPolicies || changes.nodePods || changes.pods) {
+      this.#ctx.authorized.recheck(this.#ctx.authorize, this.#ctx.log);
+    }
   }
 
   /**

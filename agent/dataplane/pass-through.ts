@@ -5,7 +5,7 @@ import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { resetFd } from "./fd.js";
 import { whenConnected } from "./pod-socket.js";
-import type { TcpRelay } from "./tcp-relay.js";
+import type { RelayedConnection, TcpRelay } from "./tcp-relay.js";
 
 const ECONNREFUSED = constants.errno.ECONNREFUSED;
 
@@ -20,7 +20,8 @@ export interface PassThroughDeps {
 /**
  * Plain TCP from the pod's namespace to `dst`, relayed byte for byte with `fd` (outbound passthrough, and
  * plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
- * or failed connect resets the client and is counted as refused instead.
+ * or failed connect resets the client and is counted as refused instead. `track` hears of the relayed connection
+ * once it runs and returns what to call when it ends (inbound: AuthorizedConnections).
  */
 export function passThrough(
   deps: PassThroughDeps,
@@ -29,6 +30,7 @@ export function passThrough(
   fd: number,
   dst: OriginalDestination,
   info: ConnectionInfo,
+  track?: (relayed: RelayedConnection) => () => void,
 ): void {
   const { ctx, relay, connecting } = deps;
   let upstream: { fd: number; started: number };
@@ -53,9 +55,12 @@ export function passThrough(
     }
     ctx.observer.connectionOpened(info);
     const done = reportClose(ctx.observer, info);
-    relay.relayTo(fd, upstream.fd, 0, (r) =>
-      done({ aToB: r.toUpstream, bToA: r.toClient, ...(r.error ? { error: new Error(r.error) } : {}) }),
-    );
+    let untrack: (() => void) | undefined;
+    const relayed = relay.relayTo(fd, upstream.fd, 0, (r) => {
+      untrack?.();
+      done({ aToB: r.toUpstream, bToA: r.toClient, ...(r.error ? { error: new Error(r.error) } : {}) });
+    });
+    if (track) untrack = track(relayed);
   });
   const abort = () => {
     waiting.cancel();

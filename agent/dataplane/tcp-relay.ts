@@ -54,6 +54,12 @@ export interface RelayOptions {
   onError?: (err: AmbitError) => void;
 }
 
+/** One relayed connection, for a caller that may have to end it early (an AuthorizationPolicy revoked). */
+export interface RelayedConnection {
+  /** Ends it once (a no-op once ended): both fds closed, with a RST to each peer when `reset`. */
+  end(reset: boolean, error?: string): void;
+}
+
 /** How one connection ended, for its access log (relayTo's onDone). */
 export interface ConnectionResult {
   /** Bytes written to the upstream socket (read from the client). */
@@ -162,8 +168,13 @@ export class TcpRelay {
    * connect(2)'s result, 0, -EINPROGRESS or -errno (startConnect in pod-socket.ts); a failed or timed-out connect
    * resets the client. `onDone` hears once how the connection ended; without it a connection costs no closure.
    */
-  relayTo(clientFd: number, upstreamFd: number, started: number, onDone?: (result: ConnectionResult) => void): void {
-    this.#start(clientFd, upstreamFd, started, undefined, onDone);
+  relayTo(
+    clientFd: number,
+    upstreamFd: number,
+    started: number,
+    onDone?: (result: ConnectionResult) => void,
+  ): RelayedConnection {
+    return this.#start(clientFd, upstreamFd, started, undefined, onDone);
   }
 
   /** Resets every connection (the worker is stopping). */
@@ -187,11 +198,12 @@ export class TcpRelay {
     started: number,
     target: RelayTarget | undefined,
     onDone: ((result: ConnectionResult) => void) | undefined,
-  ): void {
+  ): Connection {
     const conn = new Connection(this, clientFd, upstreamFd, target, onDone);
     this.#connections.add(conn);
     this.counters.inc(COUNTER.connections_opened);
     conn.start(started);
+    return conn;
   }
 
   #report(target: RelayTarget | undefined, code: string, message: string, errno: number): void {
@@ -247,7 +259,7 @@ class Side implements EventHandler {
   }
 }
 
-class Connection {
+class Connection implements RelayedConnection {
   readonly #relay: TcpRelay;
   readonly #client: Side;
   readonly #upstream: Side;

@@ -1,12 +1,15 @@
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
+import type net from "node:net";
 import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
 import { MeshCa } from "../../agent/identity/ca.js";
 import type { ClusterState } from "../../agent/kube/cluster-state.js";
 import { parseManifests } from "../../agent/kube/manifest-source.js";
+import { within } from "../support/within.js";
 import { clusterFor } from "./support/cluster.js";
 import { nodeFor, recorder } from "./support/components.js";
-import { answerIn, closeServer, request } from "./support/sockets.js";
+import { answerIn, closeServer, dialFrom, request, serveIn } from "./support/sockets.js";
 
 /**
  * AuthorizationPolicy enforced by the destination's agent, with real namespaces, agents and mTLS: frontend and batch
@@ -45,7 +48,13 @@ async function setup(t: ExecutionContext, policies: unknown[]) {
     accepted++;
     return "hello from api";
   });
+  // A second app on 9090 that keeps each connection open and echoes: for connections a policy change must cut.
+  const echo = serveIn(api.netnsPath, api.ipv4, 9090, (sock) => {
+    sock.on("error", () => {});
+    sock.pipe(sock);
+  });
   t.teardown(() => closeServer(app));
+  t.teardown(() => closeServer(echo));
   const server = recorder();
   await nodeFor(t, { nodeName: "n1", ca, state: stateWith(policies) });
   const n2 = await nodeFor(t, { nodeName: "n2", ca, state: stateWith(policies), observer: server.observer });
@@ -55,9 +64,20 @@ async function setup(t: ExecutionContext, policies: unknown[]) {
     await n2.agent.settled();
     await n2.proxy.reported();
   };
+  /** A connection from `name` to the echo app, open and proven to carry bytes. */
+  const openFrom = async (name: string): Promise<net.Socket> => {
+    const sock = await dialFrom(cluster.pod(name, ns).netnsPath, api.ipv4, 9090);
+    t.teardown(() => sock.destroy());
+    sock.on("error", () => {});
+    sock.write("ping");
+    const [echoed] = await once(sock, "data");
+    t.is(String(echoed), "ping");
+    return sock;
+  };
   const from = (name: string) => request(cluster.pod(name, ns).netnsPath, api.ipv4, 8080, "hi");
   return {
     from,
+    openFrom,
     enforce,
     ip: (name: string) => cluster.pod(name, ns).ipv4,
     accepted: () => accepted,
@@ -119,4 +139,35 @@ test("DENY beats ALLOW, ipBlocks see the caller's pod IP, and a policy removed l
 
   await mesh.enforce([]);
   t.is(await mesh.from("legacy"), "hello from api", "policies removed: allowed again");
+});
+
+test("a policy change resets the open connections it no longer allows, HBONE and plaintext, and keeps the others", async (t) => {
+  const mesh = await setup(t, []);
+  const batch = await mesh.openFrom("batch");
+  const frontend = await mesh.openFrom("frontend");
+  const legacy = await mesh.openFrom("legacy");
+  const closed = (s: net.Socket) =>
+    new Promise<number>((resolve) => {
+      const started = Date.now();
+      if (s.destroyed) resolve(0);
+      else s.once("close", () => resolve(Date.now() - started));
+    });
+  const batchClosed = closed(batch);
+  const legacyClosed = closed(legacy);
+  const changed = Date.now();
+  await mesh.enforce([
+    policy("deny-batch", { action: "DENY", rules: [{ from: [{ source: { principals: ["*/sa/batch"] } }] }] }),
+    policy(
+      "deny-legacy",
+      { action: "DENY", rules: [{ from: [{ source: { ipBlocks: [`${mesh.ip("legacy")}/32`] } }] }] },
+      "istio-system",
+    ),
+  ]);
+  await within(Promise.all([batchClosed, legacyClosed]), 5000, "the revoked connections to close");
+  t.true(Date.now() - changed < 1000, `both were cut within a second of the change (${Date.now() - changed} ms)`);
+  // The frontend's connection is still allowed and still carries bytes.
+  frontend.write("still here");
+  const [echoed] = await once(frontend, "data");
+  t.is(String(echoed), "still here");
+  frontend.end();
 });

@@ -4,6 +4,7 @@
  * loopback (a route sends a pod's address to a local listener), and TLS contexts come from a map the test edits
  * (rotation, a pod without a certificate).
  */
+import { AuthorizedConnections } from "../../../../agent/dataplane/authorized-connections.js";
 import type { DataplaneContext, SocketFactory } from "../../../../agent/dataplane/context.js";
 import type { PodDial } from "../../../../agent/dataplane/pod-socket.js";
 import type { Reactor } from "../../../../agent/dataplane/reactor.js";
@@ -142,6 +143,7 @@ export function testContext(reactor: Reactor, options: TestContextOptions = {}):
     services: () => services,
     peerAuthentication: options.peerAuthentication ?? (() => "PERMISSIVE"),
     // A resolver per map version would memoise; tests edit the map in place, so each connection resolves afresh.
+    authorized: new AuthorizedConnections(),
     authorize: (self, c) => new AuthorizationResolver(policies.values(), "istio-system").decide(self.pod, c),
     tlsContext: (spiffe: string) => contexts.get(spiffe),
     nextId: () => ++id,
