@@ -11,6 +11,8 @@ import { type MtlsDecision, peerAuthenticationResolver } from "../kube/peer-auth
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { SourceHealth } from "../kube/source.js";
 import type { NodeAgent } from "../node/node-agent.js";
+import { authorizationResolver, type CompiledPolicy } from "../policy/authorization.js";
+import { policyWarnings } from "../policy/warnings.js";
 import type { Redirector } from "../redirect/enroller.js";
 import type { ReadinessFacts } from "./readiness.js";
 
@@ -61,7 +63,11 @@ export interface ConfigDump {
     meshed: boolean;
     /** The PeerAuthentication decision for plaintext to the pod (port 0: no port-level setting). */
     peerAuthentication: MtlsDecision;
+    /** The AuthorizationPolicies that select the pod, by action (`namespace/name`). */
+    authorization: { custom: string[]; deny: string[]; allow: string[] };
   }>;
+  /** The AuthorizationPolicies that select a pod of this node, as ambit enforces them, with what differs. */
+  authorizationPolicies: Array<{ policy: string; action: string; rules: number; warnings: string[] }>;
   cluster: {
     pods: number;
     namespaces: number;
@@ -82,12 +88,18 @@ export interface ConfigDump {
 export function configDump(parts: AgentParts): ConfigDump {
   const state = parts.agent.state;
   const policies = peerAuthenticationResolver(state, parts.rootNamespace);
+  const authorization = authorizationResolver(state.authorizationPolicies, parts.rootNamespace);
+  const pods = podsOfNode(state, parts.nodeName);
+  const applied = new Map(pods.map((p) => [p, authorization.applied(p)]));
+  const selecting = new Map<string, CompiledPolicy>();
+  for (const a of applied.values()) for (const p of [...a.custom, ...a.deny, ...a.allow]) selecting.set(p.key, p);
+  const keys = (list: readonly CompiledPolicy[]) => list.map((p) => p.key);
   return {
     node: parts.nodeName,
     trustDomain: parts.trustDomain,
     rootNamespace: parts.rootNamespace,
     source: parts.sourceHealth(),
-    pods: podsOfNode(state, parts.nodeName).map((p) => ({
+    pods: pods.map((p) => ({
       pod: objectKey(p),
       uid: p.uid,
       workload: p.workload,
@@ -96,6 +108,17 @@ export function configDump(parts: AgentParts): ConfigDump {
       phase: p.phase,
       meshed: isMeshEnrolled(p, state.namespaces.get(p.namespace)),
       peerAuthentication: policies.explain(p, 0),
+      authorization: {
+        custom: keys(applied.get(p)?.custom ?? []),
+        deny: keys(applied.get(p)?.deny ?? []),
+        allow: keys(applied.get(p)?.allow ?? []),
+      },
+    })),
+    authorizationPolicies: [...selecting.values()].map((p) => ({
+      policy: p.key,
+      action: p.action,
+      rules: p.rules.length,
+      warnings: policyWarnings(p),
     })),
     cluster: {
       pods: state.pods.size,

@@ -6,6 +6,7 @@
  *   loop) -> mesh-worker.ts -> outbound.ts (15001) | inbound-hbone.ts (15008) | inbound-plain.ts (15006)
  * The decisions those handlers share are plain functions in proxy/ (outbound-route.ts, own-destination.ts, ...).
  */
+
 import type { CertManager } from "../identity/cert-manager.js";
 import { identityOfPod } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
@@ -13,6 +14,7 @@ import { diffEnrollment } from "../kube/enrollment-diff.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
 import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
+import { PolicyWarnings } from "../policy/warnings.js";
 import type { ListenerFactory, Redirector } from "../redirect/enroller.js";
 import { EnrollmentError } from "../redirect/errors.js";
 
@@ -88,6 +90,7 @@ export class NodeAgent {
   readonly #certified = new Set<string>();
   /** Certificate acquisitions under way (see apply). */
   readonly #pending = new Set<Promise<unknown>>();
+  readonly #policyWarnings = new PolicyWarnings();
   readonly #timers: NodeJS.Timeout[];
 
   constructor(options: NodeAgentOptions) {
@@ -117,6 +120,9 @@ export class NodeAgent {
    */
   apply(next: ClusterState): void {
     const diff = diffEnrollment(this.#state, next, this.#o.nodeName);
+    if (next.authorizationPolicies !== this.#state.authorizationPolicies) {
+      this.#policyWarnings.report(next.authorizationPolicies, this.#o.logger);
+    }
     this.#state = next;
     this.#o.proxy.setState(next);
     for (const pod of diff.unenroll) this.#unenroll(pod);

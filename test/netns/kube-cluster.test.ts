@@ -349,3 +349,58 @@ test("the CA signs only for pods its watch places on the caller's node", async (
   mesh.api.delete("Pod", "shop", "a");
   await waitFor("the CA's watch to see a deleted", async () => (await sign("a", "sa-a")) === "403 forbidden");
 });
+
+test("the seed's AuthorizationPolicy through the API: as written (methods) it admits nobody and is explained; its L4 form admits the frontend", async (t) => {
+  t.timeout(90_000);
+  const cluster = await clusterFor(t, {
+    nodes: [
+      {
+        name: "n1",
+        pods: [
+          { name: "frontend", namespace: "production", discover: true, serviceAccount: "frontend" },
+          { name: "batch", namespace: "production", discover: true, serviceAccount: "batch" },
+        ],
+      },
+      { name: "n2", pods: [{ name: "api", namespace: "production", discover: true, labels: { app: "api" } }] },
+    ],
+  });
+  const api = cluster.pod("api", "production");
+  const app = answerIn(api.netnsPath, api.ipv4, 8080, () => "api");
+  t.teardown(() => closeServer(app));
+  const seed = parseManifests(
+    readFileSync(join(repositoryRoot(import.meta.url), "deploy/examples/authorization-policy-seed.yaml"), "utf8"),
+  ) as KubeObject[];
+  const mesh = await kubeMeshFor(t, cluster, { namespaces: [{ name: "production", labels: MESH }] });
+  const call = (from: string) =>
+    request(cluster.pod(from, "production").netnsPath, api.ipv4, 8080, "x").then(
+      (answer) => answer,
+      (err: NodeJS.ErrnoException) => err.code ?? "error",
+    );
+  t.is(await call("frontend"), "api", "no policy yet");
+
+  mesh.api.apply(seed[0] as KubeObject);
+  await waitFor("methods: GET denies the frontend too", async () => (await call("frontend")) === "ECONNRESET");
+  t.is(await call("batch"), "ECONNRESET");
+  const n2 = mesh.agents.get("n2") as KubeAgent;
+  const warned = linesWith(n2, "AuthorizationPolicy enforced differently at L4");
+  t.is(warned.length, 1, "warned once, naming the policy");
+  t.is(warned[0]?.policy, "production/api-allow-frontend");
+  t.regex(String((warned[0]?.warnings as string[])[0]), /rules\[0\] names L7 fields .*methods.*: it never matches/);
+  const dump = await adminJson<ConfigDump>(n2, "/config_dump");
+  t.deepEqual(dump.pods.find((p) => p.pod === "production/api")?.authorization, {
+    custom: [],
+    deny: [],
+    allow: ["production/api-allow-frontend"],
+  });
+  t.is(dump.authorizationPolicies[0]?.warnings.length, 1);
+
+  mesh.api.apply(seed[1] as KubeObject);
+  await waitFor("the L4 form admits the frontend", async () => (await call("frontend")) === "api");
+  t.is(await call("batch"), "ECONNRESET");
+  const metrics = await (await fetch(`http://${n2.metrics}/metrics`)).text();
+  t.regex(
+    metrics,
+    /ambit_policy_denials_total\{namespace="production",workload="api",policy="allow_unmatched"\} [1-9]/,
+  );
+  t.regex(metrics, /istio_tcp_connections_opened_total\{[^}]*response_flags="DENY"\} [1-9]/);
+});
