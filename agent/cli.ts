@@ -2,6 +2,7 @@
 import { caCommand } from "./ca/ca-command.js";
 import { agentCommand } from "./cli/agent-command.js";
 import { certsCommand } from "./cli/certs-command.js";
+import { checkCommand } from "./cli/check-command.js";
 import { tapCommand } from "./cli/tap-command.js";
 /**
  * ambit's command line: `ambit agent` (the node agent), `ambit ca` (the mesh CA server), and the operator
@@ -15,6 +16,10 @@ const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   tap: { run: tapCommand, help: "show a running agent's live and recent connections (--follow, --admin)" },
   connections: { run: tapCommand, help: "alias of tap" },
   certs: { run: certsCommand, help: "list a running agent's identities and certificate expiry (--admin)" },
+  check: {
+    run: checkCommand,
+    help: "what AuthorizationPolicy decides for a connection to a pod (--from, --port, --admin)",
+  },
 };
 
 function usage(): string {

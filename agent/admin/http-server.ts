@@ -15,7 +15,8 @@ export interface Reply {
   contentType?: string;
 }
 
-export type Route = () => Reply | Promise<Reply>;
+/** A route's handler; `query` is the request's query string (most routes take none). */
+export type Route = (query: URLSearchParams) => Reply | Promise<Reply>;
 
 export interface ServingEndpoint {
   /** The bound address, host:port (the real port when configured with :0). */
@@ -29,7 +30,7 @@ export const json = (status: number, value: unknown): Reply => ({
   contentType: "application/json",
 });
 
-/** Serve `routes` (exact paths, query ignored) on `address`; resolves once listening. */
+/** Serve `routes` (exact paths; the query goes to the route) on `address`; resolves once listening. */
 export async function serveRoutes(
   what: string,
   address: string,
@@ -37,7 +38,10 @@ export async function serveRoutes(
 ): Promise<ServingEndpoint> {
   const { host, port } = parseHostPort(address, what);
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0] as string;
+    const url = req.url ?? "/";
+    const mark = url.indexOf("?");
+    const path = mark < 0 ? url : url.slice(0, mark);
+    const query = new URLSearchParams(mark < 0 ? "" : url.slice(mark + 1));
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     const send = (r: Reply) => {
       res.writeHead(r.status, { "content-type": r.contentType ?? "text/plain; charset=utf-8" });
@@ -45,7 +49,7 @@ export async function serveRoutes(
     };
     if (req.method !== "GET" && req.method !== "HEAD") return send({ status: 405, body: "GET only\n" });
     if (!route) return send({ status: 404, body: `no such path; try ${Object.keys(routes).join(" ")}\n` });
-    Promise.resolve()
+    Promise.resolve(query)
       .then(route)
       .then(send, (err: unknown) => send(json(500, { error: err instanceof Error ? err.message : String(err) })));
   });

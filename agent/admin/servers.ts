@@ -3,6 +3,7 @@
  * config and connections reveal identities and addresses) and readiness (the kubelet probes it).
  */
 import type { Registry } from "prom-client";
+import { CheckError, explainCheck } from "../policy/explain.js";
 import type { ConnectionTracker } from "./connection-tracker.js";
 import { type AgentParts, configDump, readinessFacts } from "./facts.js";
 import { json, type Reply, type ServingEndpoint, serveRoutes } from "./http-server.js";
@@ -24,6 +25,23 @@ export interface AgentServers {
   close(): Promise<void>;
 }
 
+/** `ambit check`: GET /authorization/check?pod=ns/name&from=<spiffe-id|ip>&port=N[&source-ip=IP]. */
+function checkRoute(parts: AgentParts, query: URLSearchParams): Reply {
+  const sourceIp = query.get("source-ip");
+  try {
+    const answer = explainCheck(parts.agent.state, parts.rootNamespace, parts.trustDomain, {
+      pod: query.get("pod") ?? "",
+      from: query.get("from") ?? "",
+      port: Number(query.get("port") ?? ""),
+      ...(sourceIp !== null ? { sourceIp } : {}),
+    });
+    return json(200, answer);
+  } catch (err) {
+    if (!(err instanceof CheckError)) throw err;
+    return json(err.code === "check_unknown_pod" ? 404 : 400, { error: err.message, code: err.code });
+  }
+}
+
 export async function startAgentServers(o: AgentServersOptions): Promise<AgentServers> {
   const ready = (): Reply => {
     const r = readiness(readinessFacts(o.parts));
@@ -42,6 +60,7 @@ export async function startAgentServers(o: AgentServersOptions): Promise<AgentSe
     const admin = await serveRoutes("admin", o.adminAddress, {
       "/config_dump": () => json(200, configDump(o.parts)),
       "/connections": () => json(200, o.tracker.snapshot()),
+      "/authorization/check": (query) => checkRoute(o.parts, query),
       "/healthz/ready": ready,
     });
     started.push(admin);

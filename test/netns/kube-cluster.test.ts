@@ -2,8 +2,10 @@
  * ambit following a Kubernetes API server, as installed in a cluster: real `ambit ca` and `ambit agent` processes
  * (--kubeconfig) against the test API server, a simulated cluster whose pods' namespaces the agents find in /proc.
  */
+import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import test from "ava";
 import type { ConnectionRow, ConnectionsSnapshot } from "../../agent/admin/connection-tracker.js";
 import type { ConfigDump } from "../../agent/admin/facts.js";
@@ -27,6 +29,8 @@ import { ruleCount } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
 const MESH = { "ambit.dev/mesh": "enabled" };
+const CLI = join(process.cwd(), "dist/agent/cli.js");
+const ambit = (args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args]);
 const enrolled = (netns: string) => ruleCount(netns) > 0;
 
 test("labels drive enrollment through the API: namespace opt-in, pod opt-out, other nodes untouched, deletion unenrolls", async (t) => {
@@ -403,4 +407,34 @@ test("the seed's AuthorizationPolicy through the API: as written (methods) it ad
     /ambit_policy_denials_total\{namespace="production",workload="api",policy="allow_unmatched"\} [1-9]/,
   );
   t.regex(metrics, /istio_tcp_connections_opened_total\{[^}]*response_flags="DENY"\} [1-9]/);
+
+  // `ambit check` agrees with what the data path did, for both callers, without sending traffic.
+  const check = async (from: string) =>
+    (await ambit(["check", "production/api", "--from", from, "--port", "8080", "--admin", n2.admin])).stdout;
+  const frontendIp = cluster.pod("frontend", "production").ipv4;
+  t.regex(
+    await check(frontendIp),
+    /^production\/api:8080 <- spiffe:\/\/cluster.local\/ns\/production\/sa\/frontend from \S+: ALLOW by production\/api-allow-frontend rules\[0\]/,
+  );
+  t.regex(
+    await check(cluster.pod("batch", "production").ipv4),
+    /sa\/batch from \S+: DENY\n {2}why: ALLOW policies select/,
+  );
+  const asJson = JSON.parse(
+    (await ambit(["check", "production/api", "--from", frontendIp, "--port", "9090", "--json", "--admin", n2.admin]))
+      .stdout,
+  );
+  t.like(asJson, { decision: { verdict: "deny", reason: "allow_unmatched" } });
+  const unknown = await ambit([
+    "check",
+    "production/nope",
+    "--from",
+    frontendIp,
+    "--port",
+    "80",
+    "--admin",
+    n2.admin,
+  ]).catch((err: { code: number; stderr: string }) => err);
+  t.like(unknown, { code: 1 });
+  t.regex((unknown as { stderr: string }).stderr, /no pod production\/nope/);
 });
