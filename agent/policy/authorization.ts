@@ -71,7 +71,19 @@ const NONE: AppliedPolicies = Object.freeze({ custom: [], deny: [], allow: [] })
 const ALLOWED_NO_POLICY: AuthorizationDecision = Object.freeze({ verdict: "allow", reason: "no_policy" });
 const DENIED_UNMATCHED: AuthorizationDecision = Object.freeze({ verdict: "deny", reason: "allow_unmatched" });
 
+/** Compiled once per record (records are immutable: a changed policy is a new record, compiled afresh). */
 export function compilePolicy(record: AuthorizationPolicyRecord): CompiledPolicy {
+  let policy = compiled.get(record);
+  if (!policy) {
+    policy = compile(record);
+    compiled.set(record, policy);
+  }
+  return policy;
+}
+
+const compiled = new WeakMap<AuthorizationPolicyRecord, CompiledPolicy>();
+
+function compile(record: AuthorizationPolicyRecord): CompiledPolicy {
   const rules = (record.rules ?? []).map(compileRule);
   const policy: CompiledPolicy = {
     key: objectKey(record),
@@ -87,18 +99,17 @@ export function compilePolicy(record: AuthorizationPolicyRecord): CompiledPolicy
 
 export class AuthorizationResolver {
   readonly rootNamespace: string;
-  /** Every policy ambit enforces, compiled, in a stable order (namespace, name). */
-  readonly policies: readonly CompiledPolicy[];
-  readonly #mesh: CompiledPolicy[] = [];
-  readonly #byNamespace = new Map<string, CompiledPolicy[]>();
+  /** Records, not compiled policies: a policy is compiled when it first selects a pod, so 10,000 policies that
+   * select nothing here cost an index entry each, not a compilation. Stable order: namespace, then name. */
+  readonly #mesh: AuthorizationPolicyRecord[] = [];
+  readonly #byNamespace = new Map<string, AuthorizationPolicyRecord[]>();
   readonly #applied = new WeakMap<object, AppliedPolicies>();
 
   constructor(records: Iterable<AuthorizationPolicyRecord>, rootNamespace: string) {
     this.rootNamespace = rootNamespace;
     const enforced = [...records].filter((r) => !r.targetRefs && r.action !== "AUDIT");
     enforced.sort((a, b) => compare(a.namespace, b.namespace) || compare(a.name, b.name));
-    this.policies = enforced.map(compilePolicy);
-    for (const p of this.policies) {
+    for (const p of enforced) {
       if (p.namespace === rootNamespace) {
         this.#mesh.push(p);
         continue;
@@ -116,9 +127,9 @@ export class AuthorizationResolver {
   applied(pod: AuthorizationTarget): AppliedPolicies {
     const hit = this.#applied.get(pod);
     if (hit) return hit;
-    const selected = [...this.#mesh, ...(this.#byNamespace.get(pod.namespace) ?? [])].filter(
-      (p) => !p.selector || selects(p.selector, pod.labels),
-    );
+    const selected = [...this.#mesh, ...(this.#byNamespace.get(pod.namespace) ?? [])]
+      .filter((p) => !p.selector || selects(p.selector, pod.labels))
+      .map(compilePolicy);
     const applied: AppliedPolicies =
       selected.length === 0
         ? NONE
