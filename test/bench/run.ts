@@ -7,6 +7,7 @@ import { runIdentityBench } from "./identity-bench.js";
 import { runKubeBench } from "./kube-bench.js";
 import { runKubeConfigBench } from "./kube-config-bench.js";
 import { runNetnsBench } from "./netns-bench.js";
+import { runPolicyBench } from "./policy-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
@@ -15,6 +16,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   kube: runKubeBench,
   "kube-config": runKubeConfigBench,
   netns: runNetnsBench,
+  policy: runPolicyBench,
   proxy: runProxyBench,
 };
 
