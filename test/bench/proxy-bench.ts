@@ -510,6 +510,14 @@ export async function runProxyBench(): Promise<string> {
     const [client, dclient, server, dserver] = ["client", "dclient", "server", "dserver"].map((p) => c.pod(p));
     if (!client || !dclient || !server || !dserver) throw new Error("simulated pods missing");
 
+    // The load steps open ~10^5 connections from the same two client pods within a minute: with Linux's default
+    // (tcp_tw_reuse=2, loopback only) the TIME_WAIT sockets they leave slow new connects down by the later modes
+    // (direct alone in this sim, three 5 s Connection: close rounds: 12,000/s, then 7,800, then 900). Reuse on, in
+    // every pod that opens connections, so each mode meets the same kernel.
+    for (const pod of [client, dclient, server, dserver]) {
+      await c.exec(pod.netnsName, "sysctl", ["-qw", "net.ipv4.tcp_tw_reuse=1"], { timeoutMs: 5000 });
+    }
+
     // Apps in both server pods; tunnel ends in the non-meshed pair.
     // nginx workers run as nobody: they must be able to read the static file.
     chmodSync(tmp.dir, 0o755);
