@@ -123,8 +123,11 @@ export class MeshWorker {
     this.#state = { ...previous, ...changes };
     if (changes.pods || changes.namespaces) this.#index = new WorkloadIndex(this.#state, this.#settings.trustDomain);
     if (changes.services || changes.endpointSlices) this.#services = ServiceIndex.of(this.#state);
-    // A policy, or the labels that select it, changed: access already given may have been taken back.
-    if (changes.authorizationPolicies || changes.nodePods || changes.pods) {
+    // A policy, or the labels of this node's pods that select it, changed: access already given may have been taken
+    // back. The cluster's other pods do not count (a source is matched by identity and IP, never by its labels), and
+    // they change all the time in a large cluster: each re-check decides every open inbound connection again.
+    const localPodsChanged = this.#state.nodePods ? changes.nodePods : changes.pods;
+    if (changes.authorizationPolicies || localPodsChanged) {
       this.#ctx.authorized.recheck(this.#ctx.authorize, this.#ctx.log);
     }
   }
