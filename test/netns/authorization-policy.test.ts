@@ -6,6 +6,7 @@ import test, { type ExecutionContext } from "ava";
 import { MeshCa } from "../../agent/identity/ca.js";
 import type { ClusterState } from "../../agent/kube/cluster-state.js";
 import { parseManifests } from "../../agent/kube/manifest-source.js";
+import { withPod } from "../support/cluster-state.js";
 import { within } from "../support/within.js";
 import { clusterFor } from "./support/cluster.js";
 import { nodeFor, recorder } from "./support/components.js";
@@ -59,8 +60,8 @@ async function setup(t: ExecutionContext, policies: unknown[]) {
   await nodeFor(t, { nodeName: "n1", ca, state: stateWith(policies) });
   const n2 = await nodeFor(t, { nodeName: "n2", ca, state: stateWith(policies), observer: server.observer });
   /** Applies a new set of policies on n2 (the enforcing agent) and waits until its workers have it. */
-  const enforce = async (next: unknown[]) => {
-    n2.agent.apply(stateWith(next));
+  const enforce = async (next: unknown[], change: (s: ClusterState) => ClusterState = (s) => s) => {
+    n2.agent.apply(change(stateWith(next)));
     await n2.agent.settled();
     await n2.proxy.reported();
   };
@@ -169,5 +170,21 @@ test("a policy change resets the open connections it no longer allows, HBONE and
   frontend.write("still here");
   const [echoed] = await once(frontend, "data");
   t.is(String(echoed), "still here");
-  frontend.end();
+
+  // A DENY for pods labelled quarantine=true: nothing changes until the api pod gets the label, then the
+  // frontend's connection is cut too.
+  const quarantine = policy("quarantine", {
+    action: "DENY",
+    selector: { matchLabels: { quarantine: "true" } },
+    rules: [{}],
+  });
+  await mesh.enforce([quarantine]);
+  frontend.write("unlabelled");
+  const [again] = await once(frontend, "data");
+  t.is(String(again), "unlabelled");
+  const frontendClosed = closed(frontend);
+  await mesh.enforce([quarantine], (s) =>
+    withPod(s, "production/api", (p) => ({ ...p, labels: { ...p.labels, quarantine: "true" } })),
+  );
+  await within(frontendClosed, 5000, "the connection to the newly labelled pod to close");
 });
