@@ -25,15 +25,11 @@ export class AuthorizedConnections {
     return () => this.#entries.delete(entry);
   }
 
-  get size(): number {
-    return this.#entries.size;
-  }
-
   /**
-   * Decides every tracked connection again (the policies or a pod's labels changed) and resets those now denied.
+   * Decides every tracked connection again (the policies or this node's pods changed) and resets those now denied.
    * One log line per pod, not per connection: a policy can revoke thousands at once.
    */
-  recheck(decide: (self: Workload, c: ConnectionAttributes) => AuthorizationDecision, log: LineLog): number {
+  recheck(decide: (self: Workload, c: ConnectionAttributes) => AuthorizationDecision, log: LineLog): void {
     const revoked = new Map<string, { count: number; policies: Set<string> }>();
     for (const entry of [...this.#entries]) {
       const decision = decide(entry.self, entry.attributes);
@@ -48,14 +44,11 @@ export class AuthorizedConnections {
       seen.count++;
       seen.policies.add(decision.policy ?? decision.reason);
     }
-    let total = 0;
     for (const [pod, { count, policies }] of revoked) {
-      total += count;
       log.info(
         { pod, connections: count, policies: [...policies] },
         "open connections reset: an AuthorizationPolicy change no longer allows them",
       );
     }
-    return total;
   }
 }

@@ -73,7 +73,7 @@ export interface CompiledRule {
 }
 
 /** Condition keys with an L4 meaning (Istio's names). `remote.ip` is the source IP: no X-Forwarded-For at L4. */
-export const L4_KEYS = [
+const L4_KEYS = [
   "source.ip",
   "remote.ip",
   "source.namespace",
