@@ -1,5 +1,12 @@
 import type { ClusterState } from "./cluster-state.js";
-import { type MtlsMode, type MtlsSetting, objectKey, type PeerAuthenticationRecord } from "./records.js";
+import {
+  compareNames,
+  type MtlsMode,
+  type MtlsSetting,
+  objectKey,
+  type PeerAuthenticationRecord,
+  selectorMatches,
+} from "./records.js";
 
 /**
  * The effective PeerAuthentication mode of a pod's port, with Istio's semantics (pilot/pkg/security/authn
@@ -66,7 +73,7 @@ export class PeerAuthenticationResolver {
   constructor(policies: Iterable<PeerAuthenticationRecord>, rootNamespace: string = DEFAULT_ROOT_NAMESPACE) {
     this.rootNamespace = rootNamespace;
     const sorted = [...policies].map((p) => ({ p, t: createdMs(p) }));
-    sorted.sort((a, b) => a.t - b.t || compare(a.p.name, b.p.name) || compare(a.p.namespace, b.p.namespace));
+    sorted.sort((a, b) => a.t - b.t || compareNames(a.p.name, b.p.name) || compareNames(a.p.namespace, b.p.namespace));
     let mesh: PeerAuthenticationRecord | undefined;
     for (const { p } of sorted) {
       if (p.namespace === rootNamespace) {
@@ -115,7 +122,7 @@ export class PeerAuthenticationResolver {
 
   #resolve(pod: PolicyTarget): Chain {
     const own = this.#byNamespace.get(pod.namespace);
-    const workload = own?.workload.find((p) => selects(p, pod.labels));
+    const workload = own?.workload.find((p) => selectorMatches(p.selector, pod.labels));
     const levels: [Exclude<MtlsLevel, "port" | "default">, PeerAuthenticationRecord | undefined][] = [
       ["workload", workload],
       ["namespace", own?.wide],
@@ -158,13 +165,6 @@ export function peerAuthenticationResolver(
 
 const resolvers = new WeakMap<object, Map<string, PeerAuthenticationResolver>>();
 
-function selects(policy: PeerAuthenticationRecord, labels: Readonly<Record<string, string>>): boolean {
-  for (const [k, v] of Object.entries(policy.selector ?? {})) {
-    if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
-  }
-  return true;
-}
-
 function isSet(s: MtlsSetting): s is MtlsMode {
   return s !== "UNSET";
 }
@@ -173,9 +173,4 @@ function isSet(s: MtlsSetting): s is MtlsMode {
 function createdMs(p: PeerAuthenticationRecord): number {
   const t = p.createdAt ? Date.parse(p.createdAt) : Number.NaN;
   return Number.isFinite(t) ? t : Number.NEGATIVE_INFINITY;
-}
-
-/** Code-unit order, as Go's cmp.Compare on (ASCII) names; not locale-aware. */
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

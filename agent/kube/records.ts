@@ -82,6 +82,22 @@ export interface EndpointSliceRecord {
 /** A workload selector: every label must match (an empty one selects every pod of the namespace). */
 export type LabelSelector = Readonly<Record<string, string>>;
 
+/** Whether `labels` hold every entry of `selector` (Istio's matchLabels; no selector selects every pod). */
+export function selectorMatches(
+  selector: LabelSelector | undefined,
+  labels: Readonly<Record<string, string>>,
+): boolean {
+  for (const [k, v] of Object.entries(selector ?? {})) {
+    if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
+  }
+  return true;
+}
+
+/** Code-unit order, as Go's cmp.Compare on (ASCII) names: Istio's tie-break among policies. Not locale-aware. */
+export function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 export interface PeerAuthenticationRecord {
   name: string;
   namespace: string;
