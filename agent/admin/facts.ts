@@ -11,7 +11,7 @@ import { type MtlsDecision, peerAuthenticationResolver } from "../kube/peer-auth
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { SourceHealth } from "../kube/source.js";
 import type { NodeAgent } from "../node/node-agent.js";
-import { authorizationResolver, type CompiledPolicy } from "../policy/authorization.js";
+import { type AppliedPolicies, authorizationResolver, type CompiledPolicy, weighed } from "../policy/authorization.js";
 import { policyWarnings } from "../policy/warnings.js";
 import type { Redirector } from "../redirect/enroller.js";
 import type { ReadinessFacts } from "./readiness.js";
@@ -90,10 +90,10 @@ export function configDump(parts: AgentParts): ConfigDump {
   const policies = peerAuthenticationResolver(state, parts.rootNamespace);
   const authorization = authorizationResolver(state.authorizationPolicies, parts.rootNamespace);
   const pods = podsOfNode(state, parts.nodeName);
-  const applied = new Map(pods.map((p) => [p, authorization.applied(p)]));
-  const selecting = new Map<string, CompiledPolicy>();
-  for (const a of applied.values()) for (const p of [...a.custom, ...a.deny, ...a.allow]) selecting.set(p.key, p);
+  // applied() is memoised per pod record: reading it again per pod below costs a lookup.
+  const selecting = new Map(pods.flatMap((p) => weighed(authorization.applied(p))).map((p) => [p.key, p]));
   const keys = (list: readonly CompiledPolicy[]) => list.map((p) => p.key);
+  const byAction = (a: AppliedPolicies) => ({ custom: keys(a.custom), deny: keys(a.deny), allow: keys(a.allow) });
   return {
     node: parts.nodeName,
     trustDomain: parts.trustDomain,
@@ -108,11 +108,7 @@ export function configDump(parts: AgentParts): ConfigDump {
       phase: p.phase,
       meshed: isMeshEnrolled(p, state.namespaces.get(p.namespace)),
       peerAuthentication: policies.explain(p, 0),
-      authorization: {
-        custom: keys(applied.get(p)?.custom ?? []),
-        deny: keys(applied.get(p)?.deny ?? []),
-        allow: keys(applied.get(p)?.allow ?? []),
-      },
+      authorization: byAction(authorization.applied(p)),
     })),
     authorizationPolicies: [...selecting.values()].map((p) => ({
       policy: p.key,

@@ -183,8 +183,7 @@ export class HboneServer {
 
   #refuse(stream: H2Stream, status: number, reason: string): void {
     this.#ctx.observer.connectionRefused(this.#self.key, "inbound", reason);
-    if (!stream.headersDone) stream.respond(status, true);
-    else stream.reset(ErrorCode.REFUSED_STREAM);
+    answerRefused(stream, status);
   }
 
   #onStream(peer: PeerInfo, stream: H2Stream, list: HeaderList): void {
@@ -245,8 +244,7 @@ export class HboneServer {
     if (decision.verdict === "deny") {
       // ztunnel's answer to a denied CONNECT; the app never sees a connection.
       ctx.observer.connectionDenied(info, denialOf(decision));
-      if (!stream.headersDone) stream.respond(401, true);
-      else stream.reset(ErrorCode.REFUSED_STREAM);
+      answerRefused(stream, 401);
       return;
     }
     let app: { fd: number; started: number };
@@ -285,6 +283,12 @@ export class HboneServer {
     });
     this.#connecting.set(fd, wait);
   }
+}
+
+/** A CONNECT that will not be served: its status and the end of the stream, or a reset once headers were sent. */
+function answerRefused(stream: H2Stream, status: number): void {
+  if (!stream.headersDone) stream.respond(status, true);
+  else stream.reset(ErrorCode.REFUSED_STREAM);
 }
 
 function secondsSince(started: bigint): number {

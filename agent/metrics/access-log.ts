@@ -6,6 +6,15 @@ import type { Logger } from "../log.js";
 import type { ConnectionEnd, ConnectionInfo, ProxyObserver } from "../proxy/observer.js";
 import { principalLabel } from "./labels.js";
 
+/** The source side of a connection as every access-log line writes it. */
+function sourceOf(info: ConnectionInfo) {
+  return {
+    workload: `${info.source.namespace}/${info.source.workload}`,
+    principal: principalLabel(info.source.principal),
+    ip: info.source.ip,
+  };
+}
+
 export function accessLog(log: Logger): ProxyObserver {
   return {
     handshake: (role, result, seconds) => {
@@ -18,11 +27,7 @@ export function accessLog(log: Logger): ProxyObserver {
           id: info.id,
           reporter: info.reporter,
           pod: info.pod,
-          source: {
-            workload: `${info.source.namespace}/${info.source.workload}`,
-            principal: principalLabel(info.source.principal),
-            ip: info.source.ip,
-          },
+          source: sourceOf(info),
           destination: {
             workload: `${info.destination.namespace}/${info.destination.workload}`,
             principal: principalLabel(info.destination.principal),
@@ -45,11 +50,7 @@ export function accessLog(log: Logger): ProxyObserver {
         {
           id: info.id,
           pod: info.pod,
-          source: {
-            workload: `${info.source.namespace}/${info.source.workload}`,
-            principal: principalLabel(info.source.principal),
-            ip: info.source.ip,
-          },
+          source: sourceOf(info),
           destination: { address: `${info.destination.ip}:${info.destination.port}` },
           tls: info.tls,
           policy: denial.policy,

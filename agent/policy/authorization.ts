@@ -16,9 +16,8 @@
  * namespace once per set of policies, and the list that applies to a pod is memoised by its record (records are
  * immutable; a changed pod is a new record).
  */
-import type { SpiffeId } from "../identity/spiffe.js";
-import type { AuthorizationPolicyRecord, LabelSelector } from "../kube/records.js";
-import { objectKey } from "../kube/records.js";
+import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
+import { type AuthorizationPolicyRecord, compareNames, objectKey, selectorMatches } from "../kube/records.js";
 import type { Denial } from "../proxy/observer.js";
 import { type CompiledRule, type ConnectionAttributes, compileRule, ruleMatches } from "./rules.js";
 
@@ -48,16 +47,13 @@ export interface AuthorizationTarget {
   labels: Readonly<Record<string, string>>;
 }
 
+/** What deciding reads of a policy; which pods it selects is read from its record (AuthorizationResolver). */
 export interface CompiledPolicy {
   key: string;
-  namespace: string;
   action: AuthorizationPolicyRecord["action"];
-  selector?: LabelSelector;
   rules: readonly CompiledRule[];
   /** Why the whole policy cannot be read (from the converter); absent when it can. */
   invalid?: string;
-  /** Every L7 field its rules name, for the warning and /config_dump. */
-  l7: readonly string[];
 }
 
 /** The policies that select one pod, by action; AUDIT and waypoint-bound ones are already left out. */
@@ -67,6 +63,12 @@ export interface AppliedPolicies {
   allow: readonly CompiledPolicy[];
 }
 
+/** Every policy that selects the pod, in the order they are weighed: CUSTOM, DENY, ALLOW. */
+export function weighed(applied: AppliedPolicies): CompiledPolicy[] {
+  return [...applied.custom, ...applied.deny, ...applied.allow];
+}
+
+const SPIFFE_SCHEME = "spiffe://";
 const NONE: AppliedPolicies = Object.freeze({ custom: [], deny: [], allow: [] });
 const ALLOWED_NO_POLICY: AuthorizationDecision = Object.freeze({ verdict: "allow", reason: "no_policy" });
 const DENIED_UNMATCHED: AuthorizationDecision = Object.freeze({ verdict: "deny", reason: "allow_unmatched" });
@@ -84,15 +86,11 @@ export function compilePolicy(record: AuthorizationPolicyRecord): CompiledPolicy
 const compiled = new WeakMap<AuthorizationPolicyRecord, CompiledPolicy>();
 
 function compile(record: AuthorizationPolicyRecord): CompiledPolicy {
-  const rules = (record.rules ?? []).map(compileRule);
   const policy: CompiledPolicy = {
     key: objectKey(record),
-    namespace: record.namespace,
     action: record.action,
-    rules,
-    l7: rules.flatMap((r, i) => r.l7.map((f) => `rules[${i}].${f}`)),
+    rules: (record.rules ?? []).map(compileRule),
   };
-  if (record.selector) policy.selector = record.selector;
   if (record.invalid) policy.invalid = record.invalid;
   return policy;
 }
@@ -108,7 +106,7 @@ export class AuthorizationResolver {
   constructor(records: Iterable<AuthorizationPolicyRecord>, rootNamespace: string) {
     this.rootNamespace = rootNamespace;
     const enforced = [...records].filter((r) => !r.targetRefs && r.action !== "AUDIT");
-    enforced.sort((a, b) => compare(a.namespace, b.namespace) || compare(a.name, b.name));
+    enforced.sort((a, b) => compareNames(a.namespace, b.namespace) || compareNames(a.name, b.name));
     for (const p of enforced) {
       if (p.namespace === rootNamespace) {
         this.#mesh.push(p);
@@ -128,7 +126,7 @@ export class AuthorizationResolver {
     const hit = this.#applied.get(pod);
     if (hit) return hit;
     const selected = [...this.#mesh, ...(this.#byNamespace.get(pod.namespace) ?? [])]
-      .filter((p) => !p.selector || selects(p.selector, pod.labels))
+      .filter((p) => selectorMatches(p.selector, pod.labels))
       .map(compilePolicy);
     const applied: AppliedPolicies =
       selected.length === 0
@@ -148,7 +146,7 @@ export class AuthorizationResolver {
 }
 
 /** Istio's order over the policies that select a pod. */
-export function decide(applied: AppliedPolicies, c: ConnectionAttributes): AuthorizationDecision {
+function decide(applied: AppliedPolicies, c: ConnectionAttributes): AuthorizationDecision {
   const first = applied.custom[0];
   if (first) return { verdict: "deny", reason: "custom_unsupported", policy: first.key };
   for (const p of applied.deny) {
@@ -192,18 +190,6 @@ export function authorizationResolver(
 
 const resolvers = new WeakMap<object, Map<string, AuthorizationResolver>>();
 
-function selects(selector: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
-  for (const [k, v] of Object.entries(selector)) {
-    if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
-  }
-  return true;
-}
-
-/** Code-unit order, not locale-aware. */
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 /** A denial as metrics and logs name it: the deciding policy, or the reason when no single policy decided. */
 export function denialOf(decision: AuthorizationDecision): Denial {
   const denial: Denial = { policy: decision.policy ?? decision.reason, reason: decision.reason };
@@ -219,7 +205,8 @@ export function connectionAttributes(
   destinationPort: number,
 ): ConnectionAttributes {
   return {
-    principal: id ? `${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}` : "",
+    // Istio writes principals as the SPIFFE ID without its scheme.
+    principal: id ? formatSpiffeId(id).slice(SPIFFE_SCHEME.length) : "",
     namespace: id?.namespace ?? "",
     sourceIp,
     destinationIp,

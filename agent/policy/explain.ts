@@ -7,7 +7,7 @@ import { parseSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import type { ClusterState } from "../kube/cluster-state.js";
 import { canonicalIp } from "../kube/ip.js";
 import { WorkloadIndex } from "../proxy/workload-index.js";
-import { type AuthorizationDecision, authorizationResolver, connectionAttributes } from "./authorization.js";
+import { type AuthorizationDecision, authorizationResolver, connectionAttributes, weighed } from "./authorization.js";
 import type { ConnectionAttributes } from "./rules.js";
 import { policyWarnings } from "./warnings.js";
 
@@ -76,7 +76,7 @@ export function explainCheck(
     pod: q.pod,
     connection: { ...attributes, tls: id !== undefined },
     decision: resolver.decide(pod, attributes),
-    policies: [...applied.custom, ...applied.deny, ...applied.allow].map((p) => ({
+    policies: weighed(applied).map((p) => ({
       policy: p.key,
       action: p.action,
       warnings: policyWarnings(p),

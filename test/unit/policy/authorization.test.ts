@@ -194,8 +194,8 @@ test("L7 fields: an ALLOW rule naming one never matches; a DENY rule is read wit
   const requestPrincipal = policy("allow-jwt", { rules: [{ from: [{ source: { requestPrincipals: ["*"] } }] }] });
   t.is(decide([requestPrincipal], api).verdict, "deny");
   t.deepEqual(
-    [l7Allow, header].map((p) => compilePolicy(p).l7),
-    [["rules[0].to[0].operation.methods"], ["rules[0].when[0](request.headers[x-user])"]],
+    [l7Allow, header].map((p) => compilePolicy(p).rules.map((r) => r.l7)),
+    [[["to[0].operation.methods"]], [["when[0](request.headers[x-user])"]]],
   );
   // DENY of POST from staging: at L4, deny everything from staging (the method cannot be seen).
   const denyPost = policy("deny-post", {
