@@ -17,7 +17,7 @@ import { AGENT_NODE_FLAGS } from "../../agent/node/runtime-flags.js";
 import { createSimCluster } from "../../agent/sim/index.js";
 import { localAgentArgs } from "../netns/support/agent-args.js";
 import { captureOutput, fixed, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
-import { nginxHttpConfig, wrk } from "./tools.js";
+import { nginxHttpConfig, probeGet, wrk } from "./tools.js";
 
 const SECONDS = 5;
 /** Rounds of each phase: with 3, the ratio's medians swung 0.92-1.11x over six runs; with 5, 0.94-1.00x. */
@@ -30,7 +30,6 @@ const TARGET = 1.1;
 const QUIET_PERCENT = 3;
 const MESHED = { "ambit.dev/mesh": "enabled" };
 const CLI = fileURLToPath(new URL("../../agent/cli.js", import.meta.url));
-const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
 
 function authorizationPolicy(name: string, namespace: string, spec: Record<string, unknown>) {
   return { apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name, namespace }, spec };
@@ -111,19 +110,16 @@ export async function runPolicyBench(): Promise<string> {
         }
       }
     };
-    const get = async (netns: string, host: string, port: number, path: string) =>
-      (await cluster.exec(netns, process.execPath, [PROBE, "get", host, String(port), path], { timeoutMs: 10_000 }))
-        .stdout;
     // The admin server answers chunked and the probe prints the raw body: read the one count it needs.
     const policiesSeen = async (node: string) => {
-      const dump = await get(cluster.node(node).netnsName, "127.0.0.1", 15000, "/config_dump");
+      const dump = await probeGet(cluster, cluster.node(node).netnsName, "127.0.0.1", 15000, "/config_dump");
       return Number(/"authorizationPolicies": (\d+)/.exec(dump)?.[1] ?? -1);
     };
     await waitFor(
       "client -> server over the mesh",
       async () => {
         alive();
-        return (await get(client.netnsName, server.ipv4, HTTP_PORT, "/").catch(() => "")) === "ok";
+        return (await probeGet(cluster, client.netnsName, server.ipv4, HTTP_PORT, "/").catch(() => "")) === "ok";
       },
       60_000,
     );

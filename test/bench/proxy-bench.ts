@@ -25,7 +25,7 @@ import { createSimCluster, type SimCluster } from "../../agent/sim/index.js";
 import { localAgentArgs } from "../netns/support/agent-args.js";
 import { type IdleAgent, measureIdleAgent } from "./idle-agent.js";
 import { captureOutput, fixed, pad, ratio, stats, tempDir, waitFor, withCpu } from "./support.js";
-import { iperf3, makeTestPki, nginxHttpConfig, type WrkResult, wrk } from "./tools.js";
+import { iperf3, makeTestPki, nginxHttpConfig, probeGet, type WrkResult, wrk } from "./tools.js";
 
 const SECONDS = 5;
 const WARMUP_SECONDS = 1;
@@ -167,13 +167,6 @@ function writeConf(dir: string, text: string): string {
   const path = join(dir, "nginx.conf");
   writeFileSync(path, text);
   return path;
-}
-
-async function probeGet(cluster: SimCluster, netns: string, host: string, port: number, path: string) {
-  const { stdout } = await cluster.exec(netns, process.execPath, [PROBE, "get", host, String(port), path], {
-    timeoutMs: 10_000,
-  });
-  return stdout;
 }
 
 /** An agent's flags with its metrics on AGENT_METRICS instead of a free port. */

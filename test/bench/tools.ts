@@ -2,10 +2,20 @@
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { SimCluster } from "../../agent/sim/index.js";
 
 const execFileP = promisify(execFile);
+const PROBE = fileURLToPath(new URL("./connect-probe.js", import.meta.url));
+
+/** One HTTP GET from inside `netns` (connect-probe.js get): the response body as the probe prints it. */
+export async function probeGet(cluster: SimCluster, netns: string, host: string, port: number, path: string) {
+  const { stdout } = await cluster.exec(netns, process.execPath, [PROBE, "get", host, String(port), path], {
+    timeoutMs: 10_000,
+  });
+  return stdout;
+}
 
 export interface WrkResult {
   rps: number;
