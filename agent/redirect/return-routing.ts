@@ -72,19 +72,21 @@ export interface ReturnRoutingRequest {
 }
 
 /**
- * The requests that install or remove return routing for `families`, in order. Install adds the route before the
- * rule, so the rule never selects an empty table; removal takes the rule away first for the same reason. Both adds
- * are CREATE|EXCL (as `ip rule add` and `ip route add`): re-enrollment finds them with EEXIST instead of adding a
- * duplicate rule, and an install can tell what it added itself, which is what it takes back if it fails halfway.
+ * The requests that install or remove return routing for `families`, in order. Install adds the rule before the
+ * route: a rule whose table has no route is harmless (the lookup goes on to the main table), whereas a kernel
+ * without IPv6 policy routing (no CONFIG_IPV6_MULTIPLE_TABLES) refuses the rule but would put the route in its
+ * main table, making every IPv6 destination local. Removal goes in reverse. Both adds are CREATE|EXCL (as `ip rule
+ * add` and `ip route add`): re-enrollment finds them with EEXIST instead of adding a duplicate rule, and an install
+ * can tell what it added itself, which is what it takes back if it fails halfway.
  */
 export function returnRoutingRequests(op: ReturnRoutingOp, families: ReadonlyArray<4 | 6>): ReturnRoutingRequest[] {
   return families.flatMap((family) =>
     op === "install"
       ? [
-          { ...routeRequest("install", family), undo: routeRequest("remove", family) },
           { ...ruleRequest("install", family), undo: ruleRequest("remove", family) },
+          { ...routeRequest("install", family), undo: routeRequest("remove", family) },
         ]
-      : [ruleRequest("remove", family), routeRequest("remove", family)],
+      : [routeRequest("remove", family), ruleRequest("remove", family)],
   );
 }
 

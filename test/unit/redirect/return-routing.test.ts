@@ -67,15 +67,15 @@ test("withSequence stamps a copy and leaves the planned message alone", (t) => {
   t.deepEqual(stamped.subarray(12), planned.subarray(12));
 });
 
-test("install plan: per family the route, then the rule that selects its table; each add knows its undo", (t) => {
+test("install plan: per family the rule, then the route in its table; each add knows its undo", (t) => {
   const plan = returnRoutingRequests("install", [4, 6]);
   t.deepEqual(
     plan.map((r) => r.what),
     [
-      "add IPv4 route local default dev lo table 100",
       "add IPv4 rule fwmark 0x111/0xfff lookup 100 pref 32764",
-      "add IPv6 route local default dev lo table 100",
+      "add IPv4 route local default dev lo table 100",
       "add IPv6 rule fwmark 0x111/0xfff lookup 100 pref 32764",
+      "add IPv6 route local default dev lo table 100",
     ],
   );
   t.deepEqual(
@@ -86,19 +86,19 @@ test("install plan: per family the route, then the rule that selects its table; 
     t.deepEqual(r.tolerated, [EEXIST]);
     t.is(r.undo?.what, r.what.replace(/^add/, "remove"));
   }
-  t.deepEqual(plan[1]?.message, ruleMessage("install", 4));
-  t.deepEqual(plan[2]?.message, routeMessage("install", 6));
-  t.deepEqual(plan[3]?.undo?.message, ruleMessage("remove", 6));
+  t.deepEqual(plan[0]?.message, ruleMessage("install", 4));
+  t.deepEqual(plan[3]?.message, routeMessage("install", 6));
+  t.deepEqual(plan[2]?.undo?.message, ruleMessage("remove", 6));
 });
 
-test("remove plan: per family the rule first, then the route; already gone is tolerated", (t) => {
+test("remove plan: per family the route first, then the rule; already gone is tolerated", (t) => {
   const plan = returnRoutingRequests("remove", [6]);
   t.deepEqual(
     plan.map((r) => r.what),
-    ["remove IPv6 rule fwmark 0x111/0xfff lookup 100 pref 32764", "remove IPv6 route local default dev lo table 100"],
+    ["remove IPv6 route local default dev lo table 100", "remove IPv6 rule fwmark 0x111/0xfff lookup 100 pref 32764"],
   );
-  t.deepEqual(plan[0]?.message, ruleMessage("remove", 6));
-  t.deepEqual(plan[1]?.message, routeMessage("remove", 6));
+  t.deepEqual(plan[0]?.message, routeMessage("remove", 6));
+  t.deepEqual(plan[1]?.message, ruleMessage("remove", 6));
   for (const r of plan) {
     t.true(r.tolerated.includes(ENOENT) && r.tolerated.includes(ESRCH));
     t.false(r.tolerated.includes(EEXIST));
