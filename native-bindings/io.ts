@@ -17,6 +17,7 @@ const raw = {
   epoll_wait: libc.func("int epoll_wait(int epfd, void *events, int maxevents, int timeout)"),
   accept4: libc.func("int accept4(int fd, void *addr, _Inout_ uint32_t *len, int flags)"),
   connect: libc.func("int connect(int fd, const void *addr, uint32_t len)"),
+  bind: libc.func("int bind(int fd, const void *addr, uint32_t len)"),
   read: libc.func("intptr_t read(int fd, void *buf, uintptr_t count)"),
   write: libc.func("intptr_t write(int fd, const void *buf, uintptr_t count)"),
   shutdown: libc.func("int shutdown(int fd, int how)"),
@@ -122,6 +123,11 @@ export function accept(fd: number, addr: Buffer | null): number {
 /** Starts a connect; a non-blocking socket returns -EINPROGRESS and reports the outcome as writable + SO_ERROR. */
 export function connect(fd: number, addr: Buffer): number {
   return orErrno(raw.connect(fd, addr, addr.length));
+}
+
+/** bind(2) for the loop: 0 or -errno (EADDRINUSE is the caller's to retry with another port). */
+export function bindTo(fd: number, addr: Buffer): number {
+  return orErrno(raw.bind(fd, addr, addr.length));
 }
 
 /** Reads up to `length` bytes into `buf` (from its start); 0 is end of stream. Returns the count or -errno. */

@@ -108,6 +108,12 @@ export interface MarkedConnectOptions {
    * the interface here instead.
    */
   scopeId?: number;
+  /**
+   * IP_TRANSPARENT (IPV6_TRANSPARENT) and SO_REUSEADDR, for a socket the caller binds to an address that is not
+   * the namespace's own (the caller's, so the app sees it): transparency allows the bind, and SO_REUSEADDR lets
+   * several such sockets share a source port toward different destinations.
+   */
+  transparent?: boolean;
 }
 
 /**
@@ -149,9 +155,14 @@ export function markedSocketInNetnsFd(netnsFd: number, options: MarkedConnectOpt
 /** The unconnected, marked socket, created in the calling thread's current namespace. */
 function markedSocket(options: MarkedConnectOptions): number {
   const where = `${options.address}:${options.port}`;
-  const s = tcpSocket(familyOf(options.address));
+  const family = familyOf(options.address);
+  const s = tcpSocket(family);
   try {
     setsockoptInt(s, SOL_SOCKET, SO_MARK, options.mark, where);
+    if (options.transparent) {
+      setsockoptInt(s, SOL_SOCKET, SO_REUSEADDR, 1, where);
+      setsockoptInt(s, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1, where);
+    }
     if (options.sendBuffer) setsockoptInt(s, SOL_SOCKET, SO_SNDBUF, options.sendBuffer, where);
     if (options.receiveBuffer) setsockoptInt(s, SOL_SOCKET, SO_RCVBUF, options.receiveBuffer, where);
     if (options.scopeId) setsockoptInt(s, SOL_SOCKET, SO_BINDTOIFINDEX, options.scopeId, where);

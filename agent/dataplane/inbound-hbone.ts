@@ -28,7 +28,7 @@ import type { DataplaneContext } from "./context.js";
 import { peerAddress } from "./fd.js";
 import { checkHbonePeer } from "./hbone-peer.js";
 import { watchPeerFd } from "./peer-timeout.js";
-import { whenConnected } from "./pod-socket.js";
+import { appSource, whenConnected } from "./pod-socket.js";
 import { relayFdStream } from "./stream-relay.js";
 import { handshakeFailure } from "./tls/errors.js";
 import { TlsTransport } from "./tls-transport.js";
@@ -249,7 +249,8 @@ export class HboneServer {
     }
     let app: { fd: number; started: number };
     try {
-      app = ctx.sockets(self.netns, { address: target.ip, port: target.port });
+      const source = appSource(peer.ip, target.ip);
+      app = ctx.sockets(self.netns, { address: target.ip, port: target.port, ...(source ? { source } : {}) });
     } catch (err) {
       this.#log.debug({ err, target }, "inbound HBONE stream: no socket for the app connection; answered 503");
       this.#refuse(stream, 503, "upstream_error");

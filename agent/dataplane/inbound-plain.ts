@@ -10,6 +10,7 @@ import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
 import { destinationOfFd } from "./original-destination.js";
 import { type PassThroughDeps, passThrough } from "./pass-through.js";
+import { appSource } from "./pod-socket.js";
 
 export function handleInboundPlaintext(
   deps: PassThroughDeps,
@@ -60,7 +61,9 @@ export function handleInboundPlaintext(
     resetFd(fd);
     return;
   }
-  passThrough(deps, self, "inbound", fd, dst, info, (relayed) =>
+  const from = appSource(peer, dst.address);
+  const app = from ? { ...dst, source: from } : dst;
+  passThrough(deps, self, "inbound", fd, app, info, (relayed) =>
     ctx.authorized.add(self, attributes, () => relayed.end(true, "AuthorizationPolicy revoked")),
   );
 }

@@ -27,7 +27,7 @@ import { HboneServer } from "./inbound-hbone.js";
 import { handleInboundPlaintext } from "./inbound-plain.js";
 import { Listener } from "./listener.js";
 import { handleOutbound } from "./outbound.js";
-import { dialFromPod, startConnect } from "./pod-socket.js";
+import { dialFromPod, dialTransparent, startConnect } from "./pod-socket.js";
 import type { Reactor } from "./reactor.js";
 import type { WorkerCounters } from "./shared-counters.js";
 import { TcpRelay } from "./tcp-relay.js";
@@ -236,6 +236,7 @@ export class MeshWorker {
 function podSockets(settings: MeshSettings, log: LineLog): SocketFactory {
   const options = { mark: settings.mark, socketBuffer: settings.tuning.socketBuffer };
   return (netns, dst) => {
+    if (dst.source !== undefined) return dialTransparent(netns, { ...dst, source: dst.source }, options, log);
     const fd = dialFromPod(netns, dst, options, log);
     const started = startConnect(fd, dst);
     return { fd, started };

@@ -7,7 +7,7 @@
 import { IPPROTO_TCP, setIntOption, TCP_NODELAY } from "../../native-bindings/io.js";
 import type { HeaderList } from "../h2/hpack.js";
 import type { LineLog } from "../log.js";
-import { formatBaggage } from "../proxy/authority.js";
+import { formatBaggage, formatForwarded } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import { routeOutbound } from "../proxy/outbound-route.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
@@ -70,7 +70,14 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
     return;
   }
   const baggage = formatBaggage({ namespace: self.pod.namespace, workload: self.workload, pod: self.pod.name });
-  pool.open(self, route.target, route.address, route.port, [["baggage", baggage]]).then(
+  const forwarded = formatForwarded(peer);
+  const headers: HeaderList = forwarded
+    ? [
+        ["forwarded", forwarded],
+        ["baggage", baggage],
+      ]
+    : [["baggage", baggage]];
+  pool.open(self, route.target, route.address, route.port, headers).then(
     (stream) => {
       ctx.observer.connectionOpened(info);
       // What the stream brings is written as it comes: a small write held back for an ACK (Nagle) would stall

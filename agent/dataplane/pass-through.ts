@@ -1,10 +1,9 @@
 import { constants } from "node:os";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
-import type { OriginalDestination } from "../proxy/original-destination.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { resetFd } from "./fd.js";
-import { whenConnected } from "./pod-socket.js";
+import { type PodDial, whenConnected } from "./pod-socket.js";
 import type { RelayedConnection, TcpRelay } from "./tcp-relay.js";
 
 const ECONNREFUSED = constants.errno.ECONNREFUSED;
@@ -18,7 +17,7 @@ export interface PassThroughDeps {
 }
 
 /**
- * Plain TCP from the pod's namespace to `dst`, relayed byte for byte with `fd` (outbound passthrough, and
+ * Plain TCP from the pod's namespace to `dst` (from `dst.source` when set), relayed byte for byte with `fd` (outbound passthrough, and
  * plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
  * or failed connect resets the client and is counted as refused instead. `track` hears of the relayed connection
  * once it runs and returns what to call when it ends (inbound: AuthorizedConnections).
@@ -28,7 +27,7 @@ export function passThrough(
   self: LocalWorkload,
   direction: "outbound" | "inbound",
   fd: number,
-  dst: OriginalDestination,
+  dst: PodDial,
   info: ConnectionInfo,
   track?: (relayed: RelayedConnection) => () => void,
 ): void {

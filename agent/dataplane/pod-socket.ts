@@ -3,7 +3,10 @@
  * agent holds for it, never a /proc path), marked so the pod's own rules let them through, non-blocking, and
  * connected on the worker's loop. Used for the app side of every relay and for HBONE dials.
  */
+import { isIPv4, isIPv6 } from "node:net";
 import {
+  bindTo,
+  closeFd,
   connect,
   EINPROGRESS,
   EPOLLOUT,
@@ -14,6 +17,7 @@ import {
   TCP_NODELAY,
 } from "../../native-bindings/io.js";
 import { encodeSockaddr } from "../../native-bindings/sockaddr.js";
+import { canonicalIp } from "../kube/ip.js";
 import type { LineLog } from "../log.js";
 import { type HeldNetnsRef, socketInPodFd } from "../pod-netns.js";
 import type { EventHandler, Reactor } from "./reactor.js";
@@ -23,10 +27,17 @@ export interface PodDial {
   port: number;
   /** Interface index of an IPv6 link-local destination. */
   scopeId?: number;
+  /**
+   * The caller's address, for a connection to the pod's app that should come from it (appSource): the socket is
+   * transparent and bound to it, so the app sees who called instead of its own pod IP.
+   */
+  source?: string;
 }
 
 export interface DialOptions {
   mark: number;
+  /** A socket to bind to an address that is not the pod's (dialTransparent). */
+  transparent?: boolean;
   /** SO_SNDBUF and SO_RCVBUF; 0 leaves the kernel's autotuning on. */
   socketBuffer: number;
 }
@@ -45,6 +56,7 @@ export function dialFromPod(netns: HeldNetnsRef, dst: PodDial, options: DialOpti
       address: dst.address,
       port: dst.port,
       mark: options.mark,
+      ...(options.transparent ? { transparent: true } : {}),
       ...(dst.scopeId ? { scopeId: dst.scopeId } : {}),
       ...(buffers ? { sendBuffer: buffers, receiveBuffer: buffers } : {}),
     },
@@ -52,6 +64,63 @@ export function dialFromPod(netns: HeldNetnsRef, dst: PodDial, options: DialOpti
   );
   setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
   return fd;
+}
+
+/**
+ * The address the agent's connection to the app comes from: the caller's, so the app's logs, rate limits and allow
+ * lists see who called. Undefined (the pod's own address, chosen by the kernel) when the caller is the target
+ * itself (a pod calling itself through its Service: the kernel picks that address anyway), when the families differ
+ * (there is no such source), or when either side is IPv6 link-local: a caller's scope is an interface outside the
+ * pod, and a link-local target is reached through the pod's interface, where the route back to the agent (on lo)
+ * does not apply.
+ */
+export function appSource(caller: string, target: string): string | undefined {
+  const from = canonicalIp(caller);
+  if (from === undefined || from === canonicalIp(target)) return undefined;
+  if (isIPv4(from)) return isIPv4(target) ? from : undefined;
+  return isIPv6(target) && !isLinkLocal(from) && !isLinkLocal(target) ? caller : undefined;
+}
+
+function isLinkLocal(ip: string): boolean {
+  return /^fe[89ab]/i.test(ip);
+}
+
+const EADDRINUSE = 98;
+const EADDRNOTAVAIL = 99;
+const SOURCE_PORT_ATTEMPTS = 4;
+
+/**
+ * A source port for a transparent connection, below Linux's default ephemeral range (32768-60999), where callers'
+ * own ports come from. The pod's inbound REDIRECT keeps a conntrack entry per captured plaintext connection, keyed
+ * by the caller's address and port: an agent connection from the same address and port to the same app port would
+ * match that entry and be redirected to the agent's own listener. Ports the kernel would choose (from the ephemeral
+ * range) meet a live caller port about once per 28,000 connections per caller connection open; these do not, for
+ * callers with Linux's default range.
+ */
+export function transparentSourcePort(random: () => number = Math.random): number {
+  return 1024 + Math.floor(random() * (32768 - 1024));
+}
+
+/**
+ * dialFromPod + startConnect from `dst.source`: the socket is transparent and bound to a port from
+ * transparentSourcePort, tried again with another port when that one is taken. A bind or connect that fails for
+ * any other reason is returned as `started` (-errno), so the caller refuses the connection: it is never made from
+ * the pod's own address instead, which would hand the app a caller it did not have.
+ */
+export function dialTransparent(
+  netns: HeldNetnsRef,
+  dst: PodDial & { source: string },
+  options: DialOptions,
+  log: LineLog,
+): { fd: number; started: number } {
+  for (let attempt = 1; ; attempt++) {
+    const fd = dialFromPod(netns, dst, { ...options, transparent: true }, log);
+    const bound = bindTo(fd, encodeSockaddr(dst.source, transparentSourcePort()));
+    const started = bound < 0 ? bound : startConnect(fd, dst);
+    const taken = started === -EADDRINUSE || started === -EADDRNOTAVAIL;
+    if (!taken || attempt === SOURCE_PORT_ATTEMPTS) return { fd, started };
+    closeFd(fd);
+  }
 }
 
 /** Starts the connect of `fd` to `dst`: 0 (done), -EINPROGRESS (finishes later) or another -errno (failed). */

@@ -88,7 +88,9 @@ async function demo(cluster: SimCluster, dir: string): Promise<number> {
       }
     }
   }
-  out("  (the agent delivers inbound mesh and plaintext traffic from inside the pod: apps see their own IP as caller)");
+  out(
+    "  (the agent delivers inbound mesh and plaintext traffic from inside the pod, from the caller's address: apps see who called)",
+  );
 
   out("\nHBONE mTLS handshakes (ambit_tls_handshake_duration_seconds; tunnels are pooled, so fewer than calls):");
   const refused: string[] = [];

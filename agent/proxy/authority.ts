@@ -15,6 +15,17 @@ export function parseAuthority(authority: string | undefined): { ip: string; por
 }
 
 /**
+ * RFC 7239 `Forwarded` naming the app's address at the source, as ztunnel sends it. The destination delivers from
+ * the tunnel's outer address instead, which the source agent dials from the same pod: a header is whatever the peer
+ * wrote, and an address that decides ipBlocks and what the app sees must not be. Empty when the address is unknown.
+ */
+export function formatForwarded(ip: string): string {
+  const family = isIP(ip);
+  if (family === 0) return "";
+  return family === 6 ? `for="[${ip}]"` : `for=${ip}`;
+}
+
+/**
  * W3C baggage telling the destination who the source workload is, for its metrics labels only. Authorization
  * never reads it: the peer certificate is the identity.
  */

@@ -1,7 +1,8 @@
 /**
- * Effects of in-pod redirection: open ambit's listeners inside a pod's network namespace, then install the pod's
- * nftables table, in one visit to the namespace. Listeners first, rules second: by the time traffic is redirected,
- * something is listening. If the agent dies, the rules stay and the listeners die with it, so the pod's TCP is
+ * Effects of in-pod redirection: open ambit's listeners inside a pod's network namespace, then its return routing
+ * (return-routing-apply.ts), then the pod's nftables table, in one visit to the namespace. Listeners first, rules
+ * last: by the time traffic is redirected, something is listening, and the app's replies to the agent's transparent
+ * connections have their route back. If the agent dies, the rules stay and the listeners die with it, so the pod's TCP is
  * refused (fail closed) until an agent enrolls it again and replaces the table in one transaction.
  */
 import { isIPv4 } from "node:net";
@@ -14,6 +15,7 @@ import { type HeldNetnsRef, inPodNetns, inPodNetnsFd } from "../pod-netns.js";
 import { EnrollmentError } from "./errors.js";
 import { buildHostRules } from "./host-rules.js";
 import { HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT } from "./ports.js";
+import { installReturnRouting, type ReturnRoutingFamily, removeReturnRouting } from "./return-routing-apply.js";
 import {
   buildRedirectRules,
   buildRemoveRules,
@@ -122,9 +124,14 @@ export class Redirector {
       if (cause instanceof RedirectPlanError) throw new EnrollmentError("invalid_plan", key, cause.message, { cause });
       throw cause;
     }
+    const again = this.#pods.has(key);
     this.#closeListeners(key);
 
-    const { opened, skipped } = inPodNetnsFd(netns, () => openInPod(key, listenerSpecs(pod), rules), this.#log);
+    const { opened, skipped } = inPodNetnsFd(
+      netns,
+      () => openInPod(key, listenerSpecs(pod), returnFamilies(pod), rules, again),
+      this.#log,
+    );
     if (skipped.length > 0) {
       this.#log.debug({ pod: key, skipped }, "unlisted address family unavailable in the pod; its traffic is refused");
     }
@@ -148,7 +155,15 @@ export class Redirector {
     if (!enrolled) return;
     this.#pods.delete(key);
     try {
-      inPodNetnsFd(enrolled.netns, () => runNftJson(buildRemoveRules()), this.#log);
+      inPodNetnsFd(
+        enrolled.netns,
+        () => {
+          // The table first: once it is gone no connection is made transparent, so the routing is no longer used.
+          runNftJson(buildRemoveRules());
+          removeReturnRouting([4, 6]);
+        },
+        this.#log,
+      );
     } catch (cause) {
       throw new EnrollmentError("unenroll_failed", key, `cannot remove redirect rules: ${errorText(cause)}`, {
         cause,
@@ -194,8 +209,24 @@ export class Redirector {
   }
 }
 
-/** Inside the pod's namespace: its listeners first, then its rules (see the top of this file). */
-function openInPod(key: string, specs: ListenerSpec[], rules: NftDocument) {
+/** As for listeners: the families the pod spec lists must have their return route; the other one if it can. */
+function returnFamilies(pod: PodRecord): ReturnRoutingFamily[] {
+  const listed = new Set(pod.ips.map((ip) => (isIPv4(ip) ? 4 : 6)));
+  return ([4, 6] as const).map((family) => ({ family, required: listed.has(family) }));
+}
+
+/**
+ * Inside the pod's namespace: its listeners first, then its return routing, then its rules (see the top of this
+ * file). A failure undoes what this visit added, except the return routing of a pod enrolled `again`: its previous
+ * table stays in force (nftables replaces a table in one transaction or not at all), and that table needs it.
+ */
+function openInPod(
+  key: string,
+  specs: ListenerSpec[],
+  families: ReturnRoutingFamily[],
+  rules: NftDocument,
+  again: boolean,
+) {
   const opened: Array<{ spec: ListenerSpec; fd: number }> = [];
   const skipped: string[] = [];
   for (const spec of specs) {
@@ -210,16 +241,42 @@ function openInPod(key: string, specs: ListenerSpec[], rules: NftDocument) {
       throw new EnrollmentError("listener_failed", key, `cannot open in-pod listener: ${errorText(cause)}`, { cause });
     }
   }
+  let routing: ReturnType<typeof installReturnRouting>;
+  try {
+    routing = installReturnRouting(families);
+  } catch (cause) {
+    closeFds(opened);
+    throw new EnrollmentError("return_routing_failed", key, `cannot route replies back: ${errorText(cause)}`, {
+      cause,
+    });
+  }
+  for (const { family, reason } of routing.skipped) skipped.push(`return routing/${family}: ${reason}`);
   try {
     runNftJson(rules);
   } catch (cause) {
     closeFds(opened);
+    const left = again ? "" : takeBackReturnRouting(routing.installed);
     if (cause instanceof NftablesError) {
-      throw new EnrollmentError("rules_rejected", key, `nftables refused the rules: ${cause.message}`, { cause });
+      throw new EnrollmentError("rules_rejected", key, `nftables refused the rules: ${cause.message}${left}`, {
+        cause,
+      });
     }
     throw cause;
   }
   return { opened, skipped };
+}
+
+/**
+ * Undoes the return routing after the table failed: that failure is the one thrown, with this one's text appended.
+ * What could not be removed routes only packets carrying a mark that nothing sets without the table.
+ */
+function takeBackReturnRouting(families: Array<4 | 6>): string {
+  try {
+    removeReturnRouting(families);
+    return "";
+  } catch (err) {
+    return `; return routing left in place: ${errorText(err)}`;
+  }
 }
 
 function closeFds(opened: Array<{ fd: number }>): void {

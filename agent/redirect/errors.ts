@@ -1,7 +1,13 @@
 import { AmbitError } from "../errors.js";
 
 /** Reasons an enrollment fails; each is a metric label and a log field. */
-export type EnrollmentFailure = "no_ips" | "invalid_plan" | "listener_failed" | "rules_rejected" | "unenroll_failed";
+export type EnrollmentFailure =
+  | "no_ips"
+  | "invalid_plan"
+  | "listener_failed"
+  | "return_routing_failed"
+  | "rules_rejected"
+  | "unenroll_failed";
 
 export class EnrollmentError extends AmbitError {
   readonly pod: string;

@@ -1,10 +1,10 @@
 /**
  * Pure construction of the nftables JSON that redirects one pod's TCP into ambit's in-pod listeners.
  *
- * REDIRECT rather than TPROXY: the listeners live inside the pod's own namespace, so rewriting the destination to a
- * local port is enough. The original destination is read back with SO_ORIGINAL_DST, conntrack undoes the rewrite
- * for replies, and no policy routing (ip rule + local route table) or IP_TRANSPARENT is needed. Inbound REDIRECT in
- * prerouting keeps the client IP as source, which is all the inbound side needs.
+ * REDIRECT rather than TPROXY for capture: the listeners live inside the pod's own namespace, so rewriting the
+ * destination to a local port is enough. The original destination is read back with SO_ORIGINAL_DST, conntrack
+ * undoes the rewrite for replies, and the listeners need no IP_TRANSPARENT. Inbound REDIRECT in prerouting keeps the
+ * client IP as source, which the agent passes on to the app (below).
  *
  * Capture does not depend on the pod's addresses: every TCP connection entering the pod on any interface but `lo`
  * is captured, in both families, whatever address it is sent to. Matching only the IPs the pod spec lists let a
@@ -16,6 +16,14 @@
  * host-rules.ts, as Istio does with 169.254.7.127); the pod's prerouting chain returns early for that source, so
  * probes reach the app directly and keep working under STRICT.
  *
+ * The app sees the caller: the agent connects to the app from a transparent socket bound to the caller's address
+ * (pod-socket.ts). The app's replies go to that address, which is not local, so they would leave through the pod's
+ * interface. The agent's packets reach the app over `lo` still carrying the proxy mark; the `mark` chain turns that
+ * into a connection mark, the `return` chain copies it onto the app's replies (a route chain, so the changed mark
+ * routes again), and a policy-routing rule for that mark (return-routing.ts) sends them to a `local` route on `lo`,
+ * back to the agent. The `guard` chain drops any packet of such a connection that would still leave the pod: if the
+ * routing rule is missing, the app's handshake fails instead of reaching the caller's address outside the mesh.
+ *
  * DNS (TCP 53) is left alone for now; UDP is never touched.
  */
 import {
@@ -26,6 +34,8 @@ import {
   PROBE_SOURCE_IPV6,
   PROXY_MARK,
   PROXY_MARK_MASK,
+  RETURN_MARK,
+  RETURN_MARK_MASK,
 } from "./ports.js";
 
 export const TABLE = "ambit";
@@ -44,6 +54,7 @@ export interface NftDocument {
   nftables: Command[];
 }
 
+const LINK_LOCAL = { prefix: { addr: "fe80::", len: 10 } };
 const tcp: Expr = { match: { op: "==", left: { meta: { key: "l4proto" } }, right: "tcp" } };
 const ret: Expr = { return: null };
 
@@ -56,8 +67,18 @@ function ifname(key: "iifname" | "oifname", name: string): Expr {
   return { match: { op: "==", left: { meta: { key } }, right: name } };
 }
 
-function markMatch(mark: number, mask: number): Expr {
-  return { match: { op: "==", left: { "&": [{ meta: { key: "mark" } }, mask] }, right: mark } };
+function markMatch(mark: number, mask: number, op: "==" | "!=" = "=="): Expr {
+  return { match: { op, left: { "&": [{ meta: { key: "mark" } }, mask] }, right: mark } };
+}
+
+function connmarkMatch(mark: number, mask: number): Expr {
+  return { match: { op: "==", left: { "&": [{ ct: { key: "mark" } }, mask] }, right: mark } };
+}
+
+/** ct mark = (ct mark without the masked bits) | mark: other bits of the connection mark are not ambit's. */
+function setConnmark(mark: number, mask: number): Expr {
+  const keep = ~mask >>> 0;
+  return { mangle: { key: { ct: { key: "mark" } }, value: { "|": [{ "&": [{ ct: { key: "mark" } }, keep] }, mark] } } };
 }
 
 function sourceIs(proto: "ip" | "ip6", addr: string): Expr {
@@ -70,6 +91,16 @@ function rule(chain: string, ...expr: Expr[]): Command {
 
 function natChain(name: string, hook: "output" | "prerouting"): Command {
   return { add: { chain: { family: FAMILY, table: TABLE, name, type: "nat", hook, prio: -100, policy: "accept" } } };
+}
+
+/** prio -150 (mangle): before the nat chains; 0 (filter) for the guard, after routing decided the interface. */
+function baseChain(
+  name: string,
+  type: "filter" | "route",
+  hook: "output" | "prerouting" | "postrouting",
+  prio: number,
+) {
+  return { add: { chain: { family: FAMILY, table: TABLE, name, type, hook, prio, policy: "accept" } } };
 }
 
 export class RedirectPlanError extends Error {
@@ -114,6 +145,34 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
     rule("prerouting", tcp, { redirect: { port: INBOUND_PLAINTEXT_PORT } }),
   ];
 
+  const returned = [
+    // Not to a link-local address: the agent binds that socket to the pod's interface (a link-local address means
+    // nothing without one), and so is the app's side; routes to `lo` do not apply to it, and it needs none.
+    rule(
+      "mark",
+      { match: { op: "==", left: { payload: { protocol: "ip6", field: "daddr" } }, right: LINK_LOCAL } },
+      ret,
+    ),
+    // The agent's packets keep their socket mark across lo: every connection it makes to something in the pod.
+    rule(
+      "mark",
+      ifname("iifname", "lo"),
+      markMatch(mark, mask),
+      { match: { op: "in", left: { ct: { key: "state" } }, right: "new" } },
+      setConnmark(RETURN_MARK, RETURN_MARK_MASK),
+    ),
+    // The app's side of those connections (not the agent's own packets, which route by their socket mark).
+    rule("return", connmarkMatch(RETURN_MARK, RETURN_MARK_MASK), markMatch(mark, mask, "!="), {
+      mangle: { key: { meta: { key: "mark" } }, value: { ct: { key: "mark" } } },
+    }),
+    rule(
+      "guard",
+      connmarkMatch(RETURN_MARK, RETURN_MARK_MASK),
+      { match: { op: "!=", left: { meta: { key: "oifname" } }, right: "lo" } },
+      { drop: null },
+    ),
+  ];
+
   return {
     nftables: [
       { add: { table: { family: FAMILY, name: TABLE } } },
@@ -121,8 +180,12 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
       { add: { table: { family: FAMILY, name: TABLE } } },
       natChain("output", "output"),
       natChain("prerouting", "prerouting"),
+      baseChain("mark", "filter", "prerouting", -150),
+      baseChain("return", "route", "output", -150),
+      baseChain("guard", "filter", "postrouting", 0),
       ...outbound,
       ...inbound,
+      ...returned,
     ],
   };
 }

@@ -600,10 +600,11 @@ export async function runProxyBench(): Promise<string> {
         return tableInstalled(c, client.netnsName);
       });
       procs.start("agent n2", c.node("n2").netnsName, process.execPath, agentArgs("n2", workers));
-      // Meshed inbound is delivered from inside the destination pod: the app sees its own IP only via the mesh.
+      // Enrolled, then answered: the app sees the client's IP through the mesh as it does direct.
       await waitFor("client -> server over the mesh", async () => {
         procs.checkAlive();
-        return (await probeGet(c, client.netnsName, server.ipv4, HTTP_PORT, "/whoami")) === server.ipv4;
+        if (!(await tableInstalled(c, server.netnsName))) return false;
+        return (await probeGet(c, client.netnsName, server.ipv4, HTTP_PORT, "/whoami")) === client.ipv4;
       });
       return Date.now() - t0;
     };

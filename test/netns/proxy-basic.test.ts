@@ -27,11 +27,11 @@ test("meshed pods talk over HBONE, same node and across nodes; non-meshed pods p
   // A's certificate is in the worker, but its OpenSSL context is built by the first connection that needs it.
   t.deepEqual(await mesh.agents[0]?.proxy.tlsContexts(), [0], "no TLS context before a mesh connection");
 
-  // Meshed inbound is delivered from inside the destination pod, so the app sees its own pod IP as the source.
-  t.is(await request(a.netnsPath, b.ipv4, 8080, "hi"), `b saw ${b.ipv4}`, "a -> b across nodes");
-  t.is(await request(b.netnsPath, a.ipv4, 8080), `a saw ${a.ipv4}`, "b -> a across nodes");
+  // Meshed inbound is delivered from inside the destination pod, from the caller's address (caller-address.test.ts).
+  t.is(await request(a.netnsPath, b.ipv4, 8080, "hi"), `b saw ${a.ipv4}`, "a -> b across nodes");
+  t.is(await request(b.netnsPath, a.ipv4, 8080), `a saw ${b.ipv4}`, "b -> a across nodes");
   t.is(await request(a.netnsPath, c.ipv4, 8080), `c saw ${a.ipv4}`, "a -> c (not meshed) passes through from a's IP");
-  t.is(await request(c.netnsPath, a.ipv4, 8080), `a saw ${a.ipv4}`, "c -> a plaintext under PERMISSIVE");
+  t.is(await request(c.netnsPath, a.ipv4, 8080), `a saw ${c.ipv4}`, "c -> a plaintext under PERMISSIVE");
   t.is(await mesh.agents[0]?.proxy.pooledSessions(), 1);
   t.deepEqual(await mesh.agents[0]?.proxy.tlsContexts(), [1], "one context for a's identity, both directions");
 });

@@ -246,8 +246,8 @@ test("10,000 concurrent connections through one agent pair, then fds and RSS bac
   const pids = agents.map((agent) => agent.child.pid as number);
   lap("cluster and agents up");
 
-  // Via the mesh the app sees its own pod's address (the agent connects from inside b); direct, the client's.
-  const viaMesh = (i: number) => `${i} from ${b.ipv4}\n`;
+  // Via the mesh, as direct, the app sees the client pod's address (the agent connects from it, transparently).
+  const viaMesh = (i: number, from: string) => `${i} from ${from}\n`;
   // Requests before the 10,000 take indexes above them: the app counts each of 0..9,999 once.
   let extra = CONNECTIONS;
   // Warm-up, in bursts from every client pod until each n1 worker has its pooled session for each pod: the sessions,
@@ -258,7 +258,7 @@ test("10,000 concurrent connections through one agent pair, then fds and RSS bac
       alive();
       const burst = sources.flatMap((pod) => Array.from({ length: 16 }, () => ({ pod, i: extra++ })));
       const replies = await Promise.all(burst.map(({ pod, i }) => request(pod.netnsPath, b.ipv4, APP_PORT, `${i}\n`)));
-      if (!replies.every((r, k) => r === viaMesh(burst[k]?.i as number))) return false;
+      if (!replies.every((r, k) => r === viaMesh(burst[k]?.i as number, burst[k]?.pod.ipv4 as string))) return false;
       return total(await scrape(n1.node), ...SESSIONS.client) >= WORKERS * CLIENT_PODS;
     },
     60_000,
@@ -296,7 +296,8 @@ test("10,000 concurrent connections through one agent pair, then fds and RSS bac
       s.write(`${i}\n`);
     });
     s.setTimeout(0);
-    if (reply !== viaMesh(i)) throw new Error(`connection ${i}: answered ${JSON.stringify(reply)}`);
+    if (reply !== viaMesh(i, sources[i % CLIENT_PODS]?.ipv4 as string))
+      throw new Error(`connection ${i}: answered ${JSON.stringify(reply)}`);
     // From now on the connection may only end when the test ends it.
     s.on("error", (err: Error) => clientProblems.push(`connection ${i}: ${err.message}`));
     s.once("end", () => {

@@ -290,7 +290,11 @@ test.serial(
       await until(() => rig.observer.closed.length === 1, "connection closed report");
 
       t.deepEqual(rig.observer.results("server"), ["ok"]);
-      t.deepEqual(rig.dials, [{ address: POD_IP, port: app.port }], "dialled the pod's IP as asked");
+      t.deepEqual(
+        rig.dials,
+        [{ address: POD_IP, port: app.port, source: "127.0.0.1" }],
+        "dialled the pod's IP as asked, from the tunnel's outer address (the caller the app sees)",
+      );
       t.deepEqual(rig.observer.refused, []);
       t.is(rig.observer.opened.length, 1);
       const info = rig.observer.opened[0];
@@ -429,7 +433,7 @@ test.serial("the app refuses the connection: 503 upstream_refused, the app socke
     x.stream.end();
     await within(x.closed, 5000, "stream close");
     t.deepEqual(rig.observer.refused, [{ pod: "shop/db", direction: "inbound", reason: "upstream_refused" }]);
-    t.deepEqual(rig.dials, [{ address: POD_IP, port: closedPort }]);
+    t.deepEqual(rig.dials, [{ address: POD_IP, port: closedPort, source: "127.0.0.1" }]);
     t.deepEqual(rig.observer.opened, []);
     client.session.close();
     await within(client.closed, 5000, "client session close");

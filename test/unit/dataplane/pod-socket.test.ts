@@ -1,5 +1,5 @@
 import test from "ava";
-import { startConnect, whenConnected } from "../../../agent/dataplane/pod-socket.js";
+import { appSource, startConnect, transparentSourcePort, whenConnected } from "../../../agent/dataplane/pod-socket.js";
 import { Reactor } from "../../../agent/dataplane/reactor.js";
 import { AF_INET, closeFd, EINPROGRESS, tcpSocket } from "../../../native-bindings/io.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
@@ -64,4 +64,31 @@ test.serial("a connect still under way is waited for, and times out with ETIMEDO
     await reactor.close();
   }
   await assertNoLeak(t, baseline);
+});
+
+test("the app sees the caller's address, except where the kernel's own choice is the caller or none exists", (t) => {
+  t.is(appSource("10.0.1.5", "10.0.2.7"), "10.0.1.5", "another pod: its address");
+  t.is(appSource("::ffff:10.0.1.5", "10.0.2.7"), "10.0.1.5", "IPv4-mapped is the IPv4 address");
+  t.is(appSource("fd00::5", "fd00:0::7"), "fd00::5", "IPv6 as given");
+  t.is(appSource("10.0.2.7", "10.0.2.7"), undefined, "a pod calling itself: no bind, the kernel picks that address");
+  t.is(appSource("fd00::7", "fd00:0:0::7"), undefined, "the same IPv6 address written two ways");
+  t.is(appSource("10.0.1.5", "fd00::7"), undefined, "no source of the target's family");
+  t.is(appSource("fe80::1", "fd00::7"), undefined, "link-local: its scope is an interface outside the pod");
+  t.is(appSource("fd00::5", "fe80::7"), undefined, "to a link-local address: through eth0, not lo");
+  t.is(appSource("", "10.0.2.7"), undefined, "peer unknown");
+});
+
+test("transparent source ports stay below Linux's default ephemeral range, where callers' ports come from", (t) => {
+  t.is(
+    transparentSourcePort(() => 0),
+    1024,
+  );
+  t.is(
+    transparentSourcePort(() => 0.999999999),
+    32767,
+  );
+  for (let i = 0; i < 1000; i++) {
+    const port = transparentSourcePort();
+    t.true(port >= 1024 && port < 32768);
+  }
 });

@@ -1,6 +1,12 @@
 import test from "ava";
 import { buildHostRules } from "../../../agent/redirect/host-rules.js";
-import { HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, PROXY_MARK } from "../../../agent/redirect/ports.js";
+import {
+  HBONE_PORT,
+  INBOUND_PLAINTEXT_PORT,
+  OUTBOUND_PORT,
+  PROXY_MARK,
+  RETURN_MARK,
+} from "../../../agent/redirect/ports.js";
 import { buildRedirectRules, buildRemoveRules, RedirectPlanError, TABLE } from "../../../agent/redirect/rules.js";
 
 type Cmd = Record<string, Record<string, Record<string, unknown>>>;
@@ -57,6 +63,25 @@ test("excluded ports are deduplicated, sorted, and returned before the redirect"
   const out = rulesOf(doc, "output");
   t.true(out.some((r) => r.includes('{"set":[22,8080]}')));
   t.true(rulesOf(doc, "prerouting").some((r) => r.includes('"right":9090') && r.includes("return")));
+});
+
+test("the app's replies to the agent's connections are marked for the local route, and never leave the pod", (t) => {
+  const doc = buildRedirectRules();
+  const chains = (doc.nftables as Cmd[]).filter((c) => c.add?.chain).map((c) => c.add?.chain);
+  const chain = (name: string) => chains.find((c) => c?.name === name);
+  t.like(chain("mark"), { type: "filter", hook: "prerouting", prio: -150 });
+  // A route chain: a changed mark makes the kernel route the packet again (to the local route).
+  t.like(chain("return"), { type: "route", hook: "output", prio: -150 });
+  t.like(chain("guard"), { type: "filter", hook: "postrouting" });
+  const [linkLocal, mark] = rulesOf(doc, "mark");
+  t.true(linkLocal?.includes('"addr":"fe80::"') && linkLocal.includes('"return"'), "link-local is left alone first");
+  t.true(mark?.includes('"iifname"') && mark.includes(`"right":${PROXY_MARK}`) && mark.includes(`${RETURN_MARK}]`));
+  const [restore] = rulesOf(doc, "return");
+  t.true(restore?.includes(`"right":${RETURN_MARK}`), "only connections the agent made to the pod");
+  t.true(restore?.includes('"op":"!="') && restore.includes(`"right":${PROXY_MARK}`), "not the agent's own packets");
+  t.true(restore?.includes('"mangle":{"key":{"meta":{"key":"mark"}},"value":{"ct":{"key":"mark"}}}'));
+  const [guard] = rulesOf(doc, "guard");
+  t.true(guard?.includes(`"right":${RETURN_MARK}`) && guard.includes('"oifname"') && guard.includes('"drop"'));
 });
 
 test("bad plans are refused with a typed error", (t) => {
