@@ -63,8 +63,8 @@ function dport(ports: number[]): Expr {
   return { match: { op: "==", left: { payload: { protocol: "tcp", field: "dport" } }, right } };
 }
 
-function ifname(key: "iifname" | "oifname", name: string): Expr {
-  return { match: { op: "==", left: { meta: { key } }, right: name } };
+function ifname(key: "iifname" | "oifname", name: string, op: "==" | "!=" = "=="): Expr {
+  return { match: { op, left: { meta: { key } }, right: name } };
 }
 
 function markMatch(mark: number, mask: number, op: "==" | "!=" = "=="): Expr {
@@ -146,6 +146,8 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
   ];
 
   const returned = [
+    // Every packet entering the pod passes here: those from outside leave at the first rule.
+    rule("mark", ifname("iifname", "lo", "!="), ret),
     // Not to a link-local address: the agent binds that socket to the pod's interface (a link-local address means
     // nothing without one), and so is the app's side; routes to `lo` do not apply to it, and it needs none.
     rule(
@@ -156,7 +158,6 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
     // The agent's packets keep their socket mark across lo: every connection it makes to something in the pod.
     rule(
       "mark",
-      ifname("iifname", "lo"),
       markMatch(mark, mask),
       { match: { op: "in", left: { ct: { key: "state" } }, right: "new" } },
       setConnmark(RETURN_MARK, RETURN_MARK_MASK),
@@ -165,12 +166,7 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
     rule("return", connmarkMatch(RETURN_MARK, RETURN_MARK_MASK), markMatch(mark, mask, "!="), {
       mangle: { key: { meta: { key: "mark" } }, value: { ct: { key: "mark" } } },
     }),
-    rule(
-      "guard",
-      connmarkMatch(RETURN_MARK, RETURN_MARK_MASK),
-      { match: { op: "!=", left: { meta: { key: "oifname" } }, right: "lo" } },
-      { drop: null },
-    ),
+    rule("guard", connmarkMatch(RETURN_MARK, RETURN_MARK_MASK), ifname("oifname", "lo", "!="), { drop: null }),
   ];
 
   return {

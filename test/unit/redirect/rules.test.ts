@@ -73,9 +73,10 @@ test("the app's replies to the agent's connections are marked for the local rout
   // A route chain: a changed mark makes the kernel route the packet again (to the local route).
   t.like(chain("return"), { type: "route", hook: "output", prio: -150 });
   t.like(chain("guard"), { type: "filter", hook: "postrouting" });
-  const [linkLocal, mark] = rulesOf(doc, "mark");
-  t.true(linkLocal?.includes('"addr":"fe80::"') && linkLocal.includes('"return"'), "link-local is left alone first");
-  t.true(mark?.includes('"iifname"') && mark.includes(`"right":${PROXY_MARK}`) && mark.includes(`${RETURN_MARK}]`));
+  const [outside, linkLocal, mark] = rulesOf(doc, "mark");
+  t.true(outside?.includes('"op":"!=","left":{"meta":{"key":"iifname"}},"right":"lo"') && outside.includes('"return"'));
+  t.true(linkLocal?.includes('"addr":"fe80::"') && linkLocal.includes('"return"'), "link-local is left alone");
+  t.true(mark?.includes(`"right":${PROXY_MARK}`) && mark.includes(`${RETURN_MARK}]`));
   const [restore] = rulesOf(doc, "return");
   t.true(restore?.includes(`"right":${RETURN_MARK}`), "only connections the agent made to the pod");
   t.true(restore?.includes('"op":"!="') && restore.includes(`"right":${PROXY_MARK}`), "not the agent's own packets");
