@@ -19,8 +19,8 @@ import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import { canonicalIp } from "../kube/ip.js";
 import type { LineLog } from "../log.js";
 import { connectionAttributes, denialOf } from "../policy/authorization.js";
-import { parseAuthority, parseBaggage } from "../proxy/authority.js";
-import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
+import { parseAuthority } from "../proxy/authority.js";
+import { type ConnectionInfo, type Peer, reportClose } from "../proxy/observer.js";
 import { ownDestination } from "../proxy/own-destination.js";
 import { h2Settings } from "../proxy/tuning.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
@@ -218,16 +218,10 @@ export class HboneServer {
       return;
     }
 
-    const baggage = parseBaggage(headers.baggage);
     const info: ConnectionInfo = {
       id: ctx.nextId(),
       reporter: "destination",
-      source: {
-        workload: baggage["k8s.workload.name"] ?? "unknown",
-        namespace: baggage["k8s.namespace.name"] ?? "unknown",
-        principal: peer.spiffe,
-        ip: peer.ip,
-      },
+      source: sourceOf(ctx, peer),
       destination: {
         workload: self.workload,
         namespace: self.pod.namespace,
@@ -284,6 +278,23 @@ export class HboneServer {
     });
     this.#connecting.set(fd, wait);
   }
+}
+
+/**
+ * Who the source is, for metric labels and the access log: the workload the cluster's records place at the
+ * tunnel's outer address (the source agent dials from inside the source pod), when that workload carries the
+ * identity the peer proved; "unknown" otherwise. Never the peer's `baggage`, which says whatever the peer likes: a
+ * label taken from it would let one peer mint a series per value it sends.
+ */
+function sourceOf(ctx: DataplaneContext, peer: PeerInfo): Peer {
+  const known = ctx.index().lookup(peer.ip);
+  const named = known?.spiffe === peer.spiffe ? known : undefined;
+  return {
+    workload: named?.workload ?? "unknown",
+    namespace: named?.pod.namespace ?? "unknown",
+    principal: peer.spiffe,
+    ip: peer.ip,
+  };
 }
 
 /** A CONNECT that will not be served: its status and the end of the stream, or a reset once headers were sent. */

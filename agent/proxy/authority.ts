@@ -26,8 +26,9 @@ export function formatForwarded(ip: string): string {
 }
 
 /**
- * W3C baggage telling the destination who the source workload is, for its metrics labels only. Authorization
- * never reads it: the peer certificate is the identity.
+ * W3C baggage naming the source workload, for destinations that take their metric labels from it (Istio's proxies).
+ * An ambit destination never reads it: its labels come from its workload index, its authorization from the peer
+ * certificate.
  */
 export function formatBaggage(fields: { namespace: string; workload: string; pod: string }): string {
   return [
@@ -35,20 +36,4 @@ export function formatBaggage(fields: { namespace: string; workload: string; pod
     `k8s.workload.name=${encodeURIComponent(fields.workload)}`,
     `k8s.pod.name=${encodeURIComponent(fields.pod)}`,
   ].join(",");
-}
-
-export function parseBaggage(header: string | string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  const text = Array.isArray(header) ? header.join(",") : (header ?? "");
-  for (const member of text.split(",")) {
-    const [kv = ""] = member.split(";");
-    const eq = kv.indexOf("=");
-    if (eq <= 0) continue;
-    try {
-      out[kv.slice(0, eq).trim()] = decodeURIComponent(kv.slice(eq + 1).trim());
-    } catch {
-      // A malformed member is skipped; baggage is advisory.
-    }
-  }
-  return out;
 }

@@ -15,8 +15,10 @@ import { H2Session } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
 import type { AuthorizationPolicyRecord } from "../../../agent/kube/records.js";
+import { AgentMetrics } from "../../../agent/metrics/agent-metrics.js";
+import { observers, type ProxyObserver } from "../../../agent/proxy/observer.js";
 import type { HboneTuning } from "../../../agent/proxy/tuning.js";
-import type { LocalWorkload } from "../../../agent/proxy/workload-index.js";
+import type { LocalWorkload, WorkloadIndex } from "../../../agent/proxy/workload-index.js";
 import { AF_INET, accept, closeFd, connect, EINPROGRESS, read, tcpSocket } from "../../../native-bindings/io.js";
 import { encodeSockaddr } from "../../../native-bindings/sockaddr.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
@@ -24,7 +26,14 @@ import { handlers } from "../../support/h2-handlers.js";
 import { capturingLogger } from "../../support/log-lines.js";
 import { within } from "../../support/within.js";
 import { sid } from "../identity/helpers.js";
-import { localWorkload, loopbackSockets, RecordingObserver, testContext } from "./support/dataplane-context.js";
+import {
+  localWorkload,
+  loopbackSockets,
+  meshIndex,
+  meshWorkload,
+  RecordingObserver,
+  testContext,
+} from "./support/dataplane-context.js";
 import { type LeakChecked, runLeakChecked } from "./support/leak-checked.js";
 import { closeOf, dial, SETTINGS } from "./support/tls-sessions.js";
 import { localPort } from "./tls-support.js";
@@ -37,6 +46,12 @@ import { localPort } from "./tls-support.js";
  * loopback address (loopback_destination) before it would dial it, so a pod at 127.0.0.1 could never be reached.
  */
 const POD_IP = "10.0.0.1";
+
+/**
+ * The cluster as the server's workload index has it by default: the HBONE clients' outer address (127.0.0.1) is a
+ * pod of shop/cart, whose identity the clients' certificate carries.
+ */
+const CART_AT_LOOPBACK = meshIndex(meshWorkload("cart", "cart", "127.0.0.1"));
 
 /** Resolves once `check` holds (polled every 10 ms); rejects after `ms`, naming `what`. */
 async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -106,6 +121,10 @@ interface RigOptions {
   log?: ReturnType<typeof capturingLogger>["logger"];
   /** AuthorizationPolicies in force, read per connection: the test edits the map to change policy. */
   authorizationPolicies?: Map<string, AuthorizationPolicyRecord>;
+  /** The cluster's meshed workloads; default CART_AT_LOOPBACK. */
+  index?: WorkloadIndex;
+  /** Told what the server reports, besides the rig's RecordingObserver (the agent's metrics, say). */
+  observer?: ProxyObserver;
 }
 
 /**
@@ -132,9 +151,10 @@ function withServer(t: ExecutionContext, options: RigOptions, body: (rig: Rig) =
       );
       const observer = new RecordingObserver();
       const ctx = testContext(reactor, {
-        observer,
+        observer: options.observer ? observers(observer, options.observer) : observer,
         sockets: sockets.factory,
         tlsContexts,
+        index: options.index ?? CART_AT_LOOPBACK,
         ...(options.tuning ? { tuning: options.tuning } : {}),
         ...(options.log ? { log: options.log } : {}),
         ...(options.authorizationPolicies ? { authorizationPolicies: options.authorizationPolicies } : {}),
@@ -259,7 +279,7 @@ function closeOfSocket(s: Socket, what: string): Promise<void> {
 }
 
 test.serial(
-  "CONNECT to the pod's app: 200, bytes both ways, observer sees opened and closed from the source's side",
+  "CONNECT to the pod's app: 200, bytes both ways, observer sees opened and closed from the source's side, named by the cluster's records",
   (t) =>
     withServer(t, { tuning: { peerTimeoutMs: 6000 } }, async (rig) => {
       const toApp = randomBytes(1000);
@@ -277,8 +297,9 @@ test.serial(
         s.write(fromApp);
       });
       const client = await hboneClient(rig);
+      // Baggage that lies: the source is named from the workload index, by its address and proven identity.
       const x = connectTo(client.session, `${POD_IP}:${app.port}`, [
-        ["baggage", "k8s.namespace.name=shop,k8s.workload.name=cart,k8s.pod.name=cart-1"],
+        ["baggage", "k8s.namespace.name=bank,k8s.workload.name=teller,k8s.pod.name=teller-1"],
       ]);
       t.is(await within(x.status, 5000, "status"), "200");
       x.stream.write(toApp);
@@ -500,6 +521,112 @@ test.serial(
       client.session.close();
       await within(client.closed, 5000, "client session close");
     });
+  },
+);
+
+/** Lets only `principal` in: any other peer's CONNECT is denied (401) with the policy "allow_unmatched". */
+function allowOnly(principal: string): Map<string, AuthorizationPolicyRecord> {
+  const policy: AuthorizationPolicyRecord = {
+    name: "db-allow",
+    namespace: "shop",
+    createdAt: "",
+    action: "ALLOW",
+    rules: [{ from: [{ source: { principals: [principal] } }] }],
+  };
+  return new Map([["shop/db-allow", policy]]);
+}
+
+test.serial(
+  "a peer that is not the workload the cluster has at its address is source unknown, whatever its baggage",
+  (t) =>
+    withServer(
+      t,
+      {
+        // 127.0.0.1 is a pod of shop/web, with web's identity; the client proves cart's.
+        index: meshIndex(meshWorkload("web-1", "web", "127.0.0.1")),
+        authorizationPolicies: allowOnly("cluster.local/ns/shop/sa/web"),
+      },
+      async (rig) => {
+        const client = await hboneClient(rig);
+        const x = connectTo(client.session, `${POD_IP}:8080`, [
+          ["baggage", "k8s.namespace.name=shop,k8s.workload.name=web,k8s.pod.name=web-1"],
+        ]);
+        t.is(await within(x.status, 5000, "status"), "401");
+        x.stream.end();
+        await within(x.closed, 5000, "stream close");
+        t.deepEqual(rig.observer.denied[0]?.info.source, {
+          workload: "unknown",
+          namespace: "unknown",
+          principal: formatSpiffeId(sid("shop", "cart")),
+          ip: "127.0.0.1",
+        });
+        client.session.close();
+        await within(client.closed, 5000, "client session close");
+      },
+    ),
+);
+
+/** Series in a Prometheus exposition: its lines that are not comments. */
+async function seriesOf(metrics: AgentMetrics): Promise<string[]> {
+  return (await metrics.registry.metrics()).split("\n").filter((line) => line !== "" && !line.startsWith("#"));
+}
+
+test.serial(
+  "10,000 CONNECTs with distinct hostile baggage and authorities: the agent's series stay a small constant",
+  (t) => {
+    const metrics = new AgentMetrics({ defaultMetrics: false });
+    t.teardown(() => metrics.close());
+    // Denied, so that each CONNECT reports a connection with its source labels and never needs an app socket.
+    return withServer(
+      t,
+      { observer: metrics, authorizationPolicies: allowOnly("cluster.local/ns/shop/sa/web") },
+      async (rig) => {
+        const client = await hboneClient(rig);
+        const TOTAL = 10_000;
+        const BATCH = 200;
+        // Half reach the policy (401) with their source labels; the rest are refused on their authority first.
+        const ask = (i: number): { authority: string; status: string } => {
+          if (i % 4 === 0) return { authority: `evil-${i}.example:${1 + (i % 9999)}`, status: "400" };
+          if (i % 4 === 1) return { authority: `10.9.${(i >> 8) & 255}.${i & 255}:80`, status: "403" };
+          return { authority: `${POD_IP}:${1024 + i}`, status: "401" };
+        };
+        let first: string[] = [];
+        for (let start = 0; start < TOTAL; start += BATCH) {
+          const batch = Array.from({ length: BATCH }, (_, k) => {
+            const i = start + k;
+            const x = connectTo(client.session, ask(i).authority, [
+              ["baggage", `k8s.namespace.name=ns-${i},k8s.workload.name=evil-${i},k8s.pod.name=evil-${i}-pod`],
+            ]);
+            return { x, wanted: ask(i).status };
+          });
+          const statuses = await within(Promise.all(batch.map((b) => b.x.status)), 5000, `answers from ${start}`);
+          t.deepEqual(
+            statuses,
+            batch.map((b) => b.wanted),
+          );
+          for (const { x } of batch) x.stream.end();
+          await within(Promise.all(batch.map((b) => b.x.closed)), 5000, `closes from ${start}`);
+          if (start === 0) first = await seriesOf(metrics);
+        }
+        t.is(rig.observer.denied.length, TOTAL / 2);
+        const last = await seriesOf(metrics);
+        t.deepEqual(
+          last.map((l) => l.replace(/ [^ ]+$/, "")),
+          first.map((l) => l.replace(/ [^ ]+$/, "")),
+        );
+        // 45 today: histogram buckets and the few label sets these CONNECTs make, the same after 200 as after 10,000.
+        t.true(last.length <= 50, `${last.length} series`);
+        t.is(metrics.trafficSeries, 1, "one source/destination pair: the index's cart to db");
+        t.false(/evil|ns-\d/.test(await metrics.registry.metrics()), "no peer-supplied value in any label");
+        const opened = await metrics.registry.getSingleMetric("istio_tcp_connections_opened_total")?.get();
+        t.like(opened?.values[0], {
+          labels: { source_workload: "cart", source_workload_namespace: "shop", response_flags: "DENY" },
+          value: TOTAL / 2,
+        });
+        client.session.close();
+        await within(client.closed, 5000, "client session close");
+      },
+    );
   },
 );
 

@@ -11,7 +11,8 @@ import type { Reactor } from "../../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../../agent/dataplane/tls/context.js";
 import { AmbitError } from "../../../../agent/errors.js";
-import { emptyClusterState } from "../../../../agent/kube/cluster-state.js";
+import { clusterStateOf, emptyClusterState } from "../../../../agent/kube/cluster-state.js";
+import { MESH_LABEL } from "../../../../agent/kube/mesh-selection.js";
 import type { AuthorizationPolicyRecord, MtlsMode } from "../../../../agent/kube/records.js";
 import { ServiceIndex } from "../../../../agent/kube/service-index.js";
 import { type Logger, silentLogger } from "../../../../agent/log.js";
@@ -97,6 +98,13 @@ export function meshWorkload(name: string, serviceAccount: string, ip: string, n
   const workload = workloadOf(podRecord({ name, namespace, serviceAccount, ips: [ip] }), TD);
   if (!workload) throw new Error(`no identity for ${namespace}/${name}`);
   return workload;
+}
+
+/** The cluster's meshed workloads as the proxy sees them: `workloads`' pods, each in a namespace of the mesh. */
+export function meshIndex(...workloads: Workload[]): WorkloadIndex {
+  const pods = workloads.map((w) => ({ ...w.pod, labels: { ...w.pod.labels, [MESH_LABEL]: "enabled" } }));
+  const namespaces = [...new Set(pods.map((p) => p.namespace))].map((name) => ({ name, labels: {} }));
+  return new WorkloadIndex(clusterStateOf({ namespaces, pods }), TD);
 }
 
 /** An enrolled pod of this node; its namespace handle is never used by loopbackSockets. */
