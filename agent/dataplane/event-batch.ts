@@ -6,6 +6,7 @@
  */
 import type { LineLog, Logger } from "../log.js";
 import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import type { HandshakeResult, RefusalReason } from "../proxy/reasons.js";
 import { LOG_LEVELS, workerLog } from "./worker-log.js";
 import type { WorkerEvent, WorkerEvents } from "./worker-protocol.js";
 
@@ -24,7 +25,7 @@ export class WorkerEventBatch implements ProxyObserver {
     this.#post = post;
   }
 
-  handshake(role: HandshakeRole, result: string, seconds: number): void {
+  handshake(role: HandshakeRole, result: HandshakeResult, seconds: number): void {
     this.#push({ e: "handshake", role, result, seconds });
   }
 
@@ -36,7 +37,7 @@ export class WorkerEventBatch implements ProxyObserver {
     this.#push({ e: "closed", info, end });
   }
 
-  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void {
+  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: RefusalReason): void {
     this.#push({ e: "refused", pod, direction, reason });
   }
 

@@ -16,6 +16,7 @@ import { H2Session } from "../h2/session.js";
 import type { H2Stream } from "../h2/stream.js";
 import { formatAuthority } from "../proxy/authority.js";
 import { ProxyError } from "../proxy/errors.js";
+import type { HandshakeFailure } from "../proxy/reasons.js";
 import { h2Settings } from "../proxy/tuning.js";
 import type { LocalWorkload, Workload } from "../proxy/workload-index.js";
 import { HBONE_PORT } from "../redirect/ports.js";
@@ -148,7 +149,7 @@ export class HbonePool {
     }
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-    const fail = (reason: string, detail: string, cause?: unknown): never => {
+    const fail = (reason: HandshakeFailure, detail: string, cause?: unknown): never => {
       if (!this.#closed) ctx.observer.handshake("client", reason, seconds());
       throw new ProxyError(`hbone_${reason}`, `HBONE to ${dst.key} (${ip}): ${detail}`, { cause });
     };

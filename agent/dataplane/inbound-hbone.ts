@@ -22,6 +22,7 @@ import { connectionAttributes, denialOf } from "../policy/authorization.js";
 import { parseAuthority } from "../proxy/authority.js";
 import { type ConnectionInfo, type Peer, reportClose } from "../proxy/observer.js";
 import { ownDestination } from "../proxy/own-destination.js";
+import type { RefusalReason } from "../proxy/reasons.js";
 import { h2Settings } from "../proxy/tuning.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
@@ -181,7 +182,7 @@ export class HboneServer {
     session.on("stream", (stream: H2Stream, headers: HeaderList) => this.#onStream(from, stream, headers));
   }
 
-  #refuse(stream: H2Stream, status: number, reason: string): void {
+  #refuse(stream: H2Stream, status: number, reason: RefusalReason): void {
     this.#ctx.observer.connectionRefused(this.#self.key, "inbound", reason);
     answerRefused(stream, status);
   }

@@ -9,7 +9,9 @@ import type { HeaderList } from "../h2/hpack.js";
 import type { LineLog } from "../log.js";
 import { formatBaggage, formatForwarded } from "../proxy/authority.js";
 import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
+import type { OriginalDestination } from "../proxy/original-destination.js";
 import { routeOutbound } from "../proxy/outbound-route.js";
+import { hboneFailureReason, hboneStatusReason } from "../proxy/reasons.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
 import type { HbonePool } from "./hbone-pool.js";
@@ -22,10 +24,26 @@ export interface OutboundDeps extends PassThroughDeps {
 }
 
 export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 4 | 6, fd: number, log: LineLog): void {
-  const { ctx, pool } = deps;
   const peer = peerAddress(fd);
-  const dst = destinationOfFd(ctx, self, fd, family, "outbound", peer, log);
+  const dst = destinationOfFd(deps.ctx, self, fd, family, "outbound", peer, log);
   if (!dst) return;
+  relayOutbound(deps, self, fd, peer, dst, log);
+}
+
+/**
+ * An outbound connection from `peer` (the app's address) whose original destination is `dst`: routed, then relayed
+ * over HBONE, passed through or refused. Apart from handleOutbound for tests, which have no REDIRECT to give `fd`
+ * an original destination.
+ */
+export function relayOutbound(
+  deps: OutboundDeps,
+  self: LocalWorkload,
+  fd: number,
+  peer: string,
+  dst: OriginalDestination,
+  log: LineLog,
+): void {
+  const { ctx, pool } = deps;
   const route = routeOutbound(dst, ctx.index(), ctx.services());
   if (route.kind === "refuse") {
     ctx.observer.connectionRefused(self.key, "outbound", route.reason);
@@ -88,16 +106,21 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
       const refused = (headers: HeaderList) => {
         const status = headers.find(([name]) => name === ":status")?.[1];
         if (status === "200") return;
-        ctx.observer.connectionRefused(self.key, "outbound", `hbone_status_${status}`);
-        log.debug({ destination: route.target.key, status }, "HBONE CONNECT refused by the destination; reset");
+        const reason = hboneStatusReason(status);
+        ctx.observer.connectionRefused(self.key, "outbound", reason);
+        // The status is whatever the destination wrote, up to the header list limit: enough of it to recognise.
+        log.debug(
+          { destination: route.target.key, reason, status: status?.slice(0, 16) },
+          "HBONE CONNECT refused by the destination; reset",
+        );
         // The relay closes the app's socket with a RST when its stream is reset.
         stream.reset();
       };
       relayFdStream(ctx.reactor, ctx.counters, fd, stream, reportClose(ctx.observer, info), refused, true);
     },
-    (err: { code?: string }) => {
+    (err: unknown) => {
       log.warn({ err, destination: route.target.key }, "HBONE connection failed; app connection reset");
-      ctx.observer.connectionRefused(self.key, "outbound", err.code ?? "hbone_error");
+      ctx.observer.connectionRefused(self.key, "outbound", hboneFailureReason(err));
       resetFd(fd);
     },
   );

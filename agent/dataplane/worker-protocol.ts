@@ -1,6 +1,7 @@
 import type { ClusterState } from "../kube/cluster-state.js";
 import type { PodRecord } from "../kube/records.js";
 import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole } from "../proxy/observer.js";
+import type { HandshakeResult, RefusalReason } from "../proxy/reasons.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { ListenerKind } from "../redirect/enroller.js";
 import type { ListenerStats } from "./listener.js";
@@ -82,10 +83,10 @@ export interface WorkerStats {
 
 /** What a worker reports as it works, batched (WorkerEventBatch): never one message per connection. */
 export type WorkerEvent =
-  | { e: "handshake"; role: HandshakeRole; result: string; seconds: number }
+  | { e: "handshake"; role: HandshakeRole; result: HandshakeResult; seconds: number }
   | { e: "opened"; info: ConnectionInfo }
   | { e: "closed"; info: ConnectionInfo; end: ConnectionEnd }
-  | { e: "refused"; pod: string; direction: "outbound" | "inbound"; reason: string }
+  | { e: "refused"; pod: string; direction: "outbound" | "inbound"; reason: RefusalReason }
   | { e: "denied"; info: ConnectionInfo; denial: Denial }
   /** A pino JSON line of the worker's logger, re-logged by the main thread's. */
   | { e: "log"; line: string };

@@ -8,6 +8,7 @@ import type { CertManager } from "../identity/cert-manager.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { EnrollmentObserver } from "../node/node-agent.js";
 import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole, ProxyObserver } from "../proxy/observer.js";
+import { handshakeResult, refusalReason } from "../proxy/reasons.js";
 import { CpuSampler } from "./cpu-sampler.js";
 import { registerDataplaneCounters } from "./dataplane-metrics.js";
 import { TRAFFIC_LABELS, type TrafficLabels, trafficLabels, workloadKey, workloadsOf } from "./labels.js";
@@ -108,8 +109,10 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
 
   // ProxyObserver
 
+  // Results and reasons arrive from the workers as plain strings: mapped onto their closed sets (proxy/reasons.ts)
+  // here, where a value outside them would become a series.
   handshake(role: HandshakeRole, result: string, seconds: number): void {
-    this.#handshakes.inc({ role, result });
+    this.#handshakes.inc({ role, result: handshakeResult(result) });
     // Latency of failures would mix timeouts into the distribution; only completed handshakes are timed.
     if (result === "ok") {
       this.#handshakeSeconds.observe({ role }, seconds);
@@ -132,7 +135,8 @@ export class AgentMetrics implements ProxyObserver, EnrollmentObserver {
     this.#cpu.bytes(end.sent + end.received);
   }
 
-  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void {
+  connectionRefused(pod: string, direction: "outbound" | "inbound", value: string): void {
+    const reason = refusalReason(value);
     this.#refused.inc({ pod, direction, reason });
     let set = this.#refusedSeries.get(pod);
     if (!set) {

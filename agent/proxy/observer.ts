@@ -2,6 +2,8 @@
  * What the proxy reports as it works. Metrics, logs and the admin server's connection table all implement this;
  * the proxy itself knows none of them.
  */
+import type { HandshakeResult, RefusalReason } from "./reasons.js";
+
 export interface Peer {
   workload: string;
   namespace: string;
@@ -43,11 +45,11 @@ export interface Denial {
 }
 
 export interface ProxyObserver {
-  handshake(role: HandshakeRole, result: string, seconds: number): void;
+  handshake(role: HandshakeRole, result: HandshakeResult, seconds: number): void;
   connectionOpened(info: ConnectionInfo): void;
   connectionClosed(info: ConnectionInfo, end: ConnectionEnd): void;
   /** A connection refused before it was relayed (policy, no identity, upstream down...). */
-  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: string): void;
+  connectionRefused(pod: string, direction: "outbound" | "inbound", reason: RefusalReason): void;
   /** An inbound connection an AuthorizationPolicy denied: it never reached the app. */
   connectionDenied(info: ConnectionInfo, denial: Denial): void;
 }
