@@ -32,8 +32,8 @@ export function handleOutbound(deps: OutboundDeps, self: LocalWorkload, family: 
 
 /**
  * An outbound connection from `peer` (the app's address) whose original destination is `dst`: routed, then relayed
- * over HBONE, passed through or refused. Apart from handleOutbound for tests, which have no REDIRECT to give `fd`
- * an original destination.
+ * over HBONE, passed through or refused. Separate from handleOutbound so that tests, which have no REDIRECT to
+ * give `fd` an original destination, can start here.
  */
 export function relayOutbound(
   deps: OutboundDeps,
@@ -119,8 +119,17 @@ export function relayOutbound(
       relayFdStream(ctx.reactor, ctx.counters, fd, stream, reportClose(ctx.observer, info), refused, true);
     },
     (err: unknown) => {
-      log.warn({ err, destination: route.target.key }, "HBONE connection failed; app connection reset");
-      ctx.observer.connectionRefused(self.key, "outbound", hboneFailureReason(err));
+      const reason = hboneFailureReason(err);
+      ctx.observer.connectionRefused(self.key, "outbound", reason);
+      // A line per source, destination and reason an interval, not per app connection: a destination that fails
+      // every handshake (or a peer certificate that names whatever it likes, in the error's detail) would
+      // otherwise write one for each connection the app tries.
+      ctx.throttle.hit(`${self.key}|${route.target.key}|${reason}`, (suppressed) =>
+        log.warn(
+          { err, destination: route.target.key, reason, suppressed },
+          "HBONE connection failed; app connection reset",
+        ),
+      );
       resetFd(fd);
     },
   );

@@ -11,11 +11,12 @@ import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
-import { silentLogger } from "../../../agent/log.js";
+import { type LineLog, silentLogger } from "../../../agent/log.js";
 import { AgentMetrics } from "../../../agent/metrics/agent-metrics.js";
 import { observers } from "../../../agent/proxy/observer.js";
 import { HBONE_PORT } from "../../../agent/redirect/ports.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
+import { capturingLogger } from "../../support/log-lines.js";
 import { within } from "../../support/within.js";
 import { sid } from "../identity/helpers.js";
 import {
@@ -53,12 +54,17 @@ interface World extends LeakChecked {
  * Runs `body` with an outbound listener for web-1 whose connections go over HBONE to a destination answering each
  * CONNECT with the HEADERS `answer(n)` gives its n-th (0-based), raw: any `:status` at all, as a hostile peer can.
  */
-function withOutbound(
-  t: ExecutionContext,
-  metrics: AgentMetrics,
-  answer: (n: number) => string,
-  body: (w: World) => Promise<void>,
-): Promise<void> {
+interface Options {
+  metrics: AgentMetrics;
+  /** The HEADERS' `:status` for the n-th CONNECT (0-based). */
+  answer: (n: number) => string;
+  /** Whose certificate the destination presents; default db's, the identity the index expects there. */
+  serverAs?: "db" | "cart";
+  log?: LineLog;
+}
+
+function withOutbound(t: ExecutionContext, options: Options, body: (w: World) => Promise<void>): Promise<void> {
+  const { metrics, answer } = options;
   t.timeout(30_000);
   return runLeakChecked(
     t,
@@ -67,7 +73,7 @@ function withOutbound(
       const sessions: H2Session[] = [];
       let received = 0;
       const serverFd = openListenerFd({ address: "127.0.0.1", port: 0 });
-      const serverContext = base.context(base.db);
+      const serverContext = base.context(options.serverAs === "cart" ? base.cart : base.db);
       const server = new Listener(reactor, serverFd, WorkerCounters.standalone(), (fd) => {
         TlsTransport.open({ reactor, context: serverContext, fd, role: "server", handshakeTimeoutMs: 5000 }).then(
           (transport) => {
@@ -99,7 +105,7 @@ function withOutbound(
       const deps = { ctx, pool, relay, connecting: new Set<() => void>() };
       const appFd = openListenerFd({ address: "127.0.0.1", port: 0 });
       const outbound = new Listener(reactor, appFd, WorkerCounters.standalone(), (fd) =>
-        relayOutbound(deps, web1, fd, peerAddress(fd), DESTINATION, silentLogger),
+        relayOutbound(deps, web1, fd, peerAddress(fd), DESTINATION, options.log ?? silentLogger),
       );
       return {
         world: { ...base, observer, port: localPort(appFd), received: () => received },
@@ -145,7 +151,7 @@ test.serial("10,000 distinct :status answers from a hostile destination: refusal
     if (n % 10 === 2) return "503";
     return n % 2 ? String(20_000 + n) : `hostile-${n}`;
   };
-  return withOutbound(t, metrics, answer, async (w) => {
+  return withOutbound(t, { metrics, answer }, async (w) => {
     const TOTAL = 10_000;
     const BATCH = 200;
     let first: string[] = [];
@@ -170,3 +176,25 @@ test.serial("10,000 distinct :status answers from a hostile destination: refusal
     t.false(/hostile|status_2\d{4}/.test(await metrics.registry.metrics()), "no peer-supplied value in any label");
   });
 });
+
+test.serial(
+  "a destination that fails every handshake: each app connection refused and counted, one warning per interval",
+  (t) => {
+    const metrics = new AgentMetrics({ defaultMetrics: false });
+    t.teardown(() => metrics.close());
+    const captured = capturingLogger("info");
+    // The destination presents cart's certificate where the index expects db's.
+    return withOutbound(t, { metrics, answer: () => "200", serverAs: "cart", log: captured.logger }, async (w) => {
+      const TOTAL = 30;
+      for (let i = 0; i < TOTAL; i++) await within(appConnection(w.port), 5000, `app connection ${i} closed`);
+      t.is(w.received(), 0, "no CONNECT reached the impostor");
+      t.deepEqual(
+        w.observer.refused.map((r) => r.reason),
+        Array(TOTAL).fill("hbone_identity_mismatch"),
+      );
+      const warnings = captured.lines.filter((l) => l.msg === "HBONE connection failed; app connection reset");
+      t.is(warnings.length, 1);
+      t.like(warnings[0], { level: 40, destination: "shop/db-1", reason: "hbone_identity_mismatch", suppressed: 0 });
+    });
+  },
+);
