@@ -87,6 +87,17 @@ const ENTRY_OVERHEAD = 32;
 /** Far above any header block HBONE sends; bounds what a hostile integer can ask for. */
 const MAX_INTEGER = 2 ** 24;
 
+/**
+ * What one decoded header list may hold. `maxListSize` counts as SETTINGS_MAX_HEADER_LIST_SIZE does (RFC 9113
+ * section 6.5.2): each field's name and value plus 32 octets.
+ */
+export interface HeaderLimits {
+  maxListSize: number;
+  maxFields: number;
+}
+
+const UNLIMITED: HeaderLimits = { maxListSize: Number.POSITIVE_INFINITY, maxFields: Number.POSITIVE_INFINITY };
+
 export class HpackDecoder {
   /** Newest entry last; index 62 is the newest. */
   readonly #dynamic: [string, string][] = [];
@@ -100,8 +111,31 @@ export class HpackDecoder {
     this.#maxSize = limit;
   }
 
-  decode(block: Buffer): HeaderList {
+  /**
+   * Decodes one header block. A block whose list would pass `limits` is still decoded to its end, and its
+   * insertions still made, so the dynamic table stays the one the peer's encoder assumes and the connection stays
+   * usable; only the fields are dropped (undefined is returned), and the caller refuses the stream. Nothing kept
+   * grows with the expansion: a 1-byte reference to a 4 KiB table entry, repeated, stops counting at the limit
+   * instead of growing a list (and, joined by a caller, a string) by 4 KiB a byte. A block that cannot be decoded
+   * is a COMPRESSION_ERROR (thrown): the tables are out of step and the connection cannot go on.
+   */
+  decode(block: Buffer): HeaderList;
+  decode(block: Buffer, limits: HeaderLimits): HeaderList | undefined;
+  decode(block: Buffer, limits: HeaderLimits = UNLIMITED): HeaderList | undefined {
     const out: HeaderList = [];
+    let listSize = 0;
+    let over = false;
+    const emit = (name: string, value: string) => {
+      if (over) return;
+      listSize += name.length + value.length + ENTRY_OVERHEAD;
+      if (listSize > limits.maxListSize || out.length >= limits.maxFields) {
+        over = true;
+        out.length = 0;
+        return;
+      }
+      out.push([name, value]);
+    };
+    let fields = 0;
     let pos = 0;
     const integer = (prefixBits: number): number => {
       const mask = (1 << prefixBits) - 1;
@@ -137,15 +171,17 @@ export class HpackDecoder {
       const b = block[pos] as number;
       if (b & 0x80) {
         const [name, value] = entry(integer(7));
-        out.push([name, value]);
+        emit(name, value);
+        fields++;
       } else if (b & 0x40) {
         const index = integer(6);
         const name = index === 0 ? string() : entry(index)[0];
         const value = string();
-        out.push([name, value]);
+        emit(name, value);
+        fields++;
         this.#insert(name, value);
       } else if (b & 0x20) {
-        if (out.length > 0) throw compressionError("dynamic table size update after a header field");
+        if (fields > 0) throw compressionError("dynamic table size update after a header field");
         const size = integer(5);
         if (size > this.#limit) throw compressionError(`table size ${size} above the advertised ${this.#limit}`);
         this.#maxSize = size;
@@ -154,10 +190,11 @@ export class HpackDecoder {
         // Literal without indexing (0000) or never indexed (0001): same layout, nothing stored.
         const index = integer(4);
         const name = index === 0 ? string() : entry(index)[0];
-        out.push([name, string()]);
+        emit(name, string());
+        fields++;
       }
     }
-    return out;
+    return over ? undefined : out;
   }
 
   #insert(name: string, value: string): void {

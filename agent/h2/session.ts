@@ -23,7 +23,7 @@ import {
 } from "./constants.js";
 import { H2Error, protocolError } from "./errors.js";
 import { FrameReader, type FrameSink } from "./frame-reader.js";
-import { encodeHeaders, type HeaderList, HpackDecoder } from "./hpack.js";
+import { encodeHeaders, type HeaderLimits, type HeaderList, HpackDecoder } from "./hpack.js";
 import { DEFAULT_LOCAL_SETTINGS, encodeSettings, type LocalSettings } from "./settings.js";
 import { SocketTransport } from "./socket-transport.js";
 import { H2Stream, type StreamOwner } from "./stream.js";
@@ -36,13 +36,20 @@ export interface SessionOptions {
   /** Time the peer gets to send its preface and first SETTINGS before the connection is dropped. */
   settingsTimeoutMs?: number;
   /** Server side: how many streams the peer may reset before they are answered; see EARLY_RESETS. */
-  earlyResets?: ResetLimit;
+  earlyResets?: RateLimit;
+  /** Frames that cost us work or a reply and move no stream forward; see FRAME_BUDGET. */
+  frameBudget?: RateLimit;
+  /** A header block split over CONTINUATION frames must be complete within this; see HEADER_BLOCK_TIMEOUT_MS. */
+  headerBlockTimeoutMs?: number;
+  /** Data that waits this long on a window the peer keeps closed ends its stream or session; see STALL_TIMEOUT_MS. */
+  stallTimeoutMs?: number;
+  /** Client side: the first stream id (odd, default 1); tests start near 2^31 to reach the end of the id space. */
+  firstStreamId?: number;
 }
 
-export interface ResetLimit {
-  /** Resets allowed at once. */
+/** A token bucket: so many events at once, so many per second sustained. */
+export interface RateLimit {
   burst: number;
-  /** Resets allowed per second, sustained. */
   perSecond: number;
 }
 
@@ -55,7 +62,59 @@ export interface ResetLimit {
  * used before, limits all resets to a burst of 1000 and 33 per second; ambit counts only the unanswered ones and
  * allows more of them.
  */
-const EARLY_RESETS: ResetLimit = { burst: 1000, perSecond: 100 };
+const EARLY_RESETS: RateLimit = { burst: 1000, perSecond: 100 };
+
+/**
+ * The 2019 flood family (CVE-2019-9512 ping, -9515 settings, -9518 empty frames, and their kin): frames that each
+ * cost a reply (PING, SETTINGS, a refused HEADERS) or work (an empty DATA frame without END_STREAM, PRIORITY, a
+ * WINDOW_UPDATE of under SMALL_WINDOW_UPDATE or for a stream that is gone, a RST_STREAM for one, GOAWAY, an unknown
+ * frame type) and move no stream forward. Past the budget the session sends GOAWAY with ENHANCE_YOUR_CALM and
+ * closes. An honest peer sends two SETTINGS per connection, keepalive PINGs seconds apart, and at most ~10 PINGs
+ * a second for window tuning (hyper's BDP pings back off from 100 ms); ambit's own client sends none of the rest.
+ * The budget is ten times that, sustained, and a burst of 1000 for a connection's start: a flood of 50,000 PINGs
+ * (425 KiB) ends at the 1000th, where it used to be answered in full.
+ */
+const FRAME_BUDGET: RateLimit = { burst: 1000, perSecond: 100 };
+
+/**
+ * A WINDOW_UPDATE smaller than this counts against FRAME_BUDGET: it buys a peer tiny DATA frames (the "data
+ * dribble" of CVE-2019-9511). Go batches its updates to at least 4 KiB, nghttp2, the h2 crate and ambit to half a
+ * window; none sends less than this.
+ */
+const SMALL_WINDOW_UPDATE = 1024;
+
+/** Entries one SETTINGS frame may carry (nghttp2's limit too): each may cost a pass over every stream. */
+const MAX_SETTINGS_ENTRIES = 32;
+
+/**
+ * Header fields one block may carry. HBONE's CONNECT has fewer than ten (:method, :authority, baggage, forwarded,
+ * traceparent ...); Envoy's default cap is 100 as well. The 16 KiB list size alone would let 512 through.
+ */
+const MAX_HEADER_FIELDS = 100;
+
+/**
+ * CONTINUATION frames one header block may take (the 2024 "CONTINUATION flood": endless frames without
+ * END_HEADERS, zero-length ones included, which no byte count notices). A block is at most 16 KiB and a frame may
+ * carry 16 KiB, so an honest peer needs one; nghttp2 allows 8, this twice that.
+ */
+const MAX_CONTINUATIONS = 16;
+
+/**
+ * Time a header block split over frames may take. While it lasts no other frame may come on the connection, so a
+ * peer that stops halfway holds the connection and the block's bytes; an honest peer writes a block at once.
+ */
+const HEADER_BLOCK_TIMEOUT_MS = 10_000;
+
+/**
+ * Time data may wait on a window the peer keeps at zero (a slow-read attack, or a peer app that stopped reading):
+ * the stream is then reset (CANCEL), or the session closed (ENHANCE_YOUR_CALM) when the connection window is the
+ * closed one. Meanwhile the app socket is not read (stream.write returned false), so what waits is a read's worth
+ * per stream. Twice the peer timeout of ambit's HBONE sockets (30 s), so a live but slow peer is not cut short.
+ */
+const STALL_TIMEOUT_MS = 60_000;
+
+/** The answer to a request whose header list is over the limits (RFC 9113 section 10.5.1, RFC 6585). */
+const TOO_LARGE = encodeHeaders([[":status", "431"]]);
 
 /** Frames queued in one turn are written together once they reach this size. */
 const BATCH_BYTES = 64 * 1024;
@@ -65,6 +124,8 @@ interface HeaderBlock {
   endStream: boolean;
   chunks: Buffer[];
   size: number;
+  /** HEADERS and CONTINUATION frames so far. */
+  frames: number;
 }
 
 /**
@@ -95,6 +156,9 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #settingsSeen = false;
   #settingsTimer: NodeJS.Timeout | undefined;
   #block: HeaderBlock | undefined;
+  #blockTimer: NodeJS.Timeout | undefined;
+  readonly #blockTimeoutMs: number;
+  readonly #headerLimits: HeaderLimits;
   #out: Buffer[] = [];
   #outBytes = 0;
   #flushQueued = false;
@@ -103,9 +167,16 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #goawayReceived = false;
   #destroyed = false;
   #error: Error | undefined;
-  readonly #resetLimit: ResetLimit;
+  readonly #resetLimit: RateLimit;
   #resetTokens: number;
   #resetRefilledAt = performance.now();
+  readonly #frameBudget: RateLimit;
+  #frameTokens: number;
+  #frameRefilledAt = performance.now();
+  readonly #stallTimeoutMs: number;
+  #stallTimer: NodeJS.Timeout | undefined;
+  /** When data began waiting on a closed connection window (performance.now()), or -1. */
+  #connStalledSince = -1;
 
   /** A bare Duplex is wrapped in a SocketTransport. */
   constructor(transport: Transport | Duplex, opts: SessionOptions) {
@@ -114,13 +185,20 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     this.settings = { ...DEFAULT_LOCAL_SETTINGS, ...opts.settings };
     this.#transport = transport instanceof Duplex ? new SocketTransport(transport) : transport;
     this.lendsData = this.#transport.lendsReads;
-    this.#nextStreamId = opts.role === "client" ? 1 : 2;
+    const first = opts.firstStreamId ?? 1;
+    if (first < 1 || first % 2 !== 1 || first > MAX_WINDOW) throw new RangeError(`bad first stream id ${first}`);
+    this.#nextStreamId = opts.role === "client" ? first : 2;
     this.#prefaceLeft = opts.role === "server" ? PREFACE.length : 0;
     this.#reader = new FrameReader(this, this.settings.maxFrameSize);
     this.#hpack = new HpackDecoder();
     this.#connRecvWindow = DEFAULT_WINDOW;
     this.#resetLimit = opts.earlyResets ?? EARLY_RESETS;
     this.#resetTokens = this.#resetLimit.burst;
+    this.#frameBudget = opts.frameBudget ?? FRAME_BUDGET;
+    this.#frameTokens = this.#frameBudget.burst;
+    this.#blockTimeoutMs = opts.headerBlockTimeoutMs ?? HEADER_BLOCK_TIMEOUT_MS;
+    this.#stallTimeoutMs = opts.stallTimeoutMs ?? STALL_TIMEOUT_MS;
+    this.#headerLimits = { maxListSize: this.settings.maxHeaderListSize, maxFields: MAX_HEADER_FIELDS };
 
     if (opts.role === "client") this.#queue(PREFACE);
     this.#frame(FrameType.SETTINGS, 0, 0, encodeSettings(this.settings));
@@ -146,7 +224,10 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     return this.#streams.size;
   }
 
-  /** Client side: a new stream may be opened on this connection now. */
+  /**
+   * Client side: a new stream may be opened on this connection now. False for good once the stream ids are used up
+   * (the session then drains and closes by itself): a pool makes a new session.
+   */
   get canRequest(): boolean {
     return (
       !this.#destroyed &&
@@ -160,12 +241,17 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   /** Client side: open a stream with these request headers (check canRequest first). */
   request(headers: HeaderList): H2Stream {
     if (this.role !== "client") throw new Error("only a client session opens streams");
-    if (!this.canRequest) throw new H2Error(ErrorCode.REFUSED_STREAM, "session cannot take a new stream");
+    if (!this.canRequest) {
+      const why = this.#nextStreamId > MAX_WINDOW ? "its stream ids are used up" : "it is full or closing";
+      throw new H2Error(ErrorCode.REFUSED_STREAM, `session cannot take a new stream: ${why}`);
+    }
     const id = this.#nextStreamId;
     this.#nextStreamId += 2;
     const stream = new H2Stream(id, this, this.#peerWindow, this.settings.streamWindow);
     this.#streams.set(id, stream);
     this.sendHeaders(stream, headers, false);
+    // The last id went out: no stream can follow, so the session says so (GOAWAY) and ends with its last stream.
+    if (this.#nextStreamId > MAX_WINDOW) this.close();
     return stream;
   }
 
@@ -182,6 +268,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     this.#destroyed = true;
     this.#error ??= err;
     clearTimeout(this.#settingsTimer);
+    clearTimeout(this.#blockTimer);
+    clearTimeout(this.#stallTimer);
     this.#reader.stop();
     this.#flush();
     const code = err instanceof H2Error ? err.h2code : ErrorCode.CANCEL;
@@ -247,9 +335,11 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     while (stream.outboxBytes > 0) {
       const allowed = Math.min(stream.sendWindow, this.#connSendWindow, this.#peerMaxFrame);
       if (allowed <= 0 || this.#blocked) {
+        if (!this.#blocked) this.#stalled(stream);
         this.#waiting.add(stream);
         return;
       }
+      stream.stalledSince = -1;
       const head = stream.outbox[0] as Buffer;
       const n = Math.min(allowed, head.length);
       const piece = n === head.length ? head : head.subarray(0, n);
@@ -301,9 +391,10 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
 
   // FrameSink: what the frame reader hands us.
 
-  dataStart(streamId: number, _flags: number, length: number): void {
+  dataStart(streamId: number, flags: number, length: number): void {
     if (this.#block) throw protocolError("DATA inside a header block");
     if (streamId === 0) throw protocolError("DATA on stream 0");
+    if (length === 0 && !(flags & Flag.END_STREAM)) this.#charge("empty DATA frames");
     this.#connRecvWindow -= length;
     if (this.#connRecvWindow < 0) throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "peer overran the connection window");
     const stream = this.#streams.get(streamId);
@@ -354,18 +445,22 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
       case FrameType.PING:
         if (streamId !== 0) throw protocolError("PING on a stream");
         if (payload.length !== 8) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "PING must carry 8 bytes");
+        this.#charge("PING frames");
         if (!(flags & Flag.ACK)) this.#frame(FrameType.PING, Flag.ACK, 0, Buffer.from(payload));
         return;
       case FrameType.GOAWAY:
+        this.#charge("GOAWAY frames");
         this.#onGoaway(streamId, payload);
         return;
       case FrameType.PRIORITY:
         if (streamId === 0) throw protocolError("PRIORITY on stream 0");
+        this.#charge("PRIORITY frames");
         return;
       case FrameType.PUSH_PROMISE:
         throw protocolError("PUSH_PROMISE while push is disabled");
       default:
-      // Unknown frame types are ignored (RFC 9113 section 4.1).
+        // Unknown frame types are ignored (RFC 9113 section 4.1), but not for free.
+        this.#charge("frames of unknown types");
     }
   }
 
@@ -380,7 +475,16 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     }
     if (flags & Flag.PRIORITY) start += 5;
     if (start > end) throw protocolError("HEADERS padding or priority longer than the frame");
-    this.#block = { streamId, endStream: (flags & Flag.END_STREAM) !== 0, chunks: [], size: 0 };
+    this.#block = { streamId, endStream: (flags & Flag.END_STREAM) !== 0, chunks: [], size: 0, frames: 0 };
+    if (!(flags & Flag.END_HEADERS)) {
+      this.#blockTimer = setTimeout(
+        () =>
+          this.#fail(
+            new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block not finished within ${this.#blockTimeoutMs} ms`),
+          ),
+        this.#blockTimeoutMs,
+      );
+    }
     this.#addBlockFragment(flags, payload.subarray(start, end));
   }
 
@@ -392,27 +496,36 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #addBlockFragment(flags: number, fragment: Buffer): void {
     const block = this.#block as HeaderBlock;
     const more = !(flags & Flag.END_HEADERS);
+    if (++block.frames > 1 + MAX_CONTINUATIONS) {
+      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block in more than ${1 + MAX_CONTINUATIONS} frames`);
+    }
     // A fragment waiting for its CONTINUATION outlives this receive: copied, as the transport may reuse its buffer
     // (and a slice would pin a whole socket read). Blocks in one frame, nearly all of them, are decoded in place.
-    block.chunks.push(more ? Buffer.from(fragment) : fragment);
+    if (fragment.length > 0 || !more) block.chunks.push(more ? Buffer.from(fragment) : fragment);
     block.size += fragment.length;
+    // The encoded block is kept whole until it ends (the decoder works on whole blocks): past this bound it cannot
+    // be decoded, the HPACK state is lost, and so is the connection.
     if (block.size > this.settings.maxHeaderListSize) {
       throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block over ${this.settings.maxHeaderListSize} bytes`);
     }
     if (more) return;
     this.#block = undefined;
-    // Decoded even for streams about to be refused: the HPACK table must stay in step with the peer's.
+    clearTimeout(this.#blockTimer);
+    this.#blockTimer = undefined;
+    // Decoded even for streams about to be refused, and past the limits: the HPACK table must stay in step with
+    // the peer's. undefined: the decoded list is over the limits (its fields were dropped as they came).
     const headers = this.#hpack.decode(
       block.chunks.length === 1 ? (block.chunks[0] as Buffer) : Buffer.concat(block.chunks),
+      this.#headerLimits,
     );
     if (this.role === "server") this.#onRequest(block.streamId, headers, block.endStream);
     else this.#onResponse(block.streamId, headers, block.endStream);
   }
 
-  #onRequest(id: number, headers: HeaderList, endStream: boolean): void {
+  #onRequest(id: number, headers: HeaderList | undefined, endStream: boolean): void {
     const existing = this.#streams.get(id);
     if (existing) {
-      // Trailers: only allowed to end the request.
+      // Trailers: only allowed to end the request (their fields are not used, so their size does not matter).
       if (!endStream || existing.remoteEnded) {
         this.#streamError(existing, ErrorCode.PROTOCOL_ERROR);
         return;
@@ -423,11 +536,21 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     if (id % 2 === 0 || id <= this.#lastStreamId) throw protocolError(`stream ${id} cannot be opened by the client`);
     this.#lastStreamId = id;
     if (this.#goawaySent || this.#streams.size >= this.settings.maxConcurrentStreams) {
+      this.#charge("refused streams");
       this.#frame(FrameType.RST_STREAM, 0, id, u32(ErrorCode.REFUSED_STREAM));
+      return;
+    }
+    if (!headers) {
+      // 431, not REFUSED_STREAM (which invites a retry of the same request): a complete response, then RST_STREAM
+      // NO_ERROR so the peer sends nothing more on the stream (RFC 9113 section 8.1). No stream is kept for it.
+      this.#charge("oversized header lists");
+      this.#frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, id, TOO_LARGE);
+      this.#frame(FrameType.RST_STREAM, 0, id, u32(ErrorCode.NO_ERROR));
       return;
     }
     const malformed = checkHeaders(headers, "request");
     if (malformed) {
+      this.#charge("malformed requests");
       this.#frame(FrameType.RST_STREAM, 0, id, u32(ErrorCode.PROTOCOL_ERROR));
       return;
     }
@@ -437,7 +560,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     this.emit("stream", stream, headers);
   }
 
-  #onResponse(id: number, headers: HeaderList, endStream: boolean): void {
+  #onResponse(id: number, headers: HeaderList | undefined, endStream: boolean): void {
     const stream = this.#streams.get(id);
     if (!stream) {
       this.#checkKnown(id, "HEADERS");
@@ -449,6 +572,11 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
         return;
       }
       stream.receiveEnd();
+      return;
+    }
+    // A response over our limits is discarded (RFC 9113 section 10.5.1): the stream is cancelled.
+    if (!headers) {
+      this.#streamError(stream, ErrorCode.CANCEL);
       return;
     }
     if (checkHeaders(headers, "response")) {
@@ -463,11 +591,15 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
 
   #onSettings(flags: number, streamId: number, payload: Buffer): void {
     if (streamId !== 0) throw protocolError("SETTINGS on a stream");
+    this.#charge("SETTINGS frames");
     if (flags & Flag.ACK) {
       if (payload.length !== 0) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
       return;
     }
     if (payload.length % 6 !== 0) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6");
+    if (payload.length / 6 > MAX_SETTINGS_ENTRIES) {
+      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `SETTINGS with over ${MAX_SETTINGS_ENTRIES} entries`);
+    }
     for (let pos = 0; pos < payload.length; pos += 6) {
       const id = payload.readUInt16BE(pos);
       const value = payload.readUInt32BE(pos + 2);
@@ -494,16 +626,19 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #onWindowUpdate(streamId: number, payload: Buffer): void {
     if (payload.length !== 4) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE must carry 4 bytes");
     const increment = payload.readUInt32BE(0) & 0x7fffffff;
+    if (increment < SMALL_WINDOW_UPDATE) this.#charge("small WINDOW_UPDATEs");
     if (streamId === 0) {
       if (increment === 0) throw protocolError("WINDOW_UPDATE of 0");
       this.#connSendWindow += increment;
       if (this.#connSendWindow > MAX_WINDOW) throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "window over 2^31-1");
+      if (this.#connSendWindow > 0) this.#connStalledSince = -1;
       this.#resumeWaiting();
       return;
     }
     const stream = this.#streams.get(streamId);
     if (!stream) {
       this.#checkKnown(streamId, "WINDOW_UPDATE");
+      this.#charge("WINDOW_UPDATEs for closed streams");
       return;
     }
     if (increment === 0) {
@@ -524,6 +659,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     const stream = this.#streams.get(streamId);
     if (!stream) {
       this.#checkKnown(streamId, "RST_STREAM");
+      this.#charge("RST_STREAMs for closed streams");
       return;
     }
     if (this.role === "server" && !stream.headersDone) this.#chargeEarlyReset();
@@ -540,6 +676,57 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
       this.#error = new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset before they were answered");
       this.#goaway(ErrorCode.ENHANCE_YOUR_CALM, this.#error.message);
     }
+  }
+
+  /** One frame of FRAME_BUDGET's kinds: past the budget, a connection error (ENHANCE_YOUR_CALM). */
+  #charge(what: string): void {
+    const now = performance.now();
+    const { burst, perSecond } = this.#frameBudget;
+    this.#frameTokens = Math.min(burst, this.#frameTokens + ((now - this.#frameRefilledAt) / 1000) * perSecond);
+    this.#frameRefilledAt = now;
+    if (--this.#frameTokens < 0) {
+      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `flood of ${what} (over ${burst} at once, ${perSecond}/s)`);
+    }
+  }
+
+  /** `stream` has data and no window to send it in: the stall clocks start (or stop, for a window that is open). */
+  #stalled(stream: H2Stream): void {
+    const now = performance.now();
+    if (stream.sendWindow > 0) stream.stalledSince = -1;
+    else if (stream.stalledSince < 0) stream.stalledSince = now;
+    if (this.#connSendWindow > 0) this.#connStalledSince = -1;
+    else if (this.#connStalledSince < 0) this.#connStalledSince = now;
+    if ((stream.stalledSince >= 0 || this.#connStalledSince >= 0) && !this.#stallTimer) {
+      this.#stallTimer = setTimeout(() => this.#checkStalls(), this.#stallTimeoutMs);
+    }
+  }
+
+  /** Resets the streams, or closes the session, whose data waited stallTimeoutMs on a closed window. */
+  #checkStalls(): void {
+    this.#stallTimer = undefined;
+    if (this.#destroyed) return;
+    const now = performance.now();
+    const limit = this.#stallTimeoutMs;
+    // Timers fire whole milliseconds after they were set; the clocks read fractions.
+    const due = (since: number) => since >= 0 && now - since >= limit - 1;
+    const connStalled = this.#connStalledSince >= 0 && this.#connSendWindow <= 0 && this.#waiting.size > 0;
+    if (connStalled && due(this.#connStalledSince)) {
+      this.#fail(
+        new H2Error(
+          ErrorCode.ENHANCE_YOUR_CALM,
+          `peer kept the connection window closed for ${limit} ms with data waiting`,
+        ),
+      );
+      return;
+    }
+    let next = connStalled ? limit - (now - this.#connStalledSince) : Number.POSITIVE_INFINITY;
+    if (!connStalled) this.#connStalledSince = -1;
+    for (const stream of [...this.#waiting]) {
+      if (stream.stalledSince < 0 || stream.sendWindow > 0) continue;
+      if (due(stream.stalledSince)) this.#streamError(stream, ErrorCode.CANCEL);
+      else next = Math.min(next, limit - (now - stream.stalledSince));
+    }
+    if (next < Number.POSITIVE_INFINITY) this.#stallTimer = setTimeout(() => this.#checkStalls(), Math.max(1, next));
   }
 
   #onGoaway(streamId: number, payload: Buffer): void {

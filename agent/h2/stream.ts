@@ -61,6 +61,8 @@ export class H2Stream {
   wantsDrain = false;
   /** Response headers have been sent (server) or received (client). */
   headersDone = false;
+  /** Session side: since when (performance.now()) queued data has waited on a closed stream window, or -1. */
+  stalledSince = -1;
   #handlers: StreamHandlers | undefined;
   #held: Event[] = [];
   #unacked = 0;
