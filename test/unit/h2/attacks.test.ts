@@ -301,7 +301,12 @@ test.serial(
   async (t) => {
     const server = await echoServer(t);
     const open = headers(1, encodeHeaders(connect()).subarray(0, 3), 0);
-    const flood = Buffer.concat(Array.from({ length: 200_000 }, () => frame(FrameType.CONTINUATION, 0, 1)));
+    // 200,000 empty CONTINUATIONs on stream 1, written in place (no garbage to blur the heap figure).
+    const flood = Buffer.alloc(9 * 200_000);
+    for (let pos = 0; pos < flood.length; pos += 9) {
+      flood[pos + 3] = FrameType.CONTINUATION;
+      flood.writeUInt32BE(1, pos + 5);
+    }
     const before = heldHeap();
     const outcome = await attack(server, Buffer.concat([open, flood]), 3000);
     const grown = heldHeap() - before;
