@@ -62,8 +62,7 @@ export class HbonePool {
 
   /** Open a CONNECT stream to `ip:port` at the destination workload, over a pooled session. */
   async open(src: LocalWorkload, dst: Workload, ip: string, port: number, headers: HeaderList): Promise<H2Stream> {
-    const session = await this.#session(src, dst, ip);
-    return session.request([[":method", "CONNECT"], [":authority", formatAuthority(ip, port)], ...headers]);
+    return this.#request(src, dst, ip, [[":method", "CONNECT"], [":authority", formatAuthority(ip, port)], ...headers]);
   }
 
   /** Sessions currently pooled (for the admin server and tests). */
@@ -91,7 +90,12 @@ export class HbonePool {
     this.#live.clear();
   }
 
-  async #session(src: LocalWorkload, dst: Workload, ip: string): Promise<H2Session> {
+  /**
+   * The stream is opened in the same synchronous step as the check that the session can take it: two opens that
+   * both saw room for one more stream (the peer's MAX_CONCURRENT_STREAMS, or the last stream id) would otherwise both
+   * take it, and the second fail with REFUSED_STREAM instead of getting a new session.
+   */
+  async #request(src: LocalWorkload, dst: Workload, ip: string, request: HeaderList): Promise<H2Stream> {
     const context = this.#ctx.tlsContext(src.spiffe);
     if (!context) throw new ProxyError("no_identity", `${src.key} has no valid certificate`);
     const key = `${src.key}|${ip}|${dst.spiffe}`;
@@ -101,7 +105,7 @@ export class HbonePool {
       const pooled = await pending.catch(() => undefined);
       // Replaced while we waited: look again.
       if (this.#sessions.get(key) !== pending) continue;
-      if (pooled?.session.canRequest && pooled.context === context) return pooled.session;
+      if (pooled?.session.canRequest && pooled.context === context) return pooled.session.request(request);
       // A rotated certificate, or a session that takes no more streams, gets a fresh session; the old one drains
       // its streams and then closes.
       this.#sessions.delete(key);
@@ -114,7 +118,7 @@ export class HbonePool {
       if (this.#sessions.get(key) === created) this.#sessions.delete(key);
     };
     created.then(({ session }) => this.#expire(session, forget), forget);
-    return (await created).session;
+    return (await created).session.request(request);
   }
 
   /** A pooled session leaves the pool when it closes, when the peer sends GOAWAY, or once idle for poolIdleMs. */

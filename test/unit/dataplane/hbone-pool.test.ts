@@ -8,6 +8,7 @@ import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
+import type { LocalSettings } from "../../../agent/h2/settings.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
 import { ProxyError } from "../../../agent/proxy/errors.js";
@@ -65,7 +66,12 @@ interface HboneServer {
  * An HBONE server on loopback presenting `context`'s identity: "h2" answers every CONNECT with 200 and echoes;
  * "raw" reads whatever plaintext the client sends after the handshake and never answers (what a refused peer saw).
  */
-function hboneServer(reactor: Reactor, context: TlsContext, mode: "h2" | "raw" = "h2"): HboneServer {
+function hboneServer(
+  reactor: Reactor,
+  context: TlsContext,
+  mode: "h2" | "raw" = "h2",
+  settings: Partial<LocalSettings> = {},
+): HboneServer {
   const lfd = openListenerFd({ address: "127.0.0.1", port: 0 });
   const transports: TlsTransport[] = [];
   const outcomes: { promise: Promise<Connection>; resolve: (c: Connection) => void }[] = [];
@@ -111,7 +117,7 @@ function hboneServer(reactor: Reactor, context: TlsContext, mode: "h2" | "raw" =
           });
           return;
         }
-        const session = new H2Session(transport, { role: "server" });
+        const session = new H2Session(transport, { role: "server", settings });
         server.sessions.push(session);
         session.on("stream", (stream: H2Stream, headers: [string, string][]) => {
           server.authorities.push(headers.find(([n]) => n === ":authority")?.[1] ?? "");
@@ -216,7 +222,7 @@ interface World extends LeakChecked {
   /** The pool's TLS context per SPIFFE ID, read on every open: edit it to rotate or take a certificate away. */
   contexts: Map<string, TlsContext>;
   /** An HBONE server for this test; closed after it. */
-  server(w: Issued, mode?: "h2" | "raw"): HboneServer;
+  server(w: Issued, mode?: "h2" | "raw", settings?: Partial<LocalSettings>): HboneServer;
   /** Where the pool's dials go on loopback, whatever pod address they are for. */
   target: PodDial;
   /** Every dial the pool asked for, and the fd it got. */
@@ -243,8 +249,8 @@ function leakChecked(t: ExecutionContext, body: (w: World) => Promise<void>): Pr
         ...base,
         observer,
         contexts: new Map(),
-        server: (w, mode) => {
-          const s = hboneServer(base.reactor, base.context(w), mode);
+        server: (w, mode, settings) => {
+          const s = hboneServer(base.reactor, base.context(w), mode, settings);
           servers.push(s);
           return s;
         },
@@ -439,6 +445,30 @@ test.serial("a session leaves the pool once idle for poolIdleMs, never while it 
     t.is(await client(b).echo("y"), "y");
     t.is(await handshakes(db, 2), 2);
   }),
+);
+
+test.serial(
+  "two opens racing for a session's last stream: one takes it, the other gets a new session, none is refused",
+  (t) =>
+    leakChecked(t, async (w) => {
+      const db = w.server(w.db, "h2", { maxConcurrentStreams: 2 });
+      w.target.port = db.port;
+      w.contexts.set(CART, w.context(w.cart));
+      const pool = w.pool();
+      const a = await within(pool.open(web1, db1, "10.0.1.1", 8080, []), 5000, "first open");
+      // Answered: the server's SETTINGS (two streams at most) came before.
+      t.is(await client(a).status, "200");
+      const [b, c] = await within(
+        Promise.all([pool.open(web1, db1, "10.0.1.1", 8081, []), pool.open(web1, db1, "10.0.1.1", 8082, [])]),
+        5000,
+        "two opens at once",
+      );
+      t.is(sessionOf(b), sessionOf(a), "the second stream of the first session");
+      t.not(sessionOf(c), sessionOf(a), "a new session for the third");
+      t.is(await client(b).status, "200");
+      t.is(await client(c).status, "200");
+      t.is(await handshakes(db, 2), 2);
+    }),
 );
 
 test.serial("a peer's GOAWAY or close takes the session out of the pool", (t) =>
