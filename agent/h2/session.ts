@@ -71,8 +71,8 @@ const EARLY_RESETS: RateLimit = { burst: 1000, perSecond: 100 };
  * frame type) and move no stream forward. Past the budget the session sends GOAWAY with ENHANCE_YOUR_CALM and
  * closes. An honest peer sends two SETTINGS per connection, keepalive PINGs seconds apart, and at most ~10 PINGs
  * a second for window tuning (hyper's BDP pings back off from 100 ms); ambit's own client sends none of the rest.
- * The budget is ten times that, sustained, and a burst of 1000 for a connection's start: a flood of 50,000 PINGs
- * (425 KiB) ends at the 1000th, where it used to be answered in full.
+ * The budget is ten times that, sustained, and a burst of 1000 for a connection's start: a PING flood, however
+ * long, is answered 1000 times (17 KiB of replies) and then closed, where every PING used to be answered.
  */
 const FRAME_BUDGET: RateLimit = { burst: 1000, perSecond: 100 };
 

@@ -372,7 +372,7 @@ for (const [kind, wire] of floods) {
   });
 }
 
-test("what an honest peer sends stays within the budget: 500 PINGs at once, PINGs over a transfer", async (t) => {
+test("what an honest peer sends stays within the budget: 500 PINGs at once; an 8 MiB echo between ambit sessions", async (t) => {
   const server = await echoServer(t);
   const { frames } = await attack(server, many(500, frame(FrameType.PING, 0, 0, Buffer.alloc(8))), 500);
   t.is(goawayOf(frames), -1);
