@@ -5,12 +5,18 @@ export function formatAuthority(ip: string, port: number): string {
   return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
+/**
+ * The inverse of formatAuthority: brackets for IPv6 and only IPv6 (RFC 3986 IP-literal), and no zone (`%eth0` names
+ * an interface of the receiving node; no pod's address has one, convert-common.ts refuses them). A bracketed IPv4
+ * address used to be taken as the address, and a zone refused only later as another pod's destination (403).
+ */
 export function parseAuthority(authority: string | undefined): { ip: string; port: number } | undefined {
   if (!authority) return undefined;
-  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(authority) ?? /^([^:[\]]+):(\d{1,5})$/.exec(authority);
+  const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(authority);
+  const m = bracketed ?? /^([^:[\]]+):(\d{1,5})$/.exec(authority);
   if (!m?.[1] || !m[2]) return undefined;
   const port = Number(m[2]);
-  if (!isIP(m[1]) || port < 1 || port > 65535) return undefined;
+  if (isIP(m[1]) !== (bracketed ? 6 : 4) || m[1].includes("%") || port < 1 || port > 65535) return undefined;
   return { ip: m[1], port };
 }
 
