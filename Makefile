@@ -6,7 +6,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nftables libnftables1 iproute2 procps openssl tcpdump prometheus iperf3 wrk nginx-light libnginx-mod-stream
 NODE_BIN := node_modules/.bin
 
-.PHONY: setup build lint fmt test test-unit demo bench clean
+.PHONY: setup build lint fmt test test-unit demo bench fuzz clean
 
 setup: node_modules/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -44,6 +44,13 @@ demo: setup build
 
 bench: setup build
 	@node dist/test/bench/run.js $(BENCH)
+
+# Coverage-guided fuzzing of the parsers (test/fuzz/fuzz.ts; minutes, not in CI). FUZZ picks targets (h2-session
+# hpack authority csr; all by default), FUZZ_SECONDS the time per target. Findings land in test/fuzz/corpus/, which
+# `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz: setup build
+	@node dist/test/fuzz/fuzz.js $(FUZZ) --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf dist
