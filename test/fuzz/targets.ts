@@ -217,9 +217,23 @@ const authority: FuzzTarget = {
     ["10.0.0.1:80", "[fd00::1]:8080", "[::ffff:10.0.0.1]:1", "k8s.namespace.name=a,k8s.workload.name=b;p=1"].map((s) =>
       Buffer.from(s),
     ),
-  dictionary: ["[", "]:", ":", "%", "%25", "::ffff:", "65535", "0", ",", ";", "=", "__proto__", "%E0%A4%A"].map((s) =>
-    Buffer.from(s),
-  ),
+  dictionary: [
+    "[",
+    "]:",
+    ":",
+    "%",
+    "%25",
+    "::ffff:",
+    "65535",
+    "0",
+    ",",
+    ";",
+    "=",
+    " ",
+    "\t",
+    "__proto__",
+    "%E0%A4%A",
+  ].map((s) => Buffer.from(s)),
 };
 
 const URI = "spiffe://cluster.local/ns/default/sa/default";

@@ -73,7 +73,7 @@ const memberArb = fc.oneof(
   fc
     .tuple(
       fc.oneof(
-        fc.constantFrom("__proto__", "constructor", "k8s.workload.name", " k ", ""),
+        fc.constantFrom("__proto__", "constructor", "k8s.workload.name", " k ", "", " "),
         fc.string({ maxLength: 8 }),
       ),
       fc.oneof(
