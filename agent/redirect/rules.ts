@@ -114,14 +114,22 @@ function validPorts(ports: number[] | undefined, what: string): number[] {
   return [...new Set(ports ?? [])].sort((a, b) => a - b);
 }
 
+/** nftables reads a mark as a 32-bit unsigned integer; anything else would be refused only when the batch is run. */
+function validMark(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new RedirectPlanError(`${what}: not a 32-bit unsigned integer: ${value}`);
+  }
+  return value;
+}
+
 /**
  * The whole table for one pod as one batch. It starts by creating and deleting the table, so applying it replaces
  * whatever an earlier agent left (re-enrollment after a restart) in the same atomic transaction: there is never a
  * moment with no rules (traffic would bypass the proxy) or with two copies.
  */
 export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
-  const mark = plan.mark ?? PROXY_MARK;
-  const mask = plan.markMask ?? PROXY_MARK_MASK;
+  const mark = validMark(plan.mark ?? PROXY_MARK, "mark");
+  const mask = validMark(plan.markMask ?? PROXY_MARK_MASK, "markMask");
   const outExcluded = validPorts(plan.excludeOutboundPorts, "excludeOutboundPorts");
   const inExcluded = validPorts(plan.excludeInboundPorts, "excludeInboundPorts");
 

@@ -69,13 +69,8 @@ testProp(
   },
 );
 
-/**
- * Known gap, reported: mark and markMask are not checked, so a plan with a mark that is not a 32-bit unsigned
- * integer builds a document nft rejects at apply time ("rules_rejected") instead of failing as an invalid plan.
- * `failing` keeps the property in the suite; ava reports it once rules.ts validates the marks, and then it loses
- * the modifier.
- */
-testProp.failing(
+/** A mark that is not a 32-bit unsigned integer would be refused by nft only at apply time ("rules_rejected"). */
+testProp(
   "any plan's marks are 32-bit unsigned integers, or the plan is a RedirectPlanError",
   [fc.record({ mark: fc.oneof(u32, fc.integer(), fc.double()), markMask: fc.oneof(u32, fc.integer(), fc.double()) })],
   (t, plan) => {
