@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { access, link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { access, chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log.js";
 import { silentLogger } from "../log.js";
@@ -51,6 +52,11 @@ async function exists(path: string): Promise<boolean> {
  * link(), which fails if the name exists, so exactly one generated root wins; the others drop theirs and load the
  * winner's once its certificate appears. Both files are written under unique temporary names first, so a crash
  * never leaves a half-written key.
+ *
+ * The directory must be this user's alone: whoever can write to it can plant a root of their choosing before the
+ * first start (a predictable path under /tmp) or swap it later, and every peer would trust it. One writable by
+ * anyone else, or owned by another user, is refused; one merely readable by others is made 0700, and a key file
+ * readable by others (copied in by hand) is made 0600, each with a warning.
  */
 export async function loadOrCreateCa(
   dir: string,
@@ -58,6 +64,7 @@ export async function loadOrCreateCa(
 ): Promise<MeshCa> {
   const log = options.logger ?? silentLogger;
   const files = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
+  await privateDirectory(dir, log);
   if (!(await exists(files.keyFile))) {
     const material = await MeshCa.generateRoot(options.trustDomain);
     if (await publish(dir, files, material)) {
@@ -71,6 +78,7 @@ export async function loadOrCreateCa(
     if (waited >= CERT_WAIT_MS) throw new IdentityError("ca_files", `${dir} holds ca.key but no ca.crt`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  await privateKeyFile(files.keyFile, log);
   const ca = await loadCaFromFiles(files, options);
   log.info({ dir }, "mesh CA loaded from disk");
   return ca;
@@ -78,13 +86,67 @@ export async function loadOrCreateCa(
 
 const CERT_WAIT_MS = 5000;
 
+const octal = (mode: number) => `0${(mode & 0o777).toString(8)}`;
+
+function ownedByUs(st: Stats, path: string): void {
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new IdentityError("ca_files", `${path} belongs to uid ${st.uid}, not to this process (uid ${uid})`);
+  }
+}
+
+/** Creates `dir` 0700, or checks an existing one (see loadOrCreateCa). */
+async function privateDirectory(dir: string, log: Logger): Promise<void> {
+  let st: Stats;
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    st = await stat(dir);
+  } catch (cause) {
+    throw new IdentityError("ca_files", `cannot create the CA directory ${dir}`, { cause });
+  }
+  if (!st.isDirectory()) throw new IdentityError("ca_files", `${dir} is not a directory`);
+  ownedByUs(st, dir);
+  if (st.mode & 0o022) {
+    throw new IdentityError(
+      "ca_files",
+      `the CA directory ${dir} is writable by others (mode ${octal(st.mode)}): anyone who can write there can replace the root`,
+    );
+  }
+  if (st.mode & 0o077) {
+    await tighten(dir, 0o700);
+    log.warn({ dir, was: octal(st.mode) }, "the CA directory was readable by other users; made it 0700");
+  }
+}
+
+/** An existing ca.key: ours, and readable by us alone. */
+async function privateKeyFile(path: string, log: Logger): Promise<void> {
+  let st: Stats;
+  try {
+    st = await stat(path);
+  } catch (cause) {
+    throw new IdentityError("ca_files", `cannot read CA key ${path}`, { cause });
+  }
+  ownedByUs(st, path);
+  if (st.mode & 0o077) {
+    await tighten(path, 0o600);
+    log.warn({ file: path, was: octal(st.mode) }, "the CA key was readable by other users; made it 0600");
+  }
+}
+
+async function tighten(path: string, mode: number): Promise<void> {
+  try {
+    await chmod(path, mode);
+  } catch (cause) {
+    throw new IdentityError("ca_files", `cannot make ${path} mode ${octal(mode)}`, { cause });
+  }
+}
+
 /** True if this process's root became the directory's; false if another process's key got there first. */
 async function publish(dir: string, files: CaFiles, material: CaMaterial): Promise<boolean> {
   const tmp = (file: string) => `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   const keyTmp = tmp(files.keyFile);
   const certTmp = tmp(files.certFile);
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     if (await exists(files.keyFile)) return false;
     if (await exists(files.certFile)) {
       throw new IdentityError("ca_files", `${dir} holds ca.crt but no ca.key`);
