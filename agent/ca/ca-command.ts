@@ -6,9 +6,9 @@ import { objectKey } from "../kube/records.js";
 import { createLogger } from "../log.js";
 import { ConfigError, parseHostPort } from "../node/config.js";
 import { SOURCE_FLAGS, sourceConfig } from "../node/source-flags.js";
-import { DEFAULT_ADDRESS_RATE_LIMIT } from "./address-rate-limit.js";
 import { startCaServer } from "./ca-server.js";
 import { KubeTokenReviewer } from "./kube-token-reviewer.js";
+import { DEFAULT_ADDRESS_RATE_LIMIT, DEFAULT_NODE_RATE_LIMIT } from "./rate-limit.js";
 import { CachingTokenReviewer } from "./review-cache.js";
 import { FileTokenReviewer, type TokenReviewer } from "./token-reviewer.js";
 
@@ -24,7 +24,8 @@ function positive(value: unknown, flag: string, integer = false): number {
  * `ambit ca`: the mesh CA as its own HTTPS server. Root from --ca-cert/--ca-key (a Secret) or --ca-dir (created on
  * first start); callers authenticated by --token-file (local) or Kubernetes TokenReview (--kube-allowed-user); pods
  * from the API server's watch (--kube, --kubeconfig) or local manifests (--manifests).
- * TokenReviews are cached and bounded (review-cache.ts) and charged per source address (--review-rate/-burst).
+ * TokenReviews are cached and bounded (review-cache.ts) and charged per source address (--review-rate/-burst);
+ * certificate requests are charged per authenticated node (--sign-rate/-burst).
  */
 export async function caCommand(argv: string[]): Promise<void> {
   const env = process.env;
@@ -44,7 +45,7 @@ export async function caCommand(argv: string[]): Promise<void> {
       "serving-name": { type: "string", multiple: true, default: [] },
       "serving-ip": { type: "string", multiple: true, default: [] },
       "cert-lifetime": { type: "string", default: env.AMBIT_CERT_LIFETIME ?? String(24 * 3600) },
-      // Per source address; behind SNAT many agents share one address and may need more (see address-rate-limit.ts).
+      // Per source address; behind SNAT many agents share one address and may need more (see rate-limit.ts).
       "review-rate": {
         type: "string",
         default: env.AMBIT_CA_REVIEW_RATE ?? String(DEFAULT_ADDRESS_RATE_LIMIT.ratePerSec),
@@ -53,6 +54,9 @@ export async function caCommand(argv: string[]): Promise<void> {
         type: "string",
         default: env.AMBIT_CA_REVIEW_BURST ?? String(DEFAULT_ADDRESS_RATE_LIMIT.burst),
       },
+      // Per node: a node with more identities than the burst needs more to sign them all at once (see rate-limit.ts).
+      "sign-rate": { type: "string", default: env.AMBIT_CA_SIGN_RATE ?? String(DEFAULT_NODE_RATE_LIMIT.ratePerSec) },
+      "sign-burst": { type: "string", default: env.AMBIT_CA_SIGN_BURST ?? String(DEFAULT_NODE_RATE_LIMIT.burst) },
       "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
     },
   });
@@ -64,6 +68,10 @@ export async function caCommand(argv: string[]): Promise<void> {
   const rateLimit = {
     ratePerSec: positive(values["review-rate"], "review-rate"),
     burst: positive(values["review-burst"], "review-burst", true),
+  };
+  const nodeRateLimit = {
+    ratePerSec: positive(values["sign-rate"], "sign-rate"),
+    burst: positive(values["sign-burst"], "sign-burst", true),
   };
   const ca =
     values["ca-cert"] && values["ca-key"]
@@ -97,6 +105,7 @@ export async function caCommand(argv: string[]): Promise<void> {
     ca,
     reviewer,
     rateLimit,
+    nodeRateLimit,
     lookupPod: (namespace, name) => cluster.current().pods.get(objectKey({ namespace, name })),
     host,
     port,

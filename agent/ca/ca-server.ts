@@ -3,15 +3,15 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { AmbitError } from "../errors.js";
 import type { MeshCa } from "../identity/ca.js";
-import { IdentityError } from "../identity/errors.js";
+import { CsrError, IdentityError } from "../identity/errors.js";
 import { BodyTooLargeError, readBody, sendJson } from "../identity/https-json.js";
 import { generateRsaKeyPair } from "../identity/keys.js";
 import { refreshDelayMs } from "../identity/refresh-policy.js";
 import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import type { PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
-import { AddressRateLimiter, type AddressRateLimitOptions, RateLimitedError } from "./address-rate-limit.js";
 import { authorizeSign } from "./authorize.js";
+import { KeyedRateLimiter, RateLimitedError, type RateLimitOptions } from "./rate-limit.js";
 import type { TokenReviewer } from "./token-reviewer.js";
 
 export type PodLookup = (namespace: string, name: string) => PodRecord | undefined;
@@ -21,7 +21,9 @@ export interface CaServerOptions {
   /** In cluster mode a CachingTokenReviewer (review-cache.ts) around the KubeTokenReviewer. */
   reviewer: TokenReviewer;
   /** Per source address, for token reviews that reach the API server (DEFAULT_ADDRESS_RATE_LIMIT). */
-  rateLimit?: AddressRateLimitOptions;
+  rateLimit?: RateLimitOptions;
+  /** Per authenticated node, for certificate requests (DEFAULT_NODE_RATE_LIMIT). */
+  nodeRateLimit?: RateLimitOptions;
   lookupPod: PodLookup;
   host?: string;
   /** 0 picks a free port (tests). */
@@ -38,14 +40,16 @@ export interface CaServer {
 }
 
 interface RefusalDetails {
-  /** Refines a 403 in the log line. */
+  /** A stable refinement of the code, answered and logged (which check refused, which limit). */
   reason?: string;
+  /** Logged only: what the caller is not told. */
+  detail?: string;
   headers?: Record<string, string>;
   /** Logged at debug level: one of many alike, already reported once. */
   quiet?: boolean;
 }
 
-/** An error answer: `code` is stable (metrics, clients), `message` is for people. */
+/** An error answer: `code` and `reason` are stable (metrics, clients), `message` is for people. */
 class Refusal extends AmbitError {
   constructor(
     readonly status: number,
@@ -84,16 +88,30 @@ function bearerToken(req: IncomingMessage): string | undefined {
   return m?.[1];
 }
 
+/** 429 with Retry-After, the limit's scope as the reason; warned once per episode, not once per request of a flood. */
+function rateLimited(err: RateLimitedError): Refusal {
+  return new Refusal(429, err.code, err.message, {
+    reason: err.scope,
+    headers: { "retry-after": String(err.retryAfterSec) },
+    quiet: !err.first,
+  });
+}
+
 /**
  * `ambit ca`: signs workload CSRs for authenticated node agents, over HTTPS with a serving certificate from the
  * same CA (renewed at half life). POST /v1/sign {csr, identity:{namespace, serviceAccount}, pod:{namespace, name}}
  * -> {certChain, trustBundle, expiresAt}; GET /v1/bundle -> {trustBundle}. Token reviews that reach the reviewer's
- * backend are charged to the caller's source address: 429 rate_limited with Retry-After beyond its allowance.
+ * backend are charged to the caller's source address, certificate requests to the authenticated node: 429
+ * rate_limited with Retry-After beyond either allowance (reason source_address or node). Every refusal answers
+ * {code, reason?, message}: 401 (missing_token, invalid_token), 403 (pod_not_found, other_node,
+ * identity_mismatch), 413, 429, 400 (bad_csr with the CsrRefusal, bad_request, bad_san, csr_signature,
+ * csr_mismatch).
  */
 export async function startCaServer(options: CaServerOptions): Promise<CaServer> {
   const { ca, reviewer, lookupPod } = options;
   const log = options.logger ?? silentLogger;
-  const limiter = new AddressRateLimiter(options.rateLimit);
+  const addressLimiter = new KeyedRateLimiter("source_address", options.rateLimit);
+  const nodeLimiter = new KeyedRateLimiter("node", options.nodeRateLimit);
   const names = options.servingNames ?? { dnsNames: ["localhost"], ips: ["127.0.0.1"] };
 
   async function servingCredentials() {
@@ -104,25 +122,19 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
 
   async function sign(req: IncomingMessage, res: ServerResponse, ctx: Record<string, unknown>): Promise<void> {
     const token = bearerToken(req);
-    if (!token) throw new Refusal(401, "unauthenticated", "missing bearer token");
+    if (!token) throw new Refusal(401, "unauthenticated", "missing bearer token", { reason: "missing_token" });
     const address = req.socket.remoteAddress ?? "unknown";
     let caller: Awaited<ReturnType<TokenReviewer["review"]>>;
     try {
       // Only a review that will reach the API server is charged to the source address: an agent whose token is
       // cached (or being reviewed already) is never throttled, however many pods it signs for at start-up, while
       // an address trying unknown tokens gets its burst and then the rate (DEFAULT_ADDRESS_RATE_LIMIT).
-      caller = await reviewer.review(token, () => limiter.take(address));
+      caller = await reviewer.review(token, () => addressLimiter.take(address));
     } catch (err) {
-      if (err instanceof RateLimitedError) {
-        // Warned once per episode: a flood must not turn into a flood of log lines.
-        throw new Refusal(429, err.code, err.message, {
-          headers: { "retry-after": String(err.retryAfterSec) },
-          quiet: !err.first,
-        });
-      }
+      if (err instanceof RateLimitedError) throw rateLimited(err);
       if (err instanceof IdentityError && err.code === "token_review_busy") {
         throw new Refusal(503, err.code, "too many token reviews pending, retry shortly", {
-          reason: err.message,
+          detail: err.message,
           headers: { "retry-after": "1" },
         });
       }
@@ -130,8 +142,17 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       log.error({ ...ctx, err }, "token review failed; refusing the request, the agent will retry");
       throw new Refusal(503, code, "cannot review the token right now");
     }
-    if (!caller) throw new Refusal(401, "unauthenticated", "token is not valid for the CA");
+    if (!caller) {
+      throw new Refusal(401, "unauthenticated", "token is not valid for the CA", { reason: "invalid_token" });
+    }
     ctx.node = caller.nodeName;
+    // Charged before the body is even read: every request past authentication may cost a signature.
+    try {
+      nodeLimiter.take(caller.nodeName);
+    } catch (err) {
+      if (err instanceof RateLimitedError) throw rateLimited(err);
+      throw err;
+    }
 
     let body: unknown;
     try {
@@ -165,6 +186,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
     try {
       issued = ca.signCsr(body.csr, identity);
     } catch (err) {
+      if (err instanceof CsrError) throw new Refusal(400, err.code, err.message, { reason: err.reason });
       if (err instanceof IdentityError && CSR_CODES.has(err.code)) throw new Refusal(400, err.code, err.message);
       throw err;
     }
@@ -187,10 +209,12 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       throw new Refusal(path === "/v1/sign" || path === "/v1/bundle" ? 405 : 404, "not_found", "no such endpoint");
     } catch (err) {
       if (err instanceof Refusal) {
-        const line = { ...ctx, status: err.status, code: err.code, reason: err.details.reason ?? err.message };
+        const { reason, detail } = err.details;
+        const line = { ...ctx, status: err.status, code: err.code, reason, message: err.message, detail };
         if (err.details.quiet) log.debug(line, "CA request refused");
         else log.warn(line, "CA request refused");
-        if (!res.headersSent) sendJson(res, err.status, { code: err.code, message: err.message }, err.details.headers);
+        const body = { code: err.code, ...(reason ? { reason } : {}), message: err.message };
+        if (!res.headersSent) sendJson(res, err.status, body, err.details.headers);
         return;
       }
       log.error({ ...ctx, err }, "CA request failed");

@@ -1,6 +1,8 @@
 import { createPublicKey, verify } from "node:crypto";
 import forge from "node-forge";
 
+const DER_INTEGER = 0x02;
+const DER_OID = 0x06;
 const DER_SEQUENCE = 0x30;
 
 /**
@@ -32,6 +34,21 @@ export function certificationRequestInfoBytes(der: Buffer): Buffer {
   if (outer.end !== der.length) throw new Error("bytes follow the CSR's outer SEQUENCE");
   const info = element(der, outer.content, DER_SEQUENCE);
   return der.subarray(outer.content, info.end);
+}
+
+/**
+ * The algorithm of the CSR's public key (its subjectPublicKeyInfo's OID, dotted), read from the DER as received:
+ * forge can only parse a request whose key is RSA, so the key type is told apart from malformed input here.
+ */
+export function publicKeyAlgorithm(der: Buffer): string {
+  const outer = element(der, 0, DER_SEQUENCE);
+  const info = element(der, outer.content, DER_SEQUENCE);
+  const version = element(der, info.content, DER_INTEGER);
+  const subject = element(der, version.end, DER_SEQUENCE);
+  const spki = element(der, subject.end, DER_SEQUENCE);
+  const algorithm = element(der, spki.content, DER_SEQUENCE);
+  const oid = element(der, algorithm.content, DER_OID);
+  return forge.asn1.derToOid(forge.util.createBuffer(der.subarray(oid.content, oid.end).toString("binary")));
 }
 
 /**

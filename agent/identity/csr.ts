@@ -1,6 +1,6 @@
 import forge from "node-forge";
-import { certificationRequestInfoBytes, rsaSignatureValid } from "./csr-signature.js";
-import { IdentityError } from "./errors.js";
+import { certificationRequestInfoBytes, publicKeyAlgorithm, rsaSignatureValid } from "./csr-signature.js";
+import { CsrError, IdentityError } from "./errors.js";
 import { forgePublicKey, type KeyPair, nativeSigner } from "./keys.js";
 
 const SAN_URI = 6;
@@ -16,6 +16,15 @@ const MAX_CSR_PEM = 16 * 1024;
 const RSA_MIN_BITS = 2048;
 const RSA_MAX_BITS = 4096;
 const RSA_EXPONENT = 65537;
+const RSA_ENCRYPTION = forge.pki.oids.rsaEncryption as string;
+// Names for the refusal message; any other algorithm is named by its OID.
+const KEY_ALGORITHMS = new Map([
+  ["1.2.840.10045.2.1", "EC"],
+  ["1.3.101.112", "Ed25519"],
+  ["1.3.101.113", "Ed448"],
+  ["1.2.840.113549.1.1.10", "RSASSA-PSS"],
+  ["1.2.840.10040.4.1", "DSA"],
+]);
 const SIGNATURE_HASHES = new Map<string, "sha256" | "sha384" | "sha512">(
   (["sha256", "sha384", "sha512"] as const).map((h) => [forge.pki.oids[`${h}WithRSAEncryption`] as string, h]),
 );
@@ -38,13 +47,13 @@ export function createCsrPem(keys: KeyPair, spiffeUri: string): string {
 function checkKeyPolicy(key: forge.pki.rsa.PublicKey): void {
   const bits = key.n.bitLength();
   if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
-    throw new IdentityError("bad_csr", `CSR key is ${bits}-bit RSA; ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits required`);
+    throw new CsrError("key_size", `CSR key is ${bits}-bit RSA; ${RSA_MIN_BITS} to ${RSA_MAX_BITS} bits required`);
   }
   const eBits = key.e.bitLength();
   const e = eBits <= 32 ? Number.parseInt(key.e.toString(16), 16) : undefined;
   if (e !== RSA_EXPONENT) {
     const got = e === undefined ? `a ${eBits}-bit exponent` : `exponent ${e}`;
-    throw new IdentityError("bad_csr", `CSR key has RSA public ${got}; only ${RSA_EXPONENT} is accepted`);
+    throw new CsrError("key_exponent", `CSR key has RSA public ${got}; only ${RSA_EXPONENT} is accepted`);
   }
 }
 
@@ -58,24 +67,35 @@ interface ParsedAttribute {
  * the public key to certify. The CSR's extensions are only compared, never copied: the CA builds the certificate.
  */
 export function inspectCsr(csrPem: unknown, expectedUri: string): forge.pki.PublicKey {
-  if (typeof csrPem !== "string" || csrPem.length > MAX_CSR_PEM) {
-    throw new IdentityError("bad_csr", "CSR must be a PEM string of at most 16 KiB");
+  if (typeof csrPem !== "string") throw new CsrError("malformed", "CSR must be a PEM string");
+  if (csrPem.length > MAX_CSR_PEM) throw new CsrError("too_large", "CSR must be at most 16 KiB of PEM");
+  const malformed = (cause: unknown) => new CsrError("malformed", "CSR is not a PEM PKCS#10 request", { cause });
+  let der: Buffer;
+  let algorithm: string;
+  try {
+    const pem = forge.pem.decode(csrPem)[0];
+    if (pem?.type !== "CERTIFICATE REQUEST") throw new Error(`PEM block is ${pem?.type ?? "missing"}`);
+    der = Buffer.from(pem.body, "binary");
+    algorithm = publicKeyAlgorithm(der);
+  } catch (cause) {
+    throw malformed(cause);
+  }
+  if (algorithm !== RSA_ENCRYPTION) {
+    const name = KEY_ALGORITHMS.get(algorithm) ?? `algorithm ${algorithm}`;
+    throw new CsrError("key_type", `CSR key is ${name}; only RSA is accepted`);
   }
   let csr: forge.pki.CertificateSigningRequest;
   let signed: Buffer;
   try {
     // The same DER feeds the parser and the signature check, so what is verified is what is read.
-    const pem = forge.pem.decode(csrPem)[0];
-    if (pem?.type !== "CERTIFICATE REQUEST") throw new Error(`PEM block is ${pem?.type ?? "missing"}`);
-    const der = Buffer.from(pem.body, "binary");
-    csr = forge.pki.certificationRequestFromAsn1(forge.asn1.fromDer(pem.body, true));
+    csr = forge.pki.certificationRequestFromAsn1(forge.asn1.fromDer(der.toString("binary"), true));
     signed = certificationRequestInfoBytes(der);
   } catch (cause) {
-    throw new IdentityError("bad_csr", "CSR is not a PEM PKCS#10 request with an RSA key", { cause });
+    throw malformed(cause);
   }
   const hash = SIGNATURE_HASHES.get(csr.signatureOid ?? "");
   if (!csr.publicKey || !hash) {
-    throw new IdentityError("bad_csr", `CSR signature algorithm ${csr.signatureOid} is not RSA with SHA-2`);
+    throw new CsrError("signature_algorithm", `CSR signature algorithm ${csr.signatureOid} is not RSA with SHA-2`);
   }
   const publicKey = csr.publicKey as forge.pki.rsa.PublicKey;
   checkKeyPolicy(publicKey);

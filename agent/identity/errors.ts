@@ -30,6 +30,25 @@ export class IdentityError extends AmbitError {
   }
 }
 
+/** Why a CSR is bad_csr: stable, finer than the code; the CA answers it as `reason`. */
+export type CsrRefusal =
+  | "malformed" // not a PEM PKCS#10 request that parses
+  | "too_large" // over the CA's size limit, not parsed at all
+  | "key_type" // a key other than RSA (EC, Ed25519, DSA, RSASSA-PSS, an unknown algorithm)
+  | "key_size" // an RSA modulus outside 2048..4096 bits
+  | "key_exponent" // an RSA public exponent other than 65537
+  | "signature_algorithm"; // signed with anything but RSA PKCS#1 v1.5 and SHA-256/384/512
+
+/** A CSR the CA will not look at further (code bad_csr), with the reason. */
+export class CsrError extends IdentityError {
+  readonly reason: CsrRefusal;
+
+  constructor(reason: CsrRefusal, message: string, options?: { cause?: unknown }) {
+    super("bad_csr", message, options);
+    this.reason = reason;
+  }
+}
+
 /**
  * A refusal or failure reported by a remote CA; `status` is the HTTP status (0 when no response arrived), and
  * `retryAfterMs` what its Retry-After header asked for, if anything.

@@ -4,9 +4,9 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import test from "ava";
 import pino from "pino";
-import type { AddressRateLimitOptions } from "../../../agent/ca/address-rate-limit.js";
 import { startCaServer } from "../../../agent/ca/ca-server.js";
 import { KubeTokenReviewer } from "../../../agent/ca/kube-token-reviewer.js";
+import type { RateLimitOptions } from "../../../agent/ca/rate-limit.js";
 import { CachingTokenReviewer, type ReviewCacheOptions } from "../../../agent/ca/review-cache.js";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
@@ -23,7 +23,7 @@ const pod = podRecord({ name: "cart-1", serviceAccount: "cart", nodeName: "node-
 /** The CA as `ambit ca` runs it in a cluster: a cached, bounded Kubernetes reviewer against the stand-in API server. */
 async function setup(
   t: import("ava").ExecutionContext,
-  opts: { rateLimit?: AddressRateLimitOptions; cache?: ReviewCacheOptions } = {},
+  opts: { rateLimit?: RateLimitOptions; cache?: ReviewCacheOptions } = {},
 ) {
   const api = await fakeApiServer(t);
   const ca = await newCa(3600);

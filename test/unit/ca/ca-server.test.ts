@@ -8,6 +8,7 @@ import test from "ava";
 import forge from "node-forge";
 import pino from "pino";
 import { startCaServer } from "../../../agent/ca/ca-server.js";
+import type { RateLimitOptions } from "../../../agent/ca/rate-limit.js";
 import { FileTokenReviewer } from "../../../agent/ca/token-reviewer.js";
 import { RemoteCertificateSource } from "../../../agent/identity/ca-client.js";
 import { CertManager } from "../../../agent/identity/cert-manager.js";
@@ -16,7 +17,7 @@ import { CaRequestError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
 import type { PodRecord } from "../../../agent/kube/records.js";
 import { podRecord } from "../../support/records.js";
-import { hostileCsr, newCa, sid } from "../identity/helpers.js";
+import { hostileCsr, newCa, opensslCsr, sid } from "../identity/helpers.js";
 
 const pods: PodRecord[] = [
   podRecord({ name: "cart-1", serviceAccount: "cart", nodeName: "node-a" }),
@@ -24,7 +25,7 @@ const pods: PodRecord[] = [
 ];
 const lookupPod = (ns: string, name: string) => pods.find((p) => p.namespace === ns && p.name === name);
 
-async function setup(t: import("ava").ExecutionContext) {
+async function setup(t: import("ava").ExecutionContext, nodeRateLimit?: RateLimitOptions) {
   const dir = await mkdtemp(join(tmpdir(), "ambit-ca-srv-"));
   const ca = await newCa(3600);
   const files = { tokens: join(dir, "tokens.json"), token: join(dir, "token"), bundle: join(dir, "bundle.pem") };
@@ -41,6 +42,7 @@ async function setup(t: import("ava").ExecutionContext) {
   const server = await startCaServer({
     ca,
     reviewer: new FileTokenReviewer(files.tokens),
+    nodeRateLimit,
     lookupPod,
     host: "127.0.0.1",
     port: 0,
@@ -147,7 +149,13 @@ test("CSR refusals carry their code: malformed, key not matching its signature, 
   t.deepEqual(await refusal(client.sign(await cartReq(extraPem))), { status: 400, code: "csr_mismatch" });
 });
 
-function rawPost(url: string, ca: string, body: string, token = "tok-a"): Promise<{ status: number; body: unknown }> {
+interface RawAnswer {
+  status: number;
+  retryAfter?: string | undefined;
+  body: { code?: string; reason?: string; message?: string };
+}
+
+function rawPost(url: string, ca: string, body: string, token = "tok-a"): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     const req = request(
       `${url}/v1/sign`,
@@ -157,7 +165,9 @@ function rawPost(url: string, ca: string, body: string, token = "tok-a"): Promis
         res.on("data", (d) => {
           text += d;
         });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, retryAfter: res.headers["retry-after"], body: JSON.parse(text) }),
+        );
       },
     );
     req.on("error", reject);
@@ -171,7 +181,14 @@ test("bad JSON -> 400, wrong shape -> 400, oversized body -> 413, no token -> 40
   t.like(await rawPost(server.url, bundle, "{nope"), { status: 400, body: { code: "bad_request" } });
   t.like(await rawPost(server.url, bundle, JSON.stringify({ csr: 1 })), { status: 400, body: { code: "bad_request" } });
   t.like(await rawPost(server.url, bundle, "x".repeat(200_000)), { status: 413, body: { code: "body_too_large" } });
-  t.like(await rawPost(server.url, bundle, "{}", ""), { status: 401, body: { code: "unauthenticated" } });
+  t.like(await rawPost(server.url, bundle, "{}", ""), {
+    status: 401,
+    body: { code: "unauthenticated", reason: "missing_token" },
+  });
+  t.like(await rawPost(server.url, bundle, "{}", "forged"), {
+    status: 401,
+    body: { code: "unauthenticated", reason: "invalid_token" },
+  });
   const badId = JSON.stringify({
     csr: "x",
     identity: { namespace: "shop", serviceAccount: "a/b" },
@@ -228,4 +245,69 @@ test("a CA that cannot be reached is reported as ca_unavailable (status 0)", asy
     tokenFile: files.token,
   });
   t.deepEqual(await refusal(client.trustBundle()), { status: 0, code: "ca_unavailable" });
+});
+
+const signBody = (csr: string, pod = "cart-1") =>
+  JSON.stringify({
+    csr,
+    identity: { namespace: "shop", serviceAccount: "cart" },
+    pod: { namespace: "shop", name: pod },
+  });
+
+test("each refusal answers its reason: 403 which check, 400 which CSR problem (an EC or Ed25519 key, a short RSA key)", async (t) => {
+  const { server, ca } = await setup(t);
+  const post = (body: string, token?: string) => rawPost(server.url, ca.trustBundlePem(), body, token);
+  const db = JSON.stringify({
+    csr: await csrFor("spiffe://cluster.local/ns/shop/sa/db"),
+    identity: { namespace: "shop", serviceAccount: "db" },
+    pod: { namespace: "shop", name: "db-1" },
+  });
+  t.like(await post(db), { status: 403, body: { code: "forbidden", reason: "other_node" } });
+  t.like(await post(db, "tok-b"), { status: 200 });
+  t.like(await post(signBody(await csrFor(CART), "ghost")), {
+    status: 403,
+    body: { code: "forbidden", reason: "pod_not_found" },
+  });
+  t.like(await post(signBody(await csrFor(CART), "db-1"), "tok-b"), {
+    status: 403,
+    body: { code: "forbidden", reason: "identity_mismatch" },
+  });
+  const weak: Array<[string, string, RegExp]> = [
+    [await opensslCsr("ec", CART), "key_type", /CSR key is EC; only RSA/],
+    [await opensslCsr("ed25519", CART), "key_type", /CSR key is Ed25519; only RSA/],
+    [hostileCsr(CART, 1024, 65537), "key_size", /1024-bit RSA/],
+    [hostileCsr(CART, 2048, 3), "key_exponent", /exponent 3/],
+    ["garbage", "malformed", /not a PEM PKCS#10 request/],
+  ];
+  for (const [csr, reason, message] of weak) {
+    const answer = await post(signBody(csr));
+    t.like(answer, { status: 400, body: { code: "bad_csr", reason } }, reason);
+    t.regex(answer.body.message ?? "", message);
+  }
+});
+
+test("per-node rate limit: a node past its burst gets 429 reason node with Retry-After; another node, same address, is unaffected", async (t) => {
+  const burst = 3;
+  const { server, ca, lines, client } = await setup(t, { burst, ratePerSec: 0.001 });
+  const post = (body: string, token?: string) => rawPost(server.url, ca.trustBundlePem(), body, token);
+  const body = signBody(await csrFor(CART));
+  for (let i = 0; i < burst; i++) t.like(await post(body), { status: 200 }, `request ${i + 1} of the burst`);
+  // Refused before the body is looked at: not even a valid request gets through, nor does an invalid one cost more.
+  const refused = await Promise.all(Array.from({ length: 20 }, (_, i) => post(i % 2 ? body : "{not json")));
+  for (const answer of refused) {
+    t.like(answer, { status: 429, body: { code: "rate_limited", reason: "node" } });
+    t.true(Number(answer.retryAfter) >= 1, `Retry-After ${answer.retryAfter}`);
+  }
+  t.regex(refused[0]?.body.message ?? "", /too many certificate requests from node node-a/);
+  const db = JSON.stringify({
+    csr: await csrFor("spiffe://cluster.local/ns/shop/sa/db"),
+    identity: { namespace: "shop", serviceAccount: "db" },
+    pod: { namespace: "shop", name: "db-1" },
+  });
+  t.like(await post(db, "tok-b"), { status: 200 }, "node-b from the same address has its own allowance");
+  const warned = lines.filter((l) => l.status === 429 && l.level === 40);
+  t.is(warned.length, 1, "the episode is warned once, not 20 times");
+  t.like(warned[0], { node: "node-a", reason: "node", code: "rate_limited" });
+  // The agent's side reads it as rate_limited, which its certificate manager waits out (Retry-After).
+  t.deepEqual(await refusal(client.sign(await cartReq())), { status: 429, code: "rate_limited" });
 });

@@ -3,9 +3,9 @@ import { promisify } from "node:util";
 import test from "ava";
 import forge from "node-forge";
 import { createCsrPem } from "../../../agent/identity/csr.js";
-import { IdentityError } from "../../../agent/identity/errors.js";
+import { CsrError, IdentityError } from "../../../agent/identity/errors.js";
 import { generateRsaKeyPair, nativeSigner } from "../../../agent/identity/keys.js";
-import { hostileCsr, newCa, sid } from "./helpers.js";
+import { hostileCsr, newCa, opensslCsr, sid } from "./helpers.js";
 
 const id = sid("shop", "cart");
 const uri = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -103,18 +103,47 @@ test("CSRs asking for more or other than the SPIFFE URI are refused with csr_mis
 
 test("keys outside RSA 2048..4096 bits with exponent 65537 are refused as bad_csr, naming the problem", async (t) => {
   const ca = await newCa();
-  const cases: Array<[string, string, RegExp]> = [
-    ["16384-bit modulus, 8192-bit exponent", hostileCsr(uri, 16384, { bits: 8192 }), /16384-bit RSA; 2048 to 4096/],
-    ["8192-bit modulus", hostileCsr(uri, 8192, 65537), /8192-bit RSA; 2048 to 4096/],
-    ["1024-bit modulus", hostileCsr(uri, 1024, 65537), /1024-bit RSA; 2048 to 4096/],
-    ["exponent 3", hostileCsr(uri, 2048, 3), /exponent 3; only 65537/],
-    ["4096-bit exponent", hostileCsr(uri, 4096, { bits: 4096 }), /a 4096-bit exponent; only 65537/],
+  const cases: Array<[string, string, "key_size" | "key_exponent", RegExp]> = [
+    [
+      "16384-bit modulus, 8192-bit exponent",
+      hostileCsr(uri, 16384, { bits: 8192 }),
+      "key_size",
+      /16384-bit RSA; 2048 to 4096/,
+    ],
+    ["8192-bit modulus", hostileCsr(uri, 8192, 65537), "key_size", /8192-bit RSA; 2048 to 4096/],
+    ["1024-bit modulus", hostileCsr(uri, 1024, 65537), "key_size", /1024-bit RSA; 2048 to 4096/],
+    ["exponent 3", hostileCsr(uri, 2048, 3), "key_exponent", /exponent 3; only 65537/],
+    ["4096-bit exponent", hostileCsr(uri, 4096, { bits: 4096 }), "key_exponent", /a 4096-bit exponent; only 65537/],
   ];
-  for (const [what, csr, reason] of cases) {
-    const err = t.throws(() => ca.signCsr(csr, id), { instanceOf: IdentityError }, what);
-    t.is(err?.code, "bad_csr", what);
-    t.regex(err?.message ?? "", reason, what);
+  for (const [what, csr, reason, message] of cases) {
+    const err = t.throws(() => ca.signCsr(csr, id), { instanceOf: CsrError }, what);
+    t.like(err, { code: "bad_csr", reason }, what);
+    t.regex(err?.message ?? "", message, what);
   }
+});
+
+test("keys other than RSA are refused as bad_csr key_type, naming the type, however well-formed the request", async (t) => {
+  const ca = await newCa();
+  const cases: Array<[string, RegExp]> = [
+    [await opensslCsr("ec", uri), /CSR key is EC; only RSA is accepted/],
+    [await opensslCsr("ed25519", uri), /CSR key is Ed25519; only RSA is accepted/],
+    [await opensslCsr("rsa-pss", uri), /CSR key is RSASSA-PSS; only RSA is accepted/],
+  ];
+  for (const [csr, message] of cases) {
+    t.regex(csr, /BEGIN CERTIFICATE REQUEST/);
+    const err = t.throws(() => ca.signCsr(csr, id), { instanceOf: CsrError });
+    t.like(err, { code: "bad_csr", reason: "key_type" });
+    t.regex(err?.message ?? "", message);
+  }
+});
+
+test("bad_csr says whether the request was malformed or too large to look at", async (t) => {
+  const ca = await newCa();
+  const reason = (csr: unknown) => (t.throws(() => ca.signCsr(csr, id), { instanceOf: CsrError }) as CsrError).reason;
+  t.is(reason("hello"), "malformed");
+  t.is(reason(42), "malformed");
+  t.is(reason(ca.trustBundlePem()), "malformed", "a certificate is not a CSR");
+  t.is(reason(`${createCsrPem(await generateRsaKeyPair(), uri)}${" ".repeat(16 * 1024)}`), "too_large");
 });
 
 test("the key policy's bounds are inclusive: a 4096-bit key is signed", async (t) => {

@@ -1,7 +1,12 @@
-import { randomBytes } from "node:crypto";
+import { execFile } from "node:child_process";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, type SecureContext, TLSSocket } from "node:tls";
+import { promisify } from "node:util";
 import forge from "node-forge";
 import { MeshCa } from "../../../agent/identity/ca.js";
 import { createCsrPem } from "../../../agent/identity/csr.js";
@@ -124,4 +129,27 @@ export async function mtlsConnect(port: number, ctx: SecureContext): Promise<TLS
   const socket = connect({ host: "127.0.0.1", port, secureContext: ctx, rejectUnauthorized: false });
   await once(socket, "secureConnect");
   return socket;
+}
+
+/**
+ * A well-formed, correctly signed CSR for `uri` whose key is not RSA (forge cannot make one): the key from Node,
+ * the request from the openssl command line.
+ */
+export async function opensslCsr(kind: "ec" | "ed25519" | "rsa-pss", uri: string): Promise<string> {
+  const { privateKey } =
+    kind === "ec"
+      ? generateKeyPairSync("ec", { namedCurve: "P-256" })
+      : kind === "ed25519"
+        ? generateKeyPairSync("ed25519")
+        : generateKeyPairSync("rsa-pss", { modulusLength: 2048 });
+  const dir = await mkdtemp(join(tmpdir(), "ambit-csr-"));
+  try {
+    const keyFile = join(dir, "key.pem");
+    await writeFile(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+    const args = ["req", "-new", "-key", keyFile, "-subj", "/CN=x", "-addext", `subjectAltName=URI:${uri}`];
+    const { stdout } = await promisify(execFile)("openssl", args, { timeout: 10_000 });
+    return stdout;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
