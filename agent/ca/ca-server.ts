@@ -10,6 +10,7 @@ import { refreshDelayMs } from "../identity/refresh-policy.js";
 import { formatSpiffeId, type SpiffeId } from "../identity/spiffe.js";
 import type { PodRecord } from "../kube/records.js";
 import { type Logger, silentLogger } from "../log.js";
+import { LogThrottle } from "../log-throttle.js";
 import { authorizeSign } from "./authorize.js";
 import { KeyedRateLimiter, RateLimitedError, type RateLimitOptions } from "./rate-limit.js";
 import type { TokenReviewer } from "./token-reviewer.js";
@@ -60,6 +61,10 @@ class Refusal extends AmbitError {
     super(code, message);
   }
 }
+
+const ENDPOINTS = new Set(["/v1/sign", "/v1/bundle"]);
+/** Refusals anyone can cause without a token (no such endpoint, wrong method, no or a bad token). */
+const ANYONE = new Set([401, 404, 405]);
 
 const CSR_CODES = new Set(["bad_csr", "csr_signature", "csr_mismatch", "bad_san"]);
 
@@ -112,6 +117,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   const log = options.logger ?? silentLogger;
   const addressLimiter = new KeyedRateLimiter("source_address", options.rateLimit);
   const nodeLimiter = new KeyedRateLimiter("node", options.nodeRateLimit);
+  const unauthenticated = new LogThrottle();
   const names = options.servingNames ?? { dnsNames: ["localhost"], ips: ["127.0.0.1"] };
 
   async function servingCredentials() {
@@ -199,9 +205,11 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const ctx: Record<string, unknown> = { method: req.method, path: req.url, from: req.socket.remoteAddress };
+    const path = (req.url ?? "").split("?")[0] ?? "";
+    // The path is the caller's text (up to the header limit): only the CA's own endpoints are logged by name.
+    const logged = ENDPOINTS.has(path) ? path : "other";
+    const ctx: Record<string, unknown> = { method: req.method, path: logged, from: req.socket.remoteAddress };
     try {
-      const path = (req.url ?? "").split("?")[0];
       if (path === "/v1/sign" && req.method === "POST") return await sign(req, res, ctx);
       if (path === "/v1/bundle" && req.method === "GET") {
         return sendJson(res, 200, { trustBundle: ca.trustBundlePem() });
@@ -212,7 +220,13 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
         const { reason, detail } = err.details;
         const line = { ...ctx, status: err.status, code: err.code, reason, message: err.message, detail };
         if (err.details.quiet) log.debug(line, "CA request refused");
-        else log.warn(line, "CA request refused");
+        else if (!ANYONE.has(err.status)) log.warn(line, "CA request refused");
+        else {
+          // Anyone can send these without a token: one line per kind an interval, with the count it stands for.
+          unauthenticated.hit(`${err.status}|${err.code}|${reason}|${logged}`, (suppressed) =>
+            log.warn({ ...line, suppressed }, "CA request refused"),
+          );
+        }
         const body = { code: err.code, ...(reason ? { reason } : {}), message: err.message };
         if (!res.headersSent) sendJson(res, err.status, body, err.details.headers);
         return;

@@ -311,3 +311,26 @@ test("per-node rate limit: a node past its burst gets 429 reason node with Retry
   // The agent's side reads it as rate_limited, which its certificate manager waits out (Retry-After).
   t.deepEqual(await refusal(client.sign(await cartReq())), { status: 429, code: "rate_limited" });
 });
+
+test("requests anyone can send without a token are logged once per kind an interval, never with the caller's path", async (t) => {
+  const { server, ca, lines } = await setup(t);
+  const bundle = ca.trustBundlePem();
+  const get = (path: string) =>
+    new Promise<number>((resolve) => {
+      request(`${server.url}${path}`, { ca: bundle }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).end();
+    });
+  const statuses = await Promise.all(Array.from({ length: 300 }, (_, i) => get(`/hostile-${i}-${"x".repeat(200)}`)));
+  t.deepEqual(new Set(statuses), new Set([404]));
+  for (let i = 0; i < 50; i++) await rawPost(server.url, bundle, "{}", `forged-${i}`);
+  const refused = lines.filter((l) => l.msg === "CA request refused");
+  t.is(refused.filter((l) => l.status === 404).length, 1, "300 unknown paths: one line");
+  t.is(refused.filter((l) => l.status === 401).length, 1, "50 bad tokens: one line");
+  t.false(JSON.stringify(lines).includes("hostile-"), "no caller-chosen path in any line");
+  t.like(
+    refused.find((l) => l.status === 404),
+    { path: "other" },
+  );
+});
