@@ -116,6 +116,8 @@ const STALL_TIMEOUT_MS = 60_000;
 /** The answer to a request whose header list is over the limits (RFC 9113 section 10.5.1, RFC 6585). */
 const TOO_LARGE = encodeHeaders([[":status", "431"]]);
 
+const STATUS = /^[1-5][0-9][0-9]$/;
+
 /** Frames queued in one turn are written together once they reach this size. */
 const BATCH_BYTES = 64 * 1024;
 
@@ -584,8 +586,16 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
       return;
     }
     const status = headers.find(([n]) => n === ":status")?.[1] ?? "";
-    // 1xx responses are informational; the final one follows.
-    if (status.startsWith("1") && !endStream) return;
+    // A status is three digits (RFC 9110 section 15); anything else is the peer's invention.
+    if (!STATUS.test(status)) {
+      this.#streamError(stream, ErrorCode.PROTOCOL_ERROR);
+      return;
+    }
+    // 1xx responses are informational; the final one follows. A peer could send them forever instead of answering.
+    if (status.startsWith("1") && !endStream) {
+      this.#charge("informational responses");
+      return;
+    }
     stream.receiveHeaders(headers, endStream);
   }
 

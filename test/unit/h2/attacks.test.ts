@@ -558,3 +558,48 @@ test("MAX_CONCURRENT_STREAMS: the server refuses streams past it (REFUSED_STREAM
   t.is((err as H2Error).h2code, ErrorCode.REFUSED_STREAM);
   t.is(session.streamCount, 2);
 });
+
+test("a response status that is not three digits resets its stream; endless 1xx responses close the session", async (t) => {
+  // A raw destination: the first stream gets `:status 2000`, the second 5,000 informational answers and no final one.
+  const raw = net.createServer((sock) => {
+    let answered = 0;
+    const got: Buffer[] = [];
+    sock.on("error", () => {});
+    sock.on("data", (c: Buffer) => {
+      got.push(c);
+      const all = Buffer.concat(got);
+      const frames = parseFrames(all.subarray(all.indexOf(preface) === 0 ? preface.length : 0));
+      const requests = frames.filter((f) => f.type === FrameType.HEADERS);
+      while (answered < requests.length) {
+        const id = (requests[answered] as Seen).streamId;
+        if (answered === 0) sock.write(headers(id, encodeHeaders([[":status", "2000"]])));
+        else {
+          const informational = headers(id, encodeHeaders([[":status", "100"]]));
+          sock.write(Buffer.concat(Array.from({ length: 5000 }, () => informational)));
+        }
+        answered++;
+      }
+    });
+    sock.write(frame(FrameType.SETTINGS, 0, 0));
+  });
+  await new Promise<void>((resolve) => raw.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => raw.close());
+  const session = await h2Client((raw.address() as net.AddressInfo).port);
+  t.teardown(() => session.destroy());
+  const outcome = () =>
+    new Promise<string>((resolve) =>
+      session.request(connect()).attach({
+        headers: (h) => resolve(`status ${headerRecord(h)[":status"]}`),
+        data: () => {},
+        end: () => {},
+        reset: (code) => resolve(`reset ${code}`),
+        drain: () => {},
+        close: () => {},
+      }),
+    );
+  t.is(await within(outcome(), 3000, "first stream"), `reset ${ErrorCode.PROTOCOL_ERROR}`);
+  const closed = new Promise<Error | undefined>((resolve) => session.once("close", resolve));
+  void outcome();
+  const err = await within(closed, 5000, "the session's close");
+  t.true(err instanceof H2Error && err.h2code === ErrorCode.ENHANCE_YOUR_CALM, `closed by ${err}`);
+});
