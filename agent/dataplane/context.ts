@@ -9,6 +9,7 @@ import type { ProxyObserver } from "../proxy/observer.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { Workload, WorkloadIndex } from "../proxy/workload-index.js";
 import type { AuthorizedConnections } from "./authorized-connections.js";
+import type { ConnectionLimits } from "./connection-limits.js";
 import type { PodDial } from "./pod-socket.js";
 import type { Reactor } from "./reactor.js";
 import type { WorkerCounters } from "./shared-counters.js";
@@ -43,6 +44,8 @@ export interface DataplaneContext {
   authorize(self: Workload, c: ConnectionAttributes): AuthorizationDecision;
   /** The inbound connections relayed now, decided again when policies change. */
   authorized: AuthorizedConnections;
+  /** Connections per pod and per agent, shared by every worker: an accepted socket or HBONE stream counts. */
+  limits: ConnectionLimits;
   /**
    * This worker's TLS context for the current certificate of an identity, by its SPIFFE URI (`Workload.spiffe`,
    * formatted once per workload, not per connection); undefined when it has none valid now.

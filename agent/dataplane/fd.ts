@@ -1,5 +1,15 @@
 import { closeFd, getpeername, setLingerZero } from "../../native-bindings/io.js";
 import { decodeSockaddr } from "../../native-bindings/sockaddr.js";
+import { socketClosed } from "./connection-limits.js";
+
+/**
+ * Closes a socket the data plane owns. Every socket a connection holds is closed here, so the connection limits
+ * (connection-limits.ts) hear of each close, wherever the connection ended.
+ */
+export function closeSocket(fd: number): void {
+  closeFd(fd);
+  socketClosed(fd);
+}
 
 /**
  * Closes an fd we own with a RST (SO_LINGER 0): the app sees ECONNRESET at once, not a clean FIN that could pass
@@ -7,7 +17,7 @@ import { decodeSockaddr } from "../../native-bindings/sockaddr.js";
  */
 export function resetFd(fd: number): void {
   setLingerZero(fd);
-  closeFd(fd);
+  closeSocket(fd);
 }
 
 /** The connected peer's IP ("" once it is gone). */

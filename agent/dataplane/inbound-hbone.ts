@@ -8,7 +8,6 @@
  */
 import { constants } from "node:os";
 import { errnoName } from "../../native-bindings/errors.js";
-import { closeFd } from "../../native-bindings/io.js";
 import { ErrorCode } from "../h2/constants.js";
 import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
@@ -26,7 +25,7 @@ import type { RefusalReason } from "../proxy/reasons.js";
 import { h2Settings } from "../proxy/tuning.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
-import { peerAddress } from "./fd.js";
+import { closeSocket, peerAddress } from "./fd.js";
 import { checkHbonePeer } from "./hbone-peer.js";
 import { watchPeerFd } from "./peer-timeout.js";
 import { appSource, whenConnected } from "./pod-socket.js";
@@ -78,14 +77,14 @@ export class HboneServer {
   /** Takes ownership of an accepted, non-blocking TCP fd and serves HBONE on it. */
   accept(fd: number): void {
     if (this.#state !== "open") {
-      closeFd(fd);
+      closeSocket(fd);
       return;
     }
     const started = process.hrtime.bigint();
     const peer = peerAddress(fd);
     const context = this.#ctx.tlsContext(this.#self.spiffe);
     if (!context) {
-      closeFd(fd);
+      closeSocket(fd);
       this.#ctx.observer.handshake("server", "no_identity", 0);
       this.#log.info(
         { reason: "no_identity", detail: `${this.#self.key} has no valid certificate`, peer },
@@ -140,7 +139,7 @@ export class HboneServer {
     for (const t of [...this.#handshaking]) t.destroy();
     for (const [fd, wait] of this.#connecting) {
       wait.cancel();
-      closeFd(fd);
+      closeSocket(fd);
     }
     this.#connecting.clear();
     for (const session of [...this.#sessions]) session.destroy();
@@ -242,20 +241,30 @@ export class HboneServer {
       answerRefused(stream, 401);
       return;
     }
+    // A stream is a connection to the pod as much as the session carrying it is: a peer must not get past the
+    // pod's limit by multiplexing.
+    const limited = ctx.limits.acquire(self.key);
+    if (limited) {
+      this.#refuse(stream, 503, limited);
+      ctx.limits.logRefusal(ctx.throttle, this.#log, self.key, "hbone_stream", limited);
+      return;
+    }
     let app: { fd: number; started: number };
     try {
       const source = appSource(peer.ip, target.ip);
       app = ctx.sockets(self.netns, { address: target.ip, port: target.port, ...(source ? { source } : {}) });
     } catch (err) {
+      ctx.limits.release(self.key);
       this.#log.debug({ err, target }, "inbound HBONE stream: no socket for the app connection; answered 503");
       this.#refuse(stream, 503, "upstream_error");
       return;
     }
     const { fd } = app;
+    ctx.limits.track(fd, self.key);
     const wait = whenConnected(ctx.reactor, fd, app.started, ctx.tuning.handshakeTimeoutMs, (errno) => {
       this.#connecting.delete(fd);
       if (errno !== 0) {
-        closeFd(fd);
+        closeSocket(fd);
         this.#log.debug(
           { errno: errnoName(errno), target },
           "inbound HBONE stream: the app refused the connection; answered 503",
@@ -264,7 +273,7 @@ export class HboneServer {
         return;
       }
       if (stream.closed) {
-        closeFd(fd);
+        closeSocket(fd);
         return;
       }
       stream.respond(200);

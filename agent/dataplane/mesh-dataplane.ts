@@ -24,6 +24,7 @@ import { DEFAULT_TUNING, type HboneTuning } from "../proxy/tuning.js";
 import { workloadOf } from "../proxy/workload-index.js";
 import type { EnrollTarget, ListenerKind, ServedListener } from "../redirect/enroller.js";
 import { PROXY_MARK } from "../redirect/ports.js";
+import { ConnectionLimitTable, DEFAULT_PER_POD_LIMIT, MAX_DEFAULT_AGENT_LIMIT } from "./connection-limits.js";
 import { replayEvents } from "./event-batch.js";
 import { DataplaneWorkerPool } from "./worker-pool.js";
 import type { StateChanges } from "./worker-protocol.js";
@@ -44,6 +45,11 @@ export interface MeshDataplaneOptions {
   tuning?: Partial<HboneTuning>;
   mark?: number;
   rootNamespace?: string;
+  /**
+   * Connections per pod and per agent at most (connection-limits.ts); default DEFAULT_PER_POD_LIMIT and
+   * MAX_DEFAULT_AGENT_LIMIT (the agent derives its own from RLIMIT_NOFILE: agentLimitFor).
+   */
+  connectionLimits?: { perPod?: number; perAgent?: number };
 }
 
 interface PodEntry {
@@ -69,6 +75,7 @@ export class MeshDataplane {
   readonly #certs: IdentityMaterials;
   readonly #trustDomain: string;
   readonly #pods = new Map<string, PodEntry>();
+  readonly #limits: ConnectionLimitTable;
   /** Serial each worker was last sent per identity (null: told it has none). */
   readonly #sent = new Map<string, string | null>();
   #state: ClusterState = emptyClusterState();
@@ -80,6 +87,10 @@ export class MeshDataplane {
     this.#log = opts.logger ?? silentLogger;
     this.#certs = opts.certs;
     this.#trustDomain = opts.trustDomain;
+    this.#limits = new ConnectionLimitTable({
+      perPod: opts.connectionLimits?.perPod ?? DEFAULT_PER_POD_LIMIT,
+      perAgent: opts.connectionLimits?.perAgent ?? MAX_DEFAULT_AGENT_LIMIT,
+    });
     this.#pool = new DataplaneWorkerPool(opts.workers ?? 1, {
       onEvents: (events) => replayEvents(events, observer, this.#log),
       onUnexpectedExit: (code) => this.#workerLost(code),
@@ -93,6 +104,7 @@ export class MeshDataplane {
         mark: opts.mark ?? PROXY_MARK,
         tuning: { ...DEFAULT_TUNING, ...opts.tuning },
         logLevel: this.#log.level,
+        limits: this.#limits.ref(),
       },
     });
     const sync = () => this.#syncIdentities();
@@ -109,6 +121,11 @@ export class MeshDataplane {
   /** The workers' shared counters (AgentMetrics.watchDataplane exports them). */
   get counters() {
     return this.#pool.counters;
+  }
+
+  /** The connection limits in force and what counts against them now, over every worker. */
+  get connectionLimits(): ConnectionLimitTable {
+    return this.#limits;
   }
 
   /** The cluster as the source sees it now: which IPs are meshed, with which identity, Services and policies. */
@@ -158,6 +175,7 @@ export class MeshDataplane {
         pod: target.pod,
         netnsFd: entry.netnsFd,
         netnsDescription: target.netns.description,
+        limitSlot: this.#limits.assign(key),
       });
       this.#syncIdentities();
     }
@@ -180,7 +198,11 @@ export class MeshDataplane {
         void this.#broadcast({ type: "unlisten", key, fd }).finally(() => closeFd(fd));
         if (--pod.open > 0) return;
         if (this.#pods.get(key) === pod) this.#pods.delete(key);
-        void this.#broadcast({ type: "pod_gone", key }).finally(() => closeFd(pod.netnsFd));
+        void this.#broadcast({ type: "pod_gone", key }).finally(() => {
+          closeFd(pod.netnsFd);
+          // No worker counts new connections into the slot now; those still open release it as they close.
+          if (!this.#pods.has(key)) this.#limits.release(key);
+        });
         this.#syncIdentities();
       },
     };

@@ -19,7 +19,9 @@ import type { HeldNetnsRef } from "../pod-netns.js";
 import { authorizationResolver } from "../policy/authorization.js";
 import { type LocalWorkload, type Workload, WorkloadIndex, workloadOf } from "../proxy/workload-index.js";
 import type { ListenerKind } from "../redirect/enroller.js";
+import { admitting } from "./admission.js";
 import { AuthorizedConnections } from "./authorized-connections.js";
+import { ConnectionLimits } from "./connection-limits.js";
 import type { DataplaneContext, SocketFactory } from "./context.js";
 import { WorkerEventBatch } from "./event-batch.js";
 import { HbonePool } from "./hbone-pool.js";
@@ -96,6 +98,7 @@ export class MeshWorker {
       peerAuthentication: (self, port) =>
         peerAuthenticationResolver(this.#state, settings.rootNamespace).mode(this.#current(self), port),
       authorized: new AuthorizedConnections(),
+      limits: new ConnectionLimits(settings.limits),
       authorize: (self, c) =>
         authorizationResolver(this.#state.authorizationPolicies, settings.rootNamespace).decide(this.#current(self), c),
       tlsContext: (spiffe) => this.#context(spiffe),
@@ -144,26 +147,30 @@ export class MeshWorker {
     previous?.context?.dispose();
   }
 
-  addPod(key: string, pod: LocalWorkload["pod"], netns: HeldNetnsRef): void {
+  addPod(key: string, pod: LocalWorkload["pod"], netns: HeldNetnsRef, limitSlot: number): void {
     if (this.#pods.has(key)) throw new AmbitError("worker_pod_exists", `${key} is already served by this worker`);
     const workload = workloadOf(pod, this.#settings.trustDomain);
     if (!workload) throw new AmbitError("no_identity", `${key}: invalid identity`);
     const self: LocalWorkload = { ...workload, netns };
     const log = this.#ctx.log.child({ pod: key });
     this.#pods.set(key, { self, log, listeners: new Map(), hbone: new HboneServer(this.#ctx, self) });
+    this.#ctx.limits.setPod(key, limitSlot);
   }
 
   listen(key: string, kind: ListenerKind, family: 4 | 6, fd: number): void {
     const served = this.#served(key);
     const log = served.log.child({ listener: kind });
     const deps = { ctx: this.#ctx, pool: this.#pool, relay: this.#relay, connecting: this.#connecting };
-    const onAccept =
+    const handle =
       kind === "outbound"
         ? (client: number) => handleOutbound(deps, served.self, family, client, log)
         : kind === "inbound"
           ? (client: number) => handleInboundPlaintext(deps, served.self, family, client, log)
           : (client: number) => served.hbone.accept(client);
-    served.listeners.set(fd, new Listener(this.#ctx.reactor, fd, this.#ctx.counters, onAccept, { shared: true }));
+    const ctx = this.#ctx;
+    // Counted from accept on, released when the socket closes, however the connection ends (connection-limits.ts).
+    const onAccept = admitting(ctx, key, kind, log, handle);
+    served.listeners.set(fd, new Listener(ctx.reactor, fd, ctx.counters, onAccept, { shared: true }));
   }
 
   unlisten(key: string, fd: number): void {
@@ -180,6 +187,7 @@ export class MeshWorker {
     served.hbone.close();
     this.#pool.closeSource(key);
     this.#pods.delete(key);
+    this.#ctx.limits.forgetPod(key);
   }
 
   /** The worker is stopping: every listener, session and connection is torn down now. */

@@ -1,7 +1,6 @@
 import { constants } from "node:os";
 import { SyscallError } from "../../native-bindings/errors.js";
 import {
-  closeFd,
   EAGAIN,
   EINTR,
   EPOLLERR,
@@ -20,6 +19,7 @@ import { H2Error } from "../h2/errors.js";
 import type { HeaderList } from "../h2/hpack.js";
 import type { H2Stream, StreamHandlers } from "../h2/stream.js";
 import type { RelayResult } from "../proxy/observer.js";
+import { closeSocket } from "./fd.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
@@ -348,7 +348,7 @@ class FdStreamRelay implements EventHandler, StreamHandlers {
     if (this.#token >= 0 && !this.#parked) this.#reactor.forget(this.#token);
     this.#token = -1;
     if (reset) setLingerZero(fd);
-    closeFd(fd);
+    closeSocket(fd);
     this.#fd = -1;
     this.#pending = null;
     this.#finish();

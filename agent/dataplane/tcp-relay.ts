@@ -2,7 +2,6 @@ import { errnoName, SyscallError } from "../../native-bindings/errors.js";
 import {
   AF_INET,
   AF_INET6,
-  closeFd,
   connect,
   EAGAIN,
   EINPROGRESS,
@@ -24,6 +23,7 @@ import {
 } from "../../native-bindings/io.js";
 import { encodeSockaddr, familyOf } from "../../native-bindings/sockaddr.js";
 import { AmbitError } from "../errors.js";
+import { closeSocket } from "./fd.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
@@ -254,7 +254,7 @@ class Side implements EventHandler {
     if (this.token >= 0 && !this.parked) reactor.forget(this.token);
     this.token = -1;
     if (reset) setLingerZero(this.fd);
-    closeFd(this.fd);
+    closeSocket(this.fd);
     this.fd = -1;
   }
 }
@@ -512,5 +512,5 @@ function connectTimedOut(conn: Connection): void {
 /** Closes an fd we own with a RST (SO_LINGER 0), so its peer sees the refusal at once. */
 function resetFd(fd: number): void {
   setLingerZero(fd);
-  closeFd(fd);
+  closeSocket(fd);
 }

@@ -1,6 +1,5 @@
 import { errnoName } from "../../native-bindings/errors.js";
 import {
-  closeFd,
   EPOLLERR,
   EPOLLHUP,
   EPOLLIN,
@@ -14,6 +13,7 @@ import {
 } from "../../native-bindings/io.js";
 import type { Transport, TransportSink } from "../h2/transport.js";
 import type { PeerValidation } from "../identity/validate.js";
+import { closeSocket } from "./fd.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import {
   RECORD_BYTES,
@@ -147,7 +147,7 @@ export class TlsTransport implements Transport, EventHandler {
       tls = new TlsConnection(opts.context, opts.fd, opts.role);
     } catch (err) {
       this.#state = "closed";
-      closeFd(opts.fd);
+      closeSocket(opts.fd);
       reject(err as Error);
       // Never used: the transport is closed and open() rejected.
       this.#tls = undefined as unknown as TlsConnection;
@@ -546,7 +546,7 @@ export class TlsTransport implements Transport, EventHandler {
     if (this.#token >= 0) this.#reactor.forget(this.#token);
     this.#token = -1;
     this.#tls.free();
-    closeFd(this.fd);
+    closeSocket(this.fd);
     this.#out = [];
     this.#outHead = 0;
     this.#outOffset = 0;

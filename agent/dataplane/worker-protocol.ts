@@ -4,6 +4,7 @@ import type { ConnectionEnd, ConnectionInfo, Denial, HandshakeRole } from "../pr
 import type { HandshakeResult, RefusalReason } from "../proxy/reasons.js";
 import type { HboneTuning } from "../proxy/tuning.js";
 import type { ListenerKind } from "../redirect/enroller.js";
+import type { ConnectionLimitsRef } from "./connection-limits.js";
 import type { ListenerStats } from "./listener.js";
 import type { ReactorStats } from "./reactor.js";
 import type { CounterRowRef } from "./shared-counters.js";
@@ -25,6 +26,8 @@ export interface MeshSettings {
   tuning: HboneTuning;
   /** pino level of the worker's log lines (they are forwarded to the main thread's logger). */
   logLevel: string;
+  /** Connection limits and their counts, shared by every worker (connection-limits.ts). */
+  limits: ConnectionLimitsRef;
 }
 
 /** An identity's current certificate, for the worker's TLS context; sent again on every rotation. */
@@ -54,8 +57,19 @@ export type WorkerRequest =
   | { id: number; type: "mesh"; settings: MeshSettings }
   | { id: number; type: "state"; changes: StateChanges }
   | { id: number; type: "identity"; spiffe: string; material: IdentityMaterial | null }
-  /** An enrolled pod: its record and a descriptor of its network namespace (the pool's, valid until pod_gone). */
-  | { id: number; type: "pod"; key: string; pod: PodRecord; netnsFd: number; netnsDescription: string }
+  /**
+   * An enrolled pod: its record, a descriptor of its network namespace (the pool's, valid until pod_gone) and its
+   * slot in the connection limits (-1: none, only the agent's limit holds it).
+   */
+  | {
+      id: number;
+      type: "pod";
+      key: string;
+      pod: PodRecord;
+      netnsFd: number;
+      netnsDescription: string;
+      limitSlot: number;
+    }
   /** Accept from `fd` (the pool's, shared by every worker) on behalf of pod `key`. */
   | { id: number; type: "listen"; key: string; kind: ListenerKind; family: 4 | 6; fd: number }
   /** Stop watching `fd`; answered once the worker no longer touches it. */

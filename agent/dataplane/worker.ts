@@ -84,7 +84,12 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       meshWorker().setIdentity(request.spiffe, request.material);
       return done;
     case "pod":
-      meshWorker().addPod(request.key, request.pod, { fd: request.netnsFd, description: request.netnsDescription });
+      meshWorker().addPod(
+        request.key,
+        request.pod,
+        { fd: request.netnsFd, description: request.netnsDescription },
+        request.limitSlot,
+      );
       return done;
     case "listen":
       meshWorker().listen(request.key, request.kind, request.family, request.fd);

@@ -29,6 +29,10 @@ export interface AgentConfig {
   logLevel: string;
   /** Data-plane worker threads; default: the CPUs the agent may use (cgroup quota and affinity). */
   workers?: number;
+  /** Connections one pod may have through the agent at once (accepted sockets and HBONE streams); default 10,000. */
+  maxConnectionsPerPod?: number;
+  /** Connections the agent serves at once over every pod; default: from the descriptor limit (agentLimitFor). */
+  maxConnections?: number;
 }
 
 const env = process.env;
@@ -53,6 +57,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       ready: { type: "string", default: env.AMBIT_READY_ADDRESS ?? "0.0.0.0:15021" },
       "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
       workers: { type: "string", default: env.AMBIT_WORKERS },
+      "max-connections-per-pod": { type: "string", default: env.AMBIT_MAX_CONNECTIONS_PER_POD },
+      "max-connections": { type: "string", default: env.AMBIT_MAX_CONNECTIONS },
     },
   });
   const need = (v: string | undefined, flag: string) => {
@@ -71,6 +77,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1 || workers > 256)) {
     throw new ConfigError("--workers must be a whole number from 1 to 256");
   }
+  const perPod = connectionLimit(values["max-connections-per-pod"], "max-connections-per-pod");
+  const perAgent = connectionLimit(values["max-connections"], "max-connections");
   return {
     nodeName: need(values.node, "node"),
     source: sourceConfig(values),
@@ -85,7 +93,18 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     readyAddress: values.ready as string,
     logLevel: values["log-level"] as string,
     ...(workers !== undefined ? { workers } : {}),
+    ...(perPod !== undefined ? { maxConnectionsPerPod: perPod } : {}),
+    ...(perAgent !== undefined ? { maxConnections: perAgent } : {}),
   };
+}
+
+function connectionLimit(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 31 - 1) {
+    throw new ConfigError(`--${flag} must be a whole number from 1 to 2147483647, got ${JSON.stringify(text)}`);
+  }
+  return n;
 }
 
 export function parseHostPort(text: string, what = "address"): { host: string; port: number } {

@@ -1,7 +1,9 @@
 /** Builds a node agent from its configuration and runs it until stopped. */
 
+import { getrlimit, RLIMIT_NOFILE } from "../../native-bindings/io.js";
 import { ConnectionTracker } from "../admin/connection-tracker.js";
 import { type AgentServers, startAgentServers } from "../admin/servers.js";
+import { agentLimitFor, DEFAULT_PER_POD_LIMIT } from "../dataplane/connection-limits.js";
 import { MeshDataplane } from "../dataplane/mesh-dataplane.js";
 import { defaultWorkerCount } from "../dataplane/worker-count.js";
 import { RemoteCertificateSource } from "../identity/ca-client.js";
@@ -74,6 +76,10 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     logger: log.child({ component: "proxy" }),
     rootNamespace: config.rootNamespace,
     workers: config.workers ?? defaultWorkerCount(),
+    connectionLimits: {
+      perPod: config.maxConnectionsPerPod ?? DEFAULT_PER_POD_LIMIT,
+      perAgent: config.maxConnections ?? agentLimitFor(getrlimit(RLIMIT_NOFILE).soft),
+    },
   });
   metrics.watchDataplane(proxy.counters);
 

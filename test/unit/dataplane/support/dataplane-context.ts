@@ -5,6 +5,7 @@
  * (rotation, a pod without a certificate).
  */
 import { AuthorizedConnections } from "../../../../agent/dataplane/authorized-connections.js";
+import { ConnectionLimits } from "../../../../agent/dataplane/connection-limits.js";
 import type { DataplaneContext, SocketFactory } from "../../../../agent/dataplane/context.js";
 import type { PodDial } from "../../../../agent/dataplane/pod-socket.js";
 import type { Reactor } from "../../../../agent/dataplane/reactor.js";
@@ -129,6 +130,8 @@ export interface TestContextOptions {
   /** AuthorizationPolicies by key, read on every connection (a test changes policy by editing the map). */
   authorizationPolicies?: Map<string, AuthorizationPolicyRecord>;
   log?: Logger;
+  /** Default: limits no test reaches. */
+  limits?: ConnectionLimits;
 }
 
 /** A worker's context on `reactor`, with the test's parts or harmless defaults (empty cluster, PERMISSIVE). */
@@ -152,6 +155,7 @@ export function testContext(reactor: Reactor, options: TestContextOptions = {}):
     peerAuthentication: options.peerAuthentication ?? (() => "PERMISSIVE"),
     // A resolver per map version would memoise; tests edit the map in place, so each connection resolves afresh.
     authorized: new AuthorizedConnections(),
+    limits: options.limits ?? ConnectionLimits.standalone(),
     authorize: (self, c) => new AuthorizationResolver(policies.values(), "istio-system").decide(self.pod, c),
     tlsContext: (spiffe: string) => contexts.get(spiffe),
     nextId: () => ++id,
