@@ -65,6 +65,11 @@ export interface ListenerOptions {
    * finds it no longer readable). The flag costs nothing and takes effect if a worker ever blocks in epoll_wait.
    */
   shared?: boolean;
+  /**
+   * Hears each time accept ran out of descriptors or memory (the errno), once per pause: at most one call per
+   * ACCEPT_PAUSE_MS per listener, whatever the backlog holds. The mesh worker logs it throttled (fd-exhaustion.ts).
+   */
+  onExhausted?: (errno: number) => void;
 }
 
 /** A snapshot of the accept counters of a worker's row (all its listeners), for tests and the worker's stats reply. */
@@ -92,6 +97,7 @@ export class Listener implements EventHandler {
   /** -1 while paused (a shared listener is out of the epoll set then). */
   #token: number;
   #onAccept: (fd: number) => void;
+  readonly #onExhausted: ((errno: number) => void) | undefined;
   #pause: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -106,6 +112,7 @@ export class Listener implements EventHandler {
     this.#counters = counters;
     this.#fd = fd;
     this.#onAccept = onAccept;
+    this.#onExhausted = options.onExhausted;
     this.#shared = options.shared ?? false;
     this.#mask = this.#shared ? EPOLLIN | EPOLLEXCLUSIVE : EPOLLIN;
     this.#acceptsPerEvent = this.#shared ? SHARED_ACCEPTS_PER_EVENT : ACCEPTS_PER_EVENT;
@@ -140,6 +147,7 @@ export class Listener implements EventHandler {
       if (errno === EMFILE || errno === ENFILE || errno === ENOBUFS || errno === ENOMEM) {
         this.#counters.inc(COUNTER.accepts_paused);
         this.#pauseAccepting();
+        this.#onExhausted?.(errno);
         return;
       }
       // EPROTO, EPERM (a firewall verdict), ...: that connection is gone; the listener stays.

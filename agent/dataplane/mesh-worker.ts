@@ -24,6 +24,7 @@ import { AuthorizedConnections } from "./authorized-connections.js";
 import { ConnectionLimits } from "./connection-limits.js";
 import type { DataplaneContext, SocketFactory } from "./context.js";
 import { WorkerEventBatch } from "./event-batch.js";
+import { logExhaustion } from "./fd-exhaustion.js";
 import { HbonePool } from "./hbone-pool.js";
 import { HboneServer } from "./inbound-hbone.js";
 import { handleInboundPlaintext } from "./inbound-plain.js";
@@ -170,7 +171,8 @@ export class MeshWorker {
     const ctx = this.#ctx;
     // Counted from accept on, released when the socket closes, however the connection ends (connection-limits.ts).
     const onAccept = admitting(ctx, key, kind, log, handle);
-    served.listeners.set(fd, new Listener(ctx.reactor, fd, ctx.counters, onAccept, { shared: true }));
+    const onExhausted = (errno: number) => logExhaustion(ctx.throttle, ctx.log, "accept", errno);
+    served.listeners.set(fd, new Listener(ctx.reactor, fd, ctx.counters, onAccept, { shared: true, onExhausted }));
   }
 
   unlisten(key: string, fd: number): void {

@@ -3,6 +3,7 @@ import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { resetFd } from "./fd.js";
+import { exhaustionOf, logExhaustion } from "./fd-exhaustion.js";
 import { type PodDial, whenConnected } from "./pod-socket.js";
 import type { RelayedConnection, TcpRelay } from "./tcp-relay.js";
 
@@ -35,7 +36,9 @@ export function passThrough(
   let upstream: { fd: number; started: number };
   try {
     upstream = ctx.sockets(self.netns, dst);
-  } catch {
+  } catch (err) {
+    const exhausted = exhaustionOf(err);
+    if (exhausted !== undefined) logExhaustion(ctx.throttle, ctx.log, "socket", exhausted);
     ctx.observer.connectionRefused(self.key, direction, "upstream_error");
     resetFd(fd);
     return;

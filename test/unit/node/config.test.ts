@@ -13,3 +13,24 @@ test("a worker count outside what ambit knows is refused at start", (t) => {
     t.throws(() => parseAgentConfig([...base, `--workers=${n}`]), { instanceOf: ConfigError, message: /--workers/ }, n);
   }
 });
+
+test("--max-connections-per-pod and --max-connections set the connection limits; absent, the agent's defaults", (t) => {
+  const set = parseAgentConfig([...base, "--max-connections-per-pod", "500", "--max-connections=20000"]);
+  t.is(set.maxConnectionsPerPod, 500);
+  t.is(set.maxConnections, 20_000);
+  const unset = parseAgentConfig(base);
+  t.is(unset.maxConnectionsPerPod, undefined, "absent: 10,000");
+  t.is(unset.maxConnections, undefined, "absent: from RLIMIT_NOFILE");
+  for (const n of ["0", "1.5", "-2", "many", "2147483648", "1e4", ""]) {
+    t.throws(
+      () => parseAgentConfig([...base, `--max-connections-per-pod=${n}`]),
+      { instanceOf: ConfigError, message: /--max-connections-per-pod/ },
+      n,
+    );
+    t.throws(
+      () => parseAgentConfig([...base, `--max-connections=${n}`]),
+      { instanceOf: ConfigError, message: /--max-connections / },
+      n,
+    );
+  }
+});

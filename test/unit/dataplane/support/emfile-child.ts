@@ -1,17 +1,21 @@
 /**
  * A child process for the EMFILE test: a relay on its main thread's reactor, with RLIMIT_NOFILE lowered so that
  * only `free` more descriptors can be opened. Lowering the limit is process-wide, hence a process of its own.
- * Messages: {start, targetPort, free, shared} -> {port}; "stats" -> {stats, cpuMicros}; "hold" takes one more
+ * Each pause is reported as the mesh worker reports it (logExhaustion, a 10 s throttle) to a capturing logger.
+ * Messages: {start, targetPort, free, shared} -> {port}; "stats" -> {stats, cpuMicros, logged}; "hold" takes one more
  * descriptor (an eventfd) -> {held}; "stop" -> exits. `shared`: the listener is watched as a worker pool's shared
  * listening socket is (EPOLLEXCLUSIVE, not owned: this child closes it after the listener).
  */
 import { readdirSync } from "node:fs";
+import { logExhaustion } from "../../../../agent/dataplane/fd-exhaustion.js";
 import { Listener } from "../../../../agent/dataplane/listener.js";
 import { Reactor } from "../../../../agent/dataplane/reactor.js";
 import { WorkerCounters } from "../../../../agent/dataplane/shared-counters.js";
 import { TcpRelay } from "../../../../agent/dataplane/tcp-relay.js";
+import { LogThrottle } from "../../../../agent/log-throttle.js";
 import { closeFd, eventfd, getrlimit, RLIMIT_NOFILE, setrlimit } from "../../../../native-bindings/io.js";
 import { openListenerFd } from "../../../../native-bindings/sockets.js";
+import { capturingLogger } from "../../../support/log-lines.js";
 import { listenerPort } from "./relay.js";
 
 type Message = { start: true; targetPort: number; free: number; shared: boolean } | "stats" | "hold" | "stop";
@@ -32,6 +36,8 @@ let relay: TcpRelay | undefined;
 let listener: Listener | undefined;
 let sharedFd: number | undefined;
 const held: number[] = [];
+const throttle = new LogThrottle();
+const { logger, lines } = capturingLogger("info");
 
 process.on("message", async (message: Message) => {
   if (message === "stats") {
@@ -41,6 +47,7 @@ process.on("message", async (message: Message) => {
       listener: listener?.stats(),
       live: relay?.live,
       cpuMicros: usage.user + usage.system,
+      logged: lines.filter((l) => l.where === "accept").map((l) => ({ code: l.code, suppressed: l.suppressed })),
     });
   } else if (message === "hold") {
     held.push(eventfd());
@@ -60,7 +67,10 @@ process.on("message", async (message: Message) => {
       counters,
     });
     relay = served;
-    listener = new Listener(reactor, fd, counters, (client) => served.relay(client), { shared: message.shared });
+    listener = new Listener(reactor, fd, counters, (client) => served.relay(client), {
+      shared: message.shared,
+      onExhausted: (errno) => logExhaustion(throttle, logger, "accept", errno),
+    });
     if (message.shared) sharedFd = fd;
     const { hard } = getrlimit(RLIMIT_NOFILE);
     setrlimit(RLIMIT_NOFILE, { soft: BigInt(limitLeaving(message.free)), hard });
