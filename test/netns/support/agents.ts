@@ -31,6 +31,8 @@ export async function meshFor(
     hooks?: (node: string) => AgentHooks;
     /** Data-plane worker threads per agent; default TEST_WORKERS. */
     workers?: number;
+    /** Settings over the test's defaults, for every agent (e.g. from parseAgentConfig, to check a flag). */
+    config?: Partial<AgentConfig>;
   } = {},
 ): Promise<TestMesh> {
   const dir = mkdtempSync(join(tmpdir(), "ambit-test-"));
@@ -60,6 +62,7 @@ export async function meshFor(
       readyAddress: "127.0.0.1:0",
       logLevel: "silent",
       workers: options.workers ?? TEST_WORKERS,
+      ...options.config,
     };
     agents.push(await startAgent(config, silentLogger, options.hooks?.(node.name) ?? {}));
   }
