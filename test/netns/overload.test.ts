@@ -160,7 +160,8 @@ test.serial(
     await n2.proxy.reported();
     const timeouts = events.events.handshakes.filter((h) => h.role === "server" && h.result === "timeout").length;
     t.is(timeouts, ATTACKERS, "every attacker counted as a handshake timeout");
-    // A second wave: memory the first one took is reused, not added to (bounded, not leaked).
+    // A second wave reuses what the first took: had the first leaked its connections, the second would peak about
+    // a whole wave's growth above it. (Six waves in a row peaked at 264, 316, 320, 328, 301, 316 MiB: a plateau.)
     const second = await wave(async () => {});
     const peak = first.peak;
     const after = second.after;
@@ -181,8 +182,8 @@ test.serial(
       `RSS grew ${mib(growth)} for ${ATTACKERS} held handshakes (${(growth / ATTACKERS / 1024).toFixed(1)} KiB each)`,
     );
     t.true(
-      second.peak.rss - first.after.rss < growth / 2,
-      `the second wave added ${mib(second.peak.rss - first.after.rss)} to the first's ${mib(growth)}`,
+      second.peak.rss < peak.rss + growth * 0.75,
+      `the second wave peaked ${mib(second.peak.rss - peak.rss)} above the first, which grew ${mib(growth)}`,
     );
     t.is(await request(a.netnsPath, b.ipv4, 8080), "hello from b", "meshed traffic works after the attack");
   },
