@@ -23,28 +23,34 @@ export type LimitReason = "pod_connection_limit" | "agent_connection_limit";
 /** Pods one agent can hold a slot for: far above a node's pod count (Kubernetes' default is 110, its tested maximum 250). */
 export const MAX_POD_SLOTS = 4096;
 
-/** Connections per pod by default: a pod that needs more is a server for the whole node, not a workload among others. */
-export const DEFAULT_PER_POD_LIMIT = 10_000;
+/**
+ * Connections per pod by default: twice the 10,000 concurrent connections to one pod that the data path is held to
+ * (test/netns/proxy-scale.test.ts: 10,000 streams plus the sessions carrying them), so a pod serving that load is
+ * never refused, while one pod alone cannot take every descriptor of a large node.
+ */
+export const DEFAULT_PER_POD_LIMIT = 20_000;
 
 /** Connections per agent at most by default, whatever the descriptor limit allows (memory: see agentLimitFor). */
 export const MAX_DEFAULT_AGENT_LIMIT = 100_000;
 
 /**
  * The agent's default connection limit for a descriptor limit (RLIMIT_NOFILE, soft: Node raises it to the hard
- * limit at start). A relayed connection holds two descriptors (the accepted socket and the one towards its
- * destination; an HBONE stream's app socket and its share of the session's), so half of what is left after a
- * reserve: a quarter of the limit, at most 4096, for what the agent opens besides (six listeners and two namespace
- * descriptors per pod, its API watches, CA and metrics sockets, epoll and TLS files). Refusing at this limit keeps
- * accept from reaching EMFILE, where it could no longer tell a pod which connection was refused, and keeps fds for
- * the agent's own work. Capped at 100,000: an idle HBONE session holds ~40 KB of OpenSSL and HTTP/2 state, so
- * 100,000 of them is ~4 GB, more than a node agent should take. Examples: 1,048,576 (containerd's default) ->
- * 100,000; 65,536 -> 30,720; 1,024 -> 384.
+ * limit at start): what is left after a reserve of a quarter of the limit, at most 4096, for what the agent opens
+ * besides connections (six listeners and two namespace descriptors per pod, its API watches, CA and metrics
+ * sockets, epoll fds). One descriptor per counted connection, as HBONE uses them: an accepted 15001 socket (its
+ * session's fd is shared by every stream), a 15008 session, a stream's app socket. A passthrough connection holds
+ * two (the accepted socket and the upstream one), so a node of mostly passthrough traffic can still run out of
+ * descriptors first; that is survived (accept pauses, fd-exhaustion.ts logs it). Half, to rule EMFILE out, would
+ * refuse 10,000 HBONE connections at a 20,000 descriptor limit that serves them (proxy-scale). Capped at 100,000:
+ * a connection held in its TLS handshake cost ~55 KiB of RSS (test/netns/overload.test.ts: 2,000 took 108 MiB,
+ * the attacker's own sockets in the same process included), so 100,000 is ~5 GB, more than a node agent should
+ * take. Examples: 1,048,576 (containerd's default) -> 100,000; 65,536 -> 61,440; 20,000 -> 15,904; 1,024 -> 768.
  */
 export function agentLimitFor(nofile: bigint | number): number {
   const limit = Number(nofile);
   if (!Number.isFinite(limit) || limit <= 0) return MAX_DEFAULT_AGENT_LIMIT;
   const reserve = Math.min(4096, Math.floor(limit / 4));
-  return Math.max(1, Math.min(MAX_DEFAULT_AGENT_LIMIT, Math.floor((limit - reserve) / 2)));
+  return Math.max(1, Math.min(MAX_DEFAULT_AGENT_LIMIT, limit - reserve));
 }
 
 /** What a worker receives: the shared counts and the limits. Int32 slot 0 is the agent's, 1 + s is pod slot s's. */

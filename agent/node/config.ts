@@ -29,7 +29,7 @@ export interface AgentConfig {
   logLevel: string;
   /** Data-plane worker threads; default: the CPUs the agent may use (cgroup quota and affinity). */
   workers?: number;
-  /** Connections one pod may have through the agent at once (accepted sockets and HBONE streams); default 10,000. */
+  /** Connections one pod may have through the agent at once (accepted sockets and HBONE streams); default 20,000. */
   maxConnectionsPerPod?: number;
   /** Connections the agent serves at once over every pod; default: from the descriptor limit (agentLimitFor). */
   maxConnections?: number;

@@ -40,11 +40,11 @@ async function until(check: () => boolean, what: string, ms = 5000): Promise<voi
   }
 }
 
-test("the default agent limit follows the descriptor limit: two per connection, a reserve, at most 100,000", (t) => {
+test("the default agent limit follows the descriptor limit: one per connection after a reserve, at most 100,000", (t) => {
   t.is(agentLimitFor(1_048_576n), 100_000);
-  t.is(agentLimitFor(65_536n), 30_720);
-  t.is(agentLimitFor(20_000n), 7_952);
-  t.is(agentLimitFor(1024n), 384);
+  t.is(agentLimitFor(65_536n), 61_440);
+  t.is(agentLimitFor(20_000n), 15_904);
+  t.is(agentLimitFor(1024n), 768);
   t.is(agentLimitFor(0n), 100_000, "no limit reported: the cap");
 });
 

@@ -19,7 +19,7 @@ test("--max-connections-per-pod and --max-connections set the connection limits;
   t.is(set.maxConnectionsPerPod, 500);
   t.is(set.maxConnections, 20_000);
   const unset = parseAgentConfig(base);
-  t.is(unset.maxConnectionsPerPod, undefined, "absent: 10,000");
+  t.is(unset.maxConnectionsPerPod, undefined, "absent: 20,000");
   t.is(unset.maxConnections, undefined, "absent: from RLIMIT_NOFILE");
   for (const n of ["0", "1.5", "-2", "many", "2147483648", "1e4", ""]) {
     t.throws(
