@@ -53,6 +53,9 @@ export const REFUSAL_REASONS = [
   "not_connect",
   "bad_authority",
   "wrong_destination",
+  // Either direction: the connection limits (dataplane/connection-limits.ts).
+  "pod_connection_limit",
+  "agent_connection_limit",
   "other",
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
