@@ -116,7 +116,13 @@ export class HboneServer {
         if (this.#state !== "open") return;
         const reason = handshakeFailure(err);
         this.#ctx.observer.handshake("server", reason, secondsSince(started));
-        this.#log.info({ reason, detail: err.message, peer }, "inbound HBONE handshake failed; connection closed");
+        // Anyone who can reach 15008 can fail handshakes at will: a line per pod and reason an interval.
+        this.#ctx.throttle.hit(`${this.#self.key}|handshake|${reason}`, (suppressed) =>
+          this.#log.info(
+            { reason, detail: err.message, peer, suppressed },
+            "inbound HBONE handshake failed; connection closed",
+          ),
+        );
       },
     );
   }
@@ -154,9 +160,11 @@ export class HboneServer {
     const check = checkHbonePeer(transport.peer, transport.alpn);
     if (!check.ok) {
       this.#ctx.observer.handshake("server", check.reason, secondsSince(started));
-      this.#log.info(
-        { reason: check.reason, detail: check.detail, peer },
-        "inbound HBONE peer refused; connection closed",
+      this.#ctx.throttle.hit(`${this.#self.key}|peer|${check.reason}`, (suppressed) =>
+        this.#log.info(
+          { reason: check.reason, detail: check.detail, peer, suppressed },
+          "inbound HBONE peer refused; connection closed",
+        ),
       );
       transport.destroy();
       return;

@@ -796,6 +796,16 @@ test.serial(
       );
       t.is(lines.filter((l) => l.reason === "unknown_ca" || l.reason === "no_certificate").length, 2);
       t.deepEqual(rig.observer.opened, []);
+
+      // Anyone can fail handshakes at will: 30 more silent ones are counted each, but logged once an interval.
+      const more = Array.from({ length: 30 }, () => {
+        const s = tcpConnect({ host: "127.0.0.1", port: rig.port });
+        s.on("error", () => {});
+        return closeOfSocket(s, "silent client closed");
+      });
+      await within(Promise.all(more), 5000, "30 silent clients timed out");
+      await until(() => rig.observer.handshakes.length === 34, "30 more timeouts counted");
+      t.is(captured.lines.filter((l) => l.listener === "hbone" && l.reason === "timeout").length, 1);
     });
   },
 );
