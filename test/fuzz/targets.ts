@@ -16,6 +16,7 @@ import { IdentityError } from "../../agent/identity/errors.js";
 import { generateRsaKeyPair } from "../../agent/identity/keys.js";
 import { splitPemCertificates } from "../../agent/identity/pem.js";
 import { parseAuthority } from "../../agent/proxy/authority.js";
+import { frame } from "../unit/h2/support.js";
 
 /** Inputs kept in the repo, one directory per target: findings, and seeds that reach deep paths. */
 export const CORPUS = fileURLToPath(new URL("../../../test/fuzz/corpus/", import.meta.url));
@@ -59,15 +60,6 @@ class NullTransport implements Transport {
     this.writable = false;
     this.#sink?.closed();
   }
-}
-
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
 }
 
 /**

@@ -15,7 +15,7 @@ import type { H2Session, SessionOptions } from "../../../agent/h2/session.js";
 import type { H2Stream } from "../../../agent/h2/stream.js";
 import { headerRecord } from "../../../agent/h2/validate-headers.js";
 import { within } from "../../support/within.js";
-import { collect, frame, h2Client, h2Server, preface, sendAll } from "./support.js";
+import { collect, echo, frame, h2Client, h2Server, preface, sendAll } from "./support.js";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
@@ -107,21 +107,6 @@ function closedWith(t: ExecutionContext, r: Outcome, code: number): void {
   t.true(r.error instanceof H2Error && r.error.h2code === code, `session closed by ${r.error}`);
   const wire = goawayOf(r.frames);
   t.true(wire === code || wire === -1, `GOAWAY ${wire}`);
-}
-
-/** Answers every CONNECT with 200 and echoes its bytes. */
-function echo(stream: H2Stream): void {
-  stream.attach({
-    data: (c) => {
-      stream.write(Buffer.from(c));
-      stream.consumed(c.length);
-    },
-    end: () => stream.end(),
-    reset: () => {},
-    drain: () => {},
-    close: () => {},
-  });
-  stream.respond(200);
 }
 
 const connect = (extra: HeaderList = []): HeaderList => [
@@ -237,9 +222,11 @@ test("a header block of more than 100 fields is refused with 431; 100 are served
   t.is(goawayOf(frames), -1);
 });
 
-test("a client cancels a response whose header list is over its limit, and the session goes on", async (t) => {
-  // A raw server: on the client's first HEADERS, a response of 20,000 bytes decoded (under the encoded limit
-  // thanks to the table), then an honest answer to the second stream.
+/**
+ * A client session to a raw destination that answers the n-th HEADERS it reads (stream `id`) with `answer(n, id)`'s
+ * bytes: what no honest server would send.
+ */
+async function rawDestination(t: ExecutionContext, answer: (answered: number, id: number) => Buffer) {
   const raw = net.createServer((sock) => {
     let answered = 0;
     const got: Buffer[] = [];
@@ -249,19 +236,8 @@ test("a client cancels a response whose header list is over its limit, and the s
       const all = Buffer.concat(got);
       const frames = parseFrames(all.subarray(all.indexOf(preface) === 0 ? preface.length : 0));
       const requests = frames.filter((f) => f.type === FrameType.HEADERS);
-      while (answered < requests.length) {
-        const id = (requests[answered] as Seen).streamId;
-        const block =
-          answered === 0
-            ? Buffer.concat([
-                encodeHeaders([[":status", "200"]]),
-                indexed("x-big", "y".repeat(4000)),
-                Buffer.alloc(4, 0xbe),
-              ])
-            : encodeHeaders([[":status", "200"]]);
-        sock.write(headers(id, block));
-        answered++;
-      }
+      for (; answered < requests.length; answered++)
+        sock.write(answer(answered, (requests[answered] as Seen).streamId));
     });
     sock.write(frame(FrameType.SETTINGS, 0, 0));
   });
@@ -269,6 +245,24 @@ test("a client cancels a response whose header list is over its limit, and the s
   t.teardown(() => raw.close());
   const session = await h2Client((raw.address() as net.AddressInfo).port);
   t.teardown(() => session.destroy());
+  return session;
+}
+
+test("a client cancels a response whose header list is over its limit, and the session goes on", async (t) => {
+  // On the client's first HEADERS, a response of 20,000 bytes decoded (under the encoded limit thanks to the
+  // table), then an honest answer to the second stream.
+  const session = await rawDestination(t, (answered, id) =>
+    headers(
+      id,
+      answered === 0
+        ? Buffer.concat([
+            encodeHeaders([[":status", "200"]]),
+            indexed("x-big", "y".repeat(4000)),
+            Buffer.alloc(4, 0xbe),
+          ])
+        : encodeHeaders([[":status", "200"]]),
+    ),
+  );
   const reset = new Promise<number>((resolve) =>
     session.request(connect()).attach({
       headers: () => resolve(-1),
@@ -560,32 +554,12 @@ test("MAX_CONCURRENT_STREAMS: the server refuses streams past it (REFUSED_STREAM
 });
 
 test("a response status that is not three digits resets its stream; endless 1xx responses close the session", async (t) => {
-  // A raw destination: the first stream gets `:status 2000`, the second 5,000 informational answers and no final one.
-  const raw = net.createServer((sock) => {
-    let answered = 0;
-    const got: Buffer[] = [];
-    sock.on("error", () => {});
-    sock.on("data", (c: Buffer) => {
-      got.push(c);
-      const all = Buffer.concat(got);
-      const frames = parseFrames(all.subarray(all.indexOf(preface) === 0 ? preface.length : 0));
-      const requests = frames.filter((f) => f.type === FrameType.HEADERS);
-      while (answered < requests.length) {
-        const id = (requests[answered] as Seen).streamId;
-        if (answered === 0) sock.write(headers(id, encodeHeaders([[":status", "2000"]])));
-        else {
-          const informational = headers(id, encodeHeaders([[":status", "100"]]));
-          sock.write(Buffer.concat(Array.from({ length: 5000 }, () => informational)));
-        }
-        answered++;
-      }
-    });
-    sock.write(frame(FrameType.SETTINGS, 0, 0));
+  // The first stream gets `:status 2000`, the second 5,000 informational answers and no final one.
+  const session = await rawDestination(t, (answered, id) => {
+    if (answered === 0) return headers(id, encodeHeaders([[":status", "2000"]]));
+    const informational = headers(id, encodeHeaders([[":status", "100"]]));
+    return Buffer.concat(Array.from({ length: 5000 }, () => informational));
   });
-  await new Promise<void>((resolve) => raw.listen(0, "127.0.0.1", resolve));
-  t.teardown(() => raw.close());
-  const session = await h2Client((raw.address() as net.AddressInfo).port);
-  t.teardown(() => session.destroy());
   const outcome = () =>
     new Promise<string>((resolve) =>
       session.request(connect()).attach({

@@ -112,3 +112,18 @@ export function goawayCodeIn(bytes: Buffer): number {
   }
   return -1;
 }
+
+/** Answers a CONNECT with 200 and echoes its bytes (copied: a transport may lend its read buffer). */
+export function echo(stream: H2Stream): void {
+  stream.attach({
+    data: (c) => {
+      stream.write(Buffer.from(c));
+      stream.consumed(c.length);
+    },
+    end: () => stream.end(),
+    reset: () => {},
+    drain: () => {},
+    close: () => {},
+  });
+  stream.respond(200);
+}
