@@ -59,6 +59,8 @@ export class HboneServer {
   readonly #self: LocalWorkload;
   readonly #log: LineLog;
   readonly #handshaking = new Set<TlsTransport>();
+  /** Unfinished handshakes by source address (tuning.handshakesPerSource). */
+  readonly #handshakesFrom = new Map<string, number>();
   readonly #sessions = new Set<H2Session>();
   /** App sockets whose connect is under way, by fd: destroy() cancels the wait and closes them. */
   readonly #connecting = new Map<number, { cancel(): void }>();
@@ -93,6 +95,24 @@ export class HboneServer {
       );
       return;
     }
+    const held = this.#handshakesFrom.get(peer) ?? 0;
+    if (held >= this.#ctx.tuning.handshakesPerSource) {
+      closeSocket(fd);
+      this.#ctx.observer.handshake("server", "source_limit", 0);
+      this.#ctx.throttle.hit(`${this.#self.key}|handshake|source_limit`, (suppressed) =>
+        this.#log.warn(
+          { reason: "source_limit", peer, held, suppressed },
+          "inbound HBONE connection closed: its source address holds too many unfinished handshakes",
+        ),
+      );
+      return;
+    }
+    this.#handshakesFrom.set(peer, held + 1);
+    const settled = () => {
+      const left = (this.#handshakesFrom.get(peer) ?? 1) - 1;
+      if (left > 0) this.#handshakesFrom.set(peer, left);
+      else this.#handshakesFrom.delete(peer);
+    };
     watchPeerFd(fd, this.#ctx.tuning.peerTimeoutMs, this.#log);
     let transport: TlsTransport | undefined;
     TlsTransport.open({
@@ -107,10 +127,12 @@ export class HboneServer {
       },
     }).then(
       (t) => {
+        settled();
         this.#handshaking.delete(t);
         this.#secured(t, peer, started);
       },
       (err: Error) => {
+        settled();
         if (transport) this.#handshaking.delete(transport);
         // Dropped by close() or destroy(): not the peer's failure.
         if (this.#state !== "open") return;

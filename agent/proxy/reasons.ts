@@ -23,9 +23,9 @@ const PEER_FAILURES = [
   "bad_alpn",
 ] as const;
 
-export const HANDSHAKE_RESULTS = ["ok", "no_identity", ...PEER_FAILURES, "other"] as const;
+export const HANDSHAKE_RESULTS = ["ok", "no_identity", "source_limit", ...PEER_FAILURES, "other"] as const;
 export type HandshakeResult = (typeof HANDSHAKE_RESULTS)[number];
-export type HandshakeFailure = Exclude<HandshakeResult, "ok" | "no_identity" | "other">;
+export type HandshakeFailure = Exclude<HandshakeResult, "ok" | "no_identity" | "source_limit" | "other">;
 
 /**
  * The HBONE answers told apart: 401 is ztunnel's and ambit's AuthorizationPolicy denial, 403 a destination that

@@ -18,6 +18,12 @@ export interface HboneTuning {
   maxFrameSize: number;
   /** Milliseconds a TLS handshake, then the peer's HTTP/2 preface, may take before the connection is dropped. */
   handshakeTimeoutMs: number;
+  /**
+   * Unfinished inbound handshakes one source address may hold per pod and worker; more are closed at once. A held
+   * handshake counts against the pod's connection limit until it times out, so without this one address (any pod
+   * that can reach 15008, meshed or not) could fill that limit and have the pod's HBONE traffic refused.
+   */
+  handshakesPerSource: number;
   /** SO_SNDBUF / SO_RCVBUF for sockets ambit opens; 0 leaves kernel autotuning on. */
   socketBuffer: number;
   /** An HBONE connection whose peer goes silent this long (keepalive, unacknowledged data) is dropped. */
@@ -32,6 +38,9 @@ export const DEFAULT_TUNING: HboneTuning = {
   maxConcurrentStreams: 65535,
   maxFrameSize: 1048576,
   handshakeTimeoutMs: 10_000,
+  // An honest source holds one handshake per pooled session it is opening: one per worker of its agent and identity
+  // it expects here, so a handful.
+  handshakesPerSource: 256,
   socketBuffer: 0,
   peerTimeoutMs: 30_000,
   poolIdleMs: 120_000,

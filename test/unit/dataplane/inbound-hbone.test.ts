@@ -810,6 +810,43 @@ test.serial(
   },
 );
 
+test.serial(
+  "one source address holds at most handshakesPerSource unfinished handshakes; more are closed at once, others unaffected",
+  (t) =>
+    withServer(t, { tuning: { handshakeTimeoutMs: 1000, handshakesPerSource: 3 } }, async (rig) => {
+      const silent = (from: string) => {
+        const s = tcpConnect({ host: "127.0.0.1", port: rig.port, localAddress: from });
+        s.on("error", () => {});
+        const opened = Date.now();
+        return closeOfSocket(s, `silent client from ${from} closed`).then(() => Date.now() - opened);
+      };
+      const fromOne = Array.from({ length: 5 }, () => silent("127.0.0.1"));
+      await until(() => rig.observer.results("server").length === 2, "two closed at once");
+      t.deepEqual(rig.observer.results("server"), ["source_limit", "source_limit"]);
+      // Another address is not held to the first one's count.
+      const fromOther = silent("127.0.0.2");
+      const lasted = (await within(Promise.all([...fromOne, fromOther]), 5000, "every client closed")).sort(
+        (x, y) => x - y,
+      );
+      t.true((lasted[1] ?? 0) < 500 && (lasted[2] ?? 0) >= 900, `closed after ${lasted.join(", ")} ms`);
+      await until(() => rig.observer.results("server").length === 6, "every handshake reported");
+      t.deepEqual(rig.observer.results("server").sort(), [
+        "source_limit",
+        "source_limit",
+        "timeout",
+        "timeout",
+        "timeout",
+        "timeout",
+      ]);
+      // Once they timed out, the address may handshake again.
+      const again = tcpConnect({ host: "127.0.0.1", port: rig.port });
+      again.on("error", () => {});
+      await closeOfSocket(again, "a later client closed");
+      await until(() => rig.observer.results("server").length === 7, "the later handshake reported");
+      t.is(rig.observer.results("server")[6], "timeout", "held to the timeout like any other, not refused");
+    }),
+);
+
 test.serial("no certificate for the pod: the connection is closed at once, no_identity", (t) =>
   withServer(t, { identity: false }, async (rig) => {
     const s = tcpConnect({ host: "127.0.0.1", port: rig.port });
