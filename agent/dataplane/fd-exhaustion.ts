@@ -11,12 +11,12 @@ import type { LogThrottle } from "../log-throttle.js";
 
 const EXHAUSTED = new Set([EMFILE, ENFILE, ENOBUFS, ENOMEM]);
 
-export function isExhaustion(errno: number): boolean {
+function isExhaustion(errno: number): boolean {
   return EXHAUSTED.has(errno);
 }
 
 /** The errno of a descriptor or memory shortage in `err` or its causes (a SyscallError), if that is what it is. */
-export function exhaustionOf(err: unknown): number | undefined {
+function exhaustionOf(err: unknown): number | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
     if (e instanceof SyscallError && isExhaustion(e.errno)) return e.errno;
   }
@@ -34,4 +34,15 @@ const NEXT = {
 export function logExhaustion(throttle: LogThrottle, log: LineLog, where: keyof typeof NEXT, errno: number): void {
   const code = errnoName(errno);
   throttle.hit(`fd_exhausted|${where}|${code}`, (suppressed) => log.warn({ code, where, suppressed }, NEXT[where]));
+}
+
+/**
+ * For a socket that could not be made for a connection: logs the shortage (logExhaustion, "socket") when that is
+ * what `err` is, and says whether it was, so the caller logs any other failure its own way.
+ */
+export function loggedSocketExhaustion(ctx: { throttle: LogThrottle; log: LineLog }, err: unknown): boolean {
+  const errno = exhaustionOf(err);
+  if (errno === undefined) return false;
+  logExhaustion(ctx.throttle, ctx.log, "socket", errno);
+  return true;
 }

@@ -26,7 +26,7 @@ import { h2Settings } from "../proxy/tuning.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { closeSocket, peerAddress } from "./fd.js";
-import { exhaustionOf, logExhaustion } from "./fd-exhaustion.js";
+import { loggedSocketExhaustion } from "./fd-exhaustion.js";
 import { checkHbonePeer } from "./hbone-peer.js";
 import { watchPeerFd } from "./peer-timeout.js";
 import { appSource, whenConnected } from "./pod-socket.js";
@@ -286,9 +286,8 @@ export class HboneServer {
       app = ctx.sockets(self.netns, { address: target.ip, port: target.port, ...(source ? { source } : {}) });
     } catch (err) {
       ctx.limits.release(self.key);
-      const exhausted = exhaustionOf(err);
-      if (exhausted !== undefined) logExhaustion(ctx.throttle, ctx.log, "socket", exhausted);
-      else this.#log.debug({ err, target }, "inbound HBONE stream: no socket for the app connection; answered 503");
+      if (!loggedSocketExhaustion(ctx, err))
+        this.#log.debug({ err, target }, "inbound HBONE stream: no socket for the app connection; answered 503");
       this.#refuse(stream, 503, "upstream_error");
       return;
     }

@@ -245,8 +245,9 @@ export class MeshWorker {
 /** Production sockets: made in the pod's namespace with the proxy mark, connect started. */
 function podSockets(settings: MeshSettings, log: LineLog): SocketFactory {
   const options = { mark: settings.mark, socketBuffer: settings.tuning.socketBuffer };
+  const transparent = { ...options, transparent: true };
   return (netns, dst) => {
-    if (dst.source !== undefined) return dialTransparent(netns, { ...dst, source: dst.source }, options, log);
+    if (dst.source !== undefined) return dialTransparent(netns, dst, dst.source, transparent, log);
     const fd = dialFromPod(netns, dst, options, log);
     const started = startConnect(fd, dst);
     return { fd, started };

@@ -14,7 +14,7 @@ import { routeOutbound } from "../proxy/outbound-route.js";
 import { hboneFailureReason, hboneStatusReason } from "../proxy/reasons.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import { peerAddress, resetFd } from "./fd.js";
-import { exhaustionOf, logExhaustion } from "./fd-exhaustion.js";
+import { loggedSocketExhaustion } from "./fd-exhaustion.js";
 import type { HbonePool } from "./hbone-pool.js";
 import { destinationOfFd } from "./original-destination.js";
 import { type PassThroughDeps, passThrough } from "./pass-through.js";
@@ -122,12 +122,10 @@ export function relayOutbound(
     (err: unknown) => {
       const reason = hboneFailureReason(err);
       ctx.observer.connectionRefused(self.key, "outbound", reason);
-      const exhausted = exhaustionOf(err);
       // A line per source, destination and reason an interval, not per app connection: a destination that fails
       // every handshake (or a peer certificate that names whatever it likes, in the error's detail) would
       // otherwise write one for each connection the app tries.
-      if (exhausted !== undefined) logExhaustion(ctx.throttle, ctx.log, "socket", exhausted);
-      else {
+      if (!loggedSocketExhaustion(ctx, err)) {
         ctx.throttle.hit(`${self.key}|${route.target.key}|${reason}`, (suppressed) =>
           log.warn(
             { err, destination: route.target.key, reason, suppressed },

@@ -3,7 +3,7 @@ import { type ConnectionInfo, reportClose } from "../proxy/observer.js";
 import type { LocalWorkload } from "../proxy/workload-index.js";
 import type { DataplaneContext } from "./context.js";
 import { resetFd } from "./fd.js";
-import { exhaustionOf, logExhaustion } from "./fd-exhaustion.js";
+import { loggedSocketExhaustion } from "./fd-exhaustion.js";
 import { type PodDial, whenConnected } from "./pod-socket.js";
 import type { RelayedConnection, TcpRelay } from "./tcp-relay.js";
 
@@ -18,8 +18,8 @@ export interface PassThroughDeps {
 }
 
 /**
- * Plain TCP from the pod's namespace to `dst` (from `dst.source` when set), relayed byte for byte with `fd` (outbound passthrough, and
- * plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
+ * Plain TCP from the pod's namespace to `dst` (from `dst.source` when set), relayed byte for byte with `fd`
+ * (outbound passthrough, and plaintext inbound delivered to the app). The connection counts as opened once the far end accepted it; a refused
  * or failed connect resets the client and is counted as refused instead. `track` hears of the relayed connection
  * once it runs and returns what to call when it ends (inbound: AuthorizedConnections).
  */
@@ -37,8 +37,7 @@ export function passThrough(
   try {
     upstream = ctx.sockets(self.netns, dst);
   } catch (err) {
-    const exhausted = exhaustionOf(err);
-    if (exhausted !== undefined) logExhaustion(ctx.throttle, ctx.log, "socket", exhausted);
+    loggedSocketExhaustion(ctx, err);
     ctx.observer.connectionRefused(self.key, direction, "upstream_error");
     resetFd(fd);
     return;

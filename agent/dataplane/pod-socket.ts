@@ -93,29 +93,32 @@ const SOURCE_PORT_ATTEMPTS = 4;
  * A source port for a transparent connection, below Linux's default ephemeral range (32768-60999), where callers'
  * own ports come from. The pod's inbound REDIRECT keeps a conntrack entry per captured plaintext connection, keyed
  * by the caller's address and port: an agent connection from the same address and port to the same app port would
- * match that entry and be redirected to the agent's own listener. Ports the kernel would choose (from the ephemeral
- * range) meet a live caller port about once per 28,000 connections per caller connection open; these do not, for
- * callers with Linux's default range.
+ * match that entry and be redirected to the agent's own listener. A port the kernel would choose (from the ephemeral
+ * range) meets one of the caller's live ports with a chance of its open connections in 28,000: 200 concurrent
+ * connections from one pod hung at least one on each run (caller-address.test.ts). These ports do not, for callers
+ * with Linux's default range.
  */
 export function transparentSourcePort(random: () => number = Math.random): number {
   return 1024 + Math.floor(random() * (32768 - 1024));
 }
 
 /**
- * dialFromPod + startConnect from `dst.source`: the socket is transparent and bound to a port from
+ * dialFromPod + startConnect from `source`: the socket is transparent and bound to a port from
  * transparentSourcePort, tried again with another port when that one is taken. A bind or connect that fails for
  * any other reason is returned as `started` (-errno), so the caller refuses the connection: it is never made from
- * the pod's own address instead, which would hand the app a caller it did not have.
+ * the pod's own address instead, which would hand the app a caller it did not have. `options` must ask for a
+ * transparent socket.
  */
 export function dialTransparent(
   netns: HeldNetnsRef,
-  dst: PodDial & { source: string },
+  dst: PodDial,
+  source: string,
   options: DialOptions,
   log: LineLog,
 ): { fd: number; started: number } {
   for (let attempt = 1; ; attempt++) {
-    const fd = dialFromPod(netns, dst, { ...options, transparent: true }, log);
-    const bound = bindTo(fd, encodeSockaddr(dst.source, transparentSourcePort()));
+    const fd = dialFromPod(netns, dst, options, log);
+    const bound = bindTo(fd, encodeSockaddr(source, transparentSourcePort()));
     const started = bound < 0 ? bound : startConnect(fd, dst);
     const taken = started === -EADDRINUSE || started === -EADDRNOTAVAIL;
     if (!taken || attempt === SOURCE_PORT_ATTEMPTS) return { fd, started };
