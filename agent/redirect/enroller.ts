@@ -2,8 +2,8 @@
  * Effects of in-pod redirection: open ambit's listeners inside a pod's network namespace, then its return routing
  * (return-routing-apply.ts), then the pod's nftables table, in one visit to the namespace. Listeners first, rules
  * last: by the time traffic is redirected, something is listening, and the app's replies to the agent's transparent
- * connections have their route back. If the agent dies, the rules stay and the listeners die with it, so the pod's TCP is
- * refused (fail closed) until an agent enrolls it again and replaces the table in one transaction.
+ * connections have their route back. If the agent dies, the rules stay and the listeners die with it, so the pod's
+ * TCP is refused (fail closed) until an agent enrolls it again and replaces the table in one transaction.
  */
 import { isIPv4 } from "node:net";
 import { NftablesError } from "../../native-bindings/errors.js";
@@ -67,9 +67,7 @@ interface ListenerSpec {
 
 /** REDIRECT in the output hook sends to loopback, so the outbound listener binds loopback; inbound binds all. */
 function listenerSpecs(pod: PodRecord): ListenerSpec[] {
-  const listed = new Set(pod.ips.map((ip) => (isIPv4(ip) ? 4 : 6)));
-  return ([4, 6] as const).flatMap((family) => {
-    const required = listed.has(family);
+  return podFamilies(pod).flatMap(({ family, required }) => {
     return [
       { kind: "outbound" as const, family, address: family === 4 ? "127.0.0.1" : "::1", port: OUTBOUND_PORT, required },
       {
@@ -129,7 +127,7 @@ export class Redirector {
 
     const { opened, skipped } = inPodNetnsFd(
       netns,
-      () => openInPod(key, listenerSpecs(pod), returnFamilies(pod), rules, again),
+      () => openInPod(key, listenerSpecs(pod), podFamilies(pod), rules, again),
       this.#log,
     );
     if (skipped.length > 0) {
@@ -209,8 +207,11 @@ export class Redirector {
   }
 }
 
-/** As for listeners: the families the pod spec lists must have their return route; the other one if it can. */
-function returnFamilies(pod: PodRecord): ReturnRoutingFamily[] {
+/**
+ * Both families, each required when the pod spec lists it: its listeners and return route must be in place; the
+ * other family's too when the pod's kernel allows it (see ListenerSpec.required).
+ */
+function podFamilies(pod: PodRecord): ReturnRoutingFamily[] {
   const listed = new Set(pod.ips.map((ip) => (isIPv4(ip) ? 4 : 6)));
   return ([4, 6] as const).map((family) => ({ family, required: listed.has(family) }));
 }
