@@ -125,7 +125,10 @@ export class HpackDecoder {
     const out: HeaderList = [];
     let listSize = 0;
     let over = false;
+    // Fields decoded so far, kept or not: a table size update may only come before the first.
+    let fields = 0;
     const emit = (name: string, value: string) => {
+      fields++;
       if (over) return;
       listSize += name.length + value.length + ENTRY_OVERHEAD;
       if (listSize > limits.maxListSize || out.length >= limits.maxFields) {
@@ -135,7 +138,6 @@ export class HpackDecoder {
       }
       out.push([name, value]);
     };
-    let fields = 0;
     let pos = 0;
     const integer = (prefixBits: number): number => {
       const mask = (1 << prefixBits) - 1;
@@ -172,13 +174,11 @@ export class HpackDecoder {
       if (b & 0x80) {
         const [name, value] = entry(integer(7));
         emit(name, value);
-        fields++;
       } else if (b & 0x40) {
         const index = integer(6);
         const name = index === 0 ? string() : entry(index)[0];
         const value = string();
         emit(name, value);
-        fields++;
         this.#insert(name, value);
       } else if (b & 0x20) {
         if (fields > 0) throw compressionError("dynamic table size update after a header field");
@@ -191,7 +191,6 @@ export class HpackDecoder {
         const index = integer(4);
         const name = index === 0 ? string() : entry(index)[0];
         emit(name, string());
-        fields++;
       }
     }
     return over ? undefined : out;
