@@ -58,7 +58,8 @@ export interface ListenerOptions {
   transparent?: boolean;
   /**
    * SO_REUSEPORT: several listeners on the same address, the kernel spreading connections by a hash of the
-   * 4-tuple. Only for measurements (spread-bench); the data path shares one fd between its workers instead.
+   * 4-tuple. In-pod listeners use it so a new agent can listen beside the old one during an upgrade
+   * (agent/redirect/enroller.ts); within one agent the workers share one fd instead (worker-pool.ts).
    */
   reusePort?: boolean;
 }

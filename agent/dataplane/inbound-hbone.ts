@@ -36,6 +36,13 @@ import { TlsTransport } from "./tls-transport.js";
 
 const ECONNREFUSED = constants.errno.ECONNREFUSED;
 
+/**
+ * Time between the GOAWAY notice and the final GOAWAY (see H2Session.closeSoon): at least a round trip, so every
+ * stream the peer sent before it read the notice has arrived. Go's HTTP/2 server waits 1 s too; peers of one cluster
+ * are well under that apart, and a stream that still comes later is refused, which the peer's app sees as a reset.
+ */
+export const GOAWAY_NOTICE_MS = 1000;
+
 interface PeerInfo {
   id: SpiffeId;
   spiffe: string;
@@ -65,6 +72,9 @@ export class HboneServer {
   /** App sockets whose connect is under way, by fd: destroy() cancels the wait and closes them. */
   readonly #connecting = new Map<number, { cancel(): void }>();
   #state: State = "open";
+  #closed: Promise<void> = Promise.resolve();
+  #noticeTimer: NodeJS.Timeout | undefined;
+  #noticeDone: (() => void) | undefined;
 
   constructor(ctx: DataplaneContext, self: LocalWorkload) {
     this.#ctx = ctx;
@@ -150,21 +160,34 @@ export class HboneServer {
   }
 
   /**
-   * The pod is leaving the mesh: no new connection; sessions send GOAWAY, finish the streams they carry, and close.
-   * Connections still in their handshake are dropped: nothing runs on them yet, and a session made now would only
-   * be told to go away.
+   * The pod is leaving the mesh, or the agent is draining: no new connection; sessions are told at once to open no
+   * new stream (closeSoon), and GOAWAY_NOTICE_MS later get the final GOAWAY, finish the streams they carry and
+   * close. Resolves then: streams that crossed the notice were served, so the pod's namespace is no longer needed
+   * for a new one. Connections still in their handshake are dropped: nothing runs on them yet, and a session made
+   * now would only be told to go away.
    */
-  close(): void {
-    if (this.#state !== "open") return;
+  close(): Promise<void> {
+    if (this.#state !== "open") return this.#closed;
     this.#state = "closed";
     for (const t of [...this.#handshaking]) t.destroy();
-    for (const session of [...this.#sessions]) session.close();
+    for (const session of this.#sessions) session.closeSoon();
+    this.#closed = new Promise((resolve) => {
+      this.#noticeTimer = setTimeout(() => {
+        this.#noticeTimer = undefined;
+        for (const session of [...this.#sessions]) session.close();
+        resolve();
+      }, GOAWAY_NOTICE_MS);
+      this.#noticeDone = resolve;
+    });
+    return this.#closed;
   }
 
   /** The worker is stopping: every connection, stream and app socket is reset and its fd closed now. */
   destroy(): void {
     if (this.#state === "destroyed") return;
     this.#state = "destroyed";
+    clearTimeout(this.#noticeTimer);
+    this.#noticeDone?.();
     for (const t of [...this.#handshaking]) t.destroy();
     for (const [fd, wait] of this.#connecting) {
       wait.cancel();

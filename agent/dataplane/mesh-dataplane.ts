@@ -59,6 +59,9 @@ interface PodEntry {
   open: number;
 }
 
+/** How often a drain looks whether connections are left: an agent that drained exits within this of the last one. */
+const DRAIN_POLL_MS = 100;
+
 const STATE_KEYS = [
   "namespaces",
   "pods",
@@ -207,6 +210,21 @@ export class MeshDataplane {
       },
     };
   };
+
+  /**
+   * Waits, at most `ms`, until no connection counts against the agent any more (accepted sockets and HBONE streams
+   * of every worker), checking every DRAIN_POLL_MS; close() ends the wait too. The caller closed the listeners
+   * first (the pods' sessions got their GOAWAY then), so only connections open before can still be counted.
+   * Resolves with how many were left: those close() will reset.
+   */
+  async drain(ms: number): Promise<{ left: number; seconds: number }> {
+    const started = performance.now();
+    const deadline = started + ms;
+    while (!this.#closing && this.#limits.live > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, Math.max(1, deadline - performance.now()))));
+    }
+    return { left: this.#limits.live, seconds: (performance.now() - started) / 1000 };
+  }
 
   /** Stops every worker (listeners, sessions and connections torn down), then closes the descriptors. */
   close(): Promise<void> {

@@ -181,15 +181,20 @@ export class MeshWorker {
     served?.listeners.delete(fd);
   }
 
-  /** The pod left the mesh: the sessions it opened and accepted finish their streams and close. */
-  removePod(key: string): void {
+  /**
+   * The pod left the mesh, or the agent is draining: the sessions it opened and accepted finish their streams and
+   * close (GOAWAY both ways, so peers open their next session to whoever listens now). Resolves once no new stream
+   * can reach the pod through this worker: its namespace descriptor may be closed then.
+   */
+  removePod(key: string): Promise<void> {
     const served = this.#pods.get(key);
-    if (!served) return;
+    if (!served) return Promise.resolve();
     for (const listener of served.listeners.values()) listener.close();
-    served.hbone.close();
+    const closed = served.hbone.close();
     this.#pool.closeSource(key);
     this.#pods.delete(key);
     this.#ctx.limits.forgetPod(key);
+    return closed;
   }
 
   /** The worker is stopping: every listener, session and connection is torn down now. */

@@ -74,7 +74,10 @@ export type WorkerRequest =
   | { id: number; type: "listen"; key: string; kind: ListenerKind; family: 4 | 6; fd: number }
   /** Stop watching `fd`; answered once the worker no longer touches it. */
   | { id: number; type: "unlisten"; key: string; fd: number }
-  /** The pod left: its HBONE sessions drain, its netns fd is no longer used once this is answered. */
+  /**
+   * The pod left (or the agent drains): its HBONE sessions drain; answered once no new stream can reach it (after
+   * the GOAWAY notice, ~1 s), and its netns fd is no longer used from then on.
+   */
   | { id: number; type: "pod_gone"; key: string }
   /** Post the events queued now; answered after them, so the answer means they arrived. */
   | { id: number; type: "flush" }

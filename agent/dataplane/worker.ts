@@ -98,7 +98,7 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       meshWorker().unlisten(request.key, request.fd);
       return done;
     case "pod_gone":
-      meshWorker().removePod(request.key);
+      await meshWorker().removePod(request.key);
       return done;
     case "flush":
       mesh?.events.flush();

@@ -166,6 +166,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #flushQueued = false;
   #blocked = false;
   #goawaySent = false;
+  /** closeSoon() ran: the peer was told to open no new stream (the final GOAWAY is #goawaySent's). */
+  #goawayNoticeSent = false;
   #goawayReceived = false;
   #destroyed = false;
   #error: Error | undefined;
@@ -262,6 +264,21 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     if (this.#destroyed) return;
     this.#goaway(ErrorCode.NO_ERROR);
     if (this.#streams.size === 0) this.#end();
+  }
+
+  /**
+   * Server side, first half of a graceful shutdown (RFC 9113 section 6.8): GOAWAY with the highest stream id and
+   * NO_ERROR. The client opens no new stream here and goes to a new connection, while the streams it may have sent
+   * already are still served; close() later sends the real last id. Going straight to close() would refuse a stream
+   * that crossed the GOAWAY on the wire, and a refused CONNECT resets an app connection that never reached the app.
+   */
+  closeSoon(): void {
+    if (this.#destroyed || this.#goawaySent || this.#goawayNoticeSent || this.role !== "server") return;
+    this.#goawayNoticeSent = true;
+    const payload = Buffer.alloc(8);
+    payload.writeUInt32BE(MAX_WINDOW, 0);
+    payload.writeUInt32BE(ErrorCode.NO_ERROR, 4);
+    this.#frame(FrameType.GOAWAY, 0, 0, payload);
   }
 
   /** Abrupt close: every stream is reset and the transport destroyed. */

@@ -33,6 +33,30 @@ export interface AgentConfig {
   maxConnectionsPerPod?: number;
   /** Connections the agent serves at once over every pod; default: from the descriptor limit (agentLimitFor). */
   maxConnections?: number;
+  /**
+   * On SIGTERM, how long open connections are served before the rest is reset (see defaultDrainSeconds); parsed
+   * configs always have it, absent (configs built in tests) stops at once.
+   */
+  drainSeconds?: number;
+}
+
+/** Kubernetes' terminationGracePeriodSeconds when the pod spec sets none. */
+const DEFAULT_GRACE_SECONDS = 30;
+
+/**
+ * What the agent keeps of its grace period for itself after draining: stopping the workers, closing the servers
+ * and exiting before the kubelet's SIGKILL. Stopping an agent takes well under a second; the rest is headroom for a
+ * loaded node.
+ */
+export const DRAIN_MARGIN_SECONDS = 3;
+
+/**
+ * The drain period when --drain-seconds is not given: the pod's grace period less DRAIN_MARGIN_SECONDS. A pod cannot
+ * read its own terminationGracePeriodSeconds (the downward API does not expose it), so the DaemonSet passes the same
+ * number in AMBIT_GRACE_SECONDS (deploy/kubernetes/agent-daemonset.yaml; a manifest test keeps the two equal).
+ */
+export function defaultDrainSeconds(graceSeconds: number): number {
+  return Math.max(0, graceSeconds - DRAIN_MARGIN_SECONDS);
 }
 
 const env = process.env;
@@ -59,6 +83,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       workers: { type: "string", default: env.AMBIT_WORKERS },
       "max-connections-per-pod": { type: "string", default: env.AMBIT_MAX_CONNECTIONS_PER_POD },
       "max-connections": { type: "string", default: env.AMBIT_MAX_CONNECTIONS },
+      "drain-seconds": { type: "string", default: env.AMBIT_DRAIN_SECONDS },
     },
   });
   const need = (v: string | undefined, flag: string) => {
@@ -79,6 +104,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   }
   const perPod = connectionLimit(values["max-connections-per-pod"], "max-connections-per-pod");
   const perAgent = connectionLimit(values["max-connections"], "max-connections");
+  const grace = seconds(env.AMBIT_GRACE_SECONDS, "AMBIT_GRACE_SECONDS") ?? DEFAULT_GRACE_SECONDS;
+  const drainSeconds = seconds(values["drain-seconds"], "--drain-seconds") ?? defaultDrainSeconds(grace);
   return {
     nodeName: need(values.node, "node"),
     source: sourceConfig(values),
@@ -95,7 +122,17 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ...(workers !== undefined ? { workers } : {}),
     ...(perPod !== undefined ? { maxConnectionsPerPod: perPod } : {}),
     ...(perAgent !== undefined ? { maxConnections: perAgent } : {}),
+    drainSeconds,
   };
+}
+
+function seconds(text: string | undefined, what: string): number | undefined {
+  if (text === undefined || text === "") return undefined;
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(n) || n > 86_400) {
+    throw new ConfigError(`${what} must be whole seconds from 0 to 86400, got ${JSON.stringify(text)}`);
+  }
+  return n;
 }
 
 function connectionLimit(text: string | undefined, flag: string): number | undefined {

@@ -47,6 +47,8 @@ export interface MeshDataPath {
   readonly listenerFactory: ListenerFactory;
   /** Every HBONE session torn down and its streams reset; resolves once nothing is left running. */
   close(): Promise<void>;
+  /** Resolves once no connection is left, or after `ms` (with how many are left, which close() will reset). */
+  drain(ms: number): Promise<{ left: number; seconds: number }>;
 }
 
 /** What the agent needs of the namespace registry (agent/netns/netns-registry.ts). */
@@ -152,6 +154,20 @@ export class NodeAgent {
     this.#o.certs.close();
     this.#o.namespaces.releaseAll();
     return stopped;
+  }
+
+  /**
+   * Stop as an agent being replaced does: stop accepting (the listeners close, and the kernel hands what was
+   * queued on them to a new agent's listeners beside them, enroller.ts), send GOAWAY on every HBONE session both
+   * ways so peers open their next ones to whoever listens now, serve what is open for at most `ms`, then tear
+   * down what is left. Rules stay, as in stop(). Resolves with how many connections were left and how long it took.
+   */
+  async drain(ms: number): Promise<{ left: number; seconds: number }> {
+    for (const t of this.#timers) clearInterval(t);
+    this.#o.redirector.closeListenersOnly();
+    const drained = await this.#o.proxy.drain(ms);
+    await this.stop();
+    return drained;
   }
 
   #background(work: Promise<unknown>): void {

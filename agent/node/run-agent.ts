@@ -35,6 +35,11 @@ export interface RunningAgent {
   endpoints: { metrics: string; admin: string; ready: string };
   /** Stop serving (pods' rules stay: their traffic is refused until an agent returns). */
   stop(): Promise<void>;
+  /**
+   * Stop accepting, serve open connections for at most `ms` (GOAWAY on every HBONE session), then stop (NodeAgent
+   * drain). Resolves with the connections that were left and the seconds it took.
+   */
+  drain(ms: number): Promise<{ left: number; seconds: number }>;
 }
 
 export interface AgentHooks {
@@ -106,6 +111,14 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     metrics.close();
     await servers?.close();
   };
+  // Metrics and admin stay up while draining: the connections left are still seen there.
+  const drain = async (ms: number) => {
+    cluster?.close();
+    const drained = await agent.drain(ms);
+    metrics.close();
+    await servers?.close();
+    return drained;
+  };
   try {
     const clusterSource = await openClusterSource(config.source, {
       nodeName: config.nodeName,
@@ -161,6 +174,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
       connections,
       endpoints,
       stop: shutdown,
+      drain,
     };
   } catch (err) {
     await shutdown();
