@@ -14,6 +14,7 @@ import { diffEnrollment } from "../kube/enrollment-diff.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
 import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
+import type { HeldNetnsRef } from "../pod-netns.js";
 import { PolicyWarnings } from "../policy/warnings.js";
 import type { ListenerFactory, Redirector } from "../redirect/enroller.js";
 import { EnrollmentError } from "../redirect/errors.js";
@@ -94,6 +95,9 @@ export class NodeAgent {
   readonly #pending = new Set<Promise<unknown>>();
   readonly #policyWarnings = new PolicyWarnings();
   readonly #timers: NodeJS.Timeout[];
+  /** Pods another agent's rules serve, waiting for their certificate here before this agent takes them over. */
+  readonly #awaitingCertificate = new Map<string, PodRecord>();
+  #stopped = false;
 
   constructor(options: NodeAgentOptions) {
     this.#o = options;
@@ -148,6 +152,7 @@ export class NodeAgent {
    * once the data plane stopped (its worker threads exited).
    */
   stop(): Promise<void> {
+    this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
     this.#o.redirector.closeListenersOnly();
     const stopped = this.#o.proxy.close();
@@ -163,6 +168,7 @@ export class NodeAgent {
    * down what is left. Rules stay, as in stop(). Resolves with how many connections were left and how long it took.
    */
   async drain(ms: number): Promise<{ left: number; seconds: number }> {
+    this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
     this.#o.redirector.closeListenersOnly();
     const drained = await this.#o.proxy.drain(ms);
@@ -198,8 +204,63 @@ export class NodeAgent {
       fail(found.reason, undefined, "");
       return;
     }
+    // Rules in force from another agent (being replaced, or crashed): its listeners, or none, serve the pod until
+    // this one has the pod's certificate. Joining their SO_REUSEPORT groups before would have the kernel hand this
+    // agent connections it can only refuse.
+    const certified = this.#o.certs.material(identityOfPod(pod, this.#o.trustDomain)) !== undefined;
+    if (!certified && this.#o.redirector.enrolledByAnother({ pod, netns: found.netns })) {
+      this.#certificateFirst(pod, started);
+      return;
+    }
+    this.#redirect(pod, found.netns, started);
+  }
+
+  /** The pod's certificate, then its listeners and rules, if it is still to be enrolled by then. */
+  #certificateFirst(pod: PodRecord, started: bigint): void {
+    const key = objectKey(pod);
+    if (this.#awaitingCertificate.has(key)) {
+      this.#awaitingCertificate.set(key, pod);
+      return;
+    }
+    this.#awaitingCertificate.set(key, pod);
+    this.#background(
+      this.#acquire(pod).then((issued) => {
+        const current = this.#awaitingCertificate.get(key);
+        this.#awaitingCertificate.delete(key);
+        if (!current || this.#stopped) return;
+        if (!issued) {
+          this.#failed.set(key, { pod: current, reason: "no_certificate" });
+          this.#o.enrollment?.failed(current, "no_certificate");
+          return;
+        }
+        const found = this.#o.namespaces.resolve({
+          key,
+          uid: current.uid,
+          ips: current.ips,
+          ...this.#pathOf(current),
+        });
+        if (!found.ok) {
+          this.#failed.set(key, { pod: current, reason: found.reason });
+          this.#o.enrollment?.failed(current, found.reason);
+          return;
+        }
+        this.#redirect(current, found.netns, started);
+      }),
+    );
+  }
+
+  #redirect(pod: PodRecord, netns: HeldNetnsRef, started: bigint): void {
+    const key = objectKey(pod);
+    const log = this.#o.logger.child({ pod: key });
+    const fail = (reason: string, err: unknown, what: string) => {
+      const before = this.#failed.get(key)?.reason;
+      this.#failed.set(key, { pod, reason });
+      this.#o.enrollment?.failed(pod, reason);
+      if (before !== reason) log.error({ err, reason }, what);
+    };
+    const found = { netns };
     try {
-      this.#o.redirector.enroll({ pod, netns: found.netns }, this.#o.proxy.listenerFactory);
+      this.#o.redirector.enroll({ pod, netns }, this.#o.proxy.listenerFactory);
     } catch (err) {
       const reason = err instanceof EnrollmentError ? err.code : "unexpected";
       fail(reason, err, "enrollment failed; the pod's traffic is not redirected, retrying in the background");
@@ -234,6 +295,7 @@ export class NodeAgent {
 
   #unenroll(pod: PodRecord): void {
     const key = objectKey(pod);
+    this.#awaitingCertificate.delete(key);
     const wasFailing = this.#failed.delete(key);
     try {
       this.#o.redirector.unenroll(key);

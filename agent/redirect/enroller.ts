@@ -31,6 +31,7 @@ import {
   type NftDocument,
   type RedirectPlan,
   RedirectPlanError,
+  TABLE,
 } from "./rules.js";
 
 export type ListenerKind = "outbound" | "inbound" | "hbone";
@@ -157,6 +158,28 @@ export class Redirector {
     this.#pods.set(key, enrolled);
     this.#syncHostRules();
     return enrolled;
+  }
+
+  /**
+   * The pod's namespace holds ambit's table although this agent has not enrolled it: another agent did (the one
+   * this agent replaces, or one that crashed), and its rules are in force. Read in one nftables list.
+   */
+  enrolledByAnother(target: EnrollTarget): boolean {
+    if (this.#pods.has(objectKey(target.pod))) return false;
+    try {
+      const listed = inPodNetnsFd(
+        target.netns,
+        () => runNftJson({ nftables: [{ list: { tables: {} } }] }),
+        this.#log,
+      ) as { nftables?: Array<{ table?: { name?: string; family?: string } }> };
+      return (listed.nftables ?? []).some((o) => o.table?.name === TABLE && o.table.family === "inet");
+    } catch (err) {
+      this.#log.debug(
+        { err, pod: objectKey(target.pod) },
+        "cannot list the pod's nftables tables; enrolling it at once",
+      );
+      return false;
+    }
   }
 
   /**
