@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import type { SimCluster } from "../../agent/sim/index.js";
+import { within } from "../support/within.js";
 import { localAgentArgs } from "./support/agent-args.js";
 import { startCapture } from "./support/capture.js";
 import { clusterFor } from "./support/cluster.js";
@@ -216,7 +217,11 @@ test("an agent replaced by a new process: no failed connect either way, a long t
   const exitedMs = performance.now() - signalled;
   await new Promise((r) => setTimeout(r, 1000));
   const [inResult, outResult] = await Promise.all([inbound.stop(), outbound.stop()]);
-  await t.notThrowsAsync(long, "the long transfer completed intact through the handover");
+  // Bounded: a transfer cut by the old agent may stall rather than fail.
+  await t.notThrowsAsync(
+    within(long, 15_000, "the long transfer"),
+    "the long transfer completed intact through the handover",
+  );
   const wire = await stopCapture();
 
   t.log(
