@@ -113,7 +113,11 @@ function parseConfig(stdin: string, command: "ADD" | "DEL" | "CHECK"): PluginCon
     throw new CniError("invalid_config", "cniVersion and name are required");
   }
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(cniVersion)) {
-    throw new CniError("incompatible_version", `cniVersion ${cniVersion} is not supported`, SUPPORTED_VERSIONS.join(","));
+    throw new CniError(
+      "incompatible_version",
+      `cniVersion ${cniVersion} is not supported`,
+      SUPPORTED_VERSIONS.join(","),
+    );
   }
   const agentSocket = raw.agentSocket ?? DEFAULT_SOCKET;
   if (typeof agentSocket !== "string" || agentSocket === "") {

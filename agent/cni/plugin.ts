@@ -47,7 +47,9 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     const cni =
-      err instanceof CniError ? err : new CniError("io_failure", "ambit-cni failed unexpectedly", String(err), { cause: err });
+      err instanceof CniError
+        ? err
+        : new CniError("io_failure", "ambit-cni failed unexpectedly", String(err), { cause: err });
     process.stdout.write(errorResult(cniVersion, cni));
     return 1;
   }
@@ -78,17 +80,28 @@ async function run(call: Call): Promise<void> {
     if (call.command === "DEL") return;
     const why = `the ambit agent did not answer at ${config.agentSocket} (${(err as Error).message})`;
     if (!config.kubernetes) {
-      throw new CniError("try_again_later", `${why}, and no kubernetes access is configured to tell whether ${key(pod)} is meshed`);
+      throw new CniError(
+        "try_again_later",
+        `${why}, and no kubernetes access is configured to tell whether ${key(pod)} is meshed`,
+      );
     }
     const meshed = await meshedPerApi(config.kubernetes, pod, deadline).catch((apiErr: Error) => {
-      throw new CniError("try_again_later", `${why}, and the API server did not say whether ${key(pod)} is meshed`, apiErr.message);
+      throw new CniError(
+        "try_again_later",
+        `${why}, and the API server did not say whether ${key(pod)} is meshed`,
+        apiErr.message,
+      );
     });
     if (meshed) throw new CniError("try_again_later", `${why}; ${key(pod)} is meshed and may not start unenrolled`);
     return passThrough();
   }
   if ("error" in answer) {
     const code = answer.error.code === "pod_unknown" ? "try_again_later" : "enrollment_failed";
-    throw new CniError(code, `the ambit agent could not enroll ${key(pod)}: ${answer.error.message}`, answer.error.code);
+    throw new CniError(
+      code,
+      `the ambit agent could not enroll ${key(pod)}: ${answer.error.message}`,
+      answer.error.code,
+    );
   }
   passThrough();
 }
@@ -101,7 +114,10 @@ function readStdin(): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const timer = setTimeout(() => reject(new CniError("io_failure", "stdin was not closed within 5 s")), STDIN_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new CniError("io_failure", "stdin was not closed within 5 s")),
+      STDIN_TIMEOUT_MS,
+    );
     const next = () =>
       read(0, Buffer.allocUnsafe(65536), 0, 65536, null, (err, n, buf) => {
         if (err) {
@@ -152,7 +168,11 @@ function askAgent(path: string, request: CniAgentRequest, timeoutMs: number): Pr
   });
 }
 
-async function meshedPerApi(api: KubeAccess, pod: { namespace: string; name: string }, deadline: number): Promise<boolean> {
+async function meshedPerApi(
+  api: KubeAccess,
+  pod: { namespace: string; name: string },
+  deadline: number,
+): Promise<boolean> {
   const { request } = await import("node:https");
   const token = readFileSync(api.tokenFile, "utf8").trim();
   const ca = readFileSync(api.caFile, "utf8");

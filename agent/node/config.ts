@@ -38,6 +38,11 @@ export interface AgentConfig {
    * configs always have it, absent (configs built in tests) stops at once.
    */
   drainSeconds?: number;
+  /**
+   * The unix socket ambit-cni asks to enroll each new sandbox (deploy: /var/run/ambit/cni.sock). Off by default:
+   * without a CNI plugin installed nobody would call it, and two agents on one test machine would fight over it.
+   */
+  cniSocket?: string;
 }
 
 /** Kubernetes' terminationGracePeriodSeconds when the pod spec sets none. */
@@ -84,6 +89,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       "max-connections-per-pod": { type: "string", default: env.AMBIT_MAX_CONNECTIONS_PER_POD },
       "max-connections": { type: "string", default: env.AMBIT_MAX_CONNECTIONS },
       "drain-seconds": { type: "string", default: env.AMBIT_DRAIN_SECONDS },
+      "cni-socket": { type: "string", default: env.AMBIT_CNI_SOCKET },
     },
   });
   const need = (v: string | undefined, flag: string) => {
@@ -123,6 +129,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ...(perPod !== undefined ? { maxConnectionsPerPod: perPod } : {}),
     ...(perAgent !== undefined ? { maxConnections: perAgent } : {}),
     drainSeconds,
+    ...(values["cni-socket"] ? { cniSocket: values["cni-socket"] } : {}),
   };
 }
 

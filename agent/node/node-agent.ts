@@ -7,6 +7,7 @@
  * The decisions those handlers share are plain functions in proxy/ (outbound-route.ts, own-destination.ts, ...).
  */
 
+import { type CniSandbox, staleSandboxes, withSandboxes } from "../cni/decide.js";
 import type { CertManager } from "../identity/cert-manager.js";
 import { identityOfPod } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState } from "../kube/cluster-state.js";
@@ -84,9 +85,20 @@ export interface NodeAgentOptions {
   verifyMs?: number;
 }
 
+/** How a sandbox's enrollment went, for the CNI plugin's answer. */
+export type SandboxEnrollment = { ok: true; certified: boolean } | { ok: false; reason: string };
+
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
+  /** The cluster as the source reports it. */
+  #source: ClusterState = emptyClusterState();
+  /** The cluster as enrolled: #source with the CNI plugin's sandboxes standing in for their pods' records. */
   #state: ClusterState = emptyClusterState();
+  /** Sandboxes the CNI plugin reported (ADD) and not yet deleted, by pod key. */
+  readonly #sandboxes = new Map<string, CniSandbox>();
+  readonly #stateListeners = new Set<() => void>();
+  /** Certificate acquisitions of pods being enrolled, by pod key: true once issued, false if the CA failed. */
+  readonly #acquiring = new Map<string, Promise<boolean>>();
   /** Pods that should be enrolled but are not, by key, with the reason (a closed set, see failedPods). */
   readonly #failed = new Map<string, { pod: PodRecord; reason: string }>();
   /** Pods holding a reference on their identity's certificate (released exactly once when they leave). */
@@ -124,7 +136,65 @@ export class NodeAgent {
    * their rules one after another, not each behind the previous one's certificate. Until its certificate comes, a
    * pod's meshed traffic is refused (fail closed) and readiness says so.
    */
-  apply(next: ClusterState): void {
+  apply(source: ClusterState): void {
+    this.#source = source;
+    for (const key of staleSandboxes(source, this.#sandboxes)) this.#sandboxes.delete(key);
+    this.#applyView(withSandboxes(source, this.#sandboxes));
+    for (const listener of this.#stateListeners) listener();
+  }
+
+  /** The cluster as the source last reported it (the CNI server decides on it). */
+  get sourceState(): ClusterState {
+    return this.#source;
+  }
+
+  /** Calls `listener` after every apply(); returns how to stop. */
+  onApply(listener: () => void): () => void {
+    this.#stateListeners.add(listener);
+    return () => this.#stateListeners.delete(listener);
+  }
+
+  /**
+   * Enrolls a pod in the sandbox the CNI plugin reported (its namespace path and addresses), the pod's record
+   * having been found meshed. Resolves once its rules and listeners are in place and its certificate issued, or
+   * after `certificateWaitMs` without it (`certified: false`: its meshed traffic is refused until the CA answers,
+   * fails closed); or says why the rules are not in place.
+   */
+  async enrollSandbox(key: string, sandbox: CniSandbox, certificateWaitMs: number): Promise<SandboxEnrollment> {
+    this.#sandboxes.set(key, sandbox);
+    this.#applyView(withSandboxes(this.#source, this.#sandboxes));
+    const failed = this.#failed.get(key);
+    if (failed) return { ok: false, reason: failed.reason };
+    if (!this.sandboxEnrolled(key, sandbox.netns)) return { ok: false, reason: "not_enrolled" };
+    // Without its certificate the pod's first connections would be refused (not leaked): worth a bounded wait.
+    const acquiring = this.#acquiring.get(key);
+    let timer: NodeJS.Timeout | undefined;
+    const certified = await Promise.race([
+      acquiring ?? Promise.resolve(true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), certificateWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return { ok: true, certified };
+  }
+
+  /** Whether the pod is enrolled in this sandbox's namespace now (CNI CHECK). */
+  sandboxEnrolled(key: string, netns: string): boolean {
+    return this.#o.redirector.enrolled().some((e) => objectKey(e.pod) === key && e.pod.netns === netns);
+  }
+
+  /**
+   * Forgets the sandbox (CNI DEL) unless a newer one of the pod was added since; the pod is then enrolled as its
+   * record alone says (unenrolled when the record has no IPs, as at a sandbox's end).
+   */
+  removeSandbox(key: string, containerId: string): void {
+    if (this.#sandboxes.get(key)?.containerId !== containerId) return;
+    this.#sandboxes.delete(key);
+    this.#applyView(withSandboxes(this.#source, this.#sandboxes));
+  }
+
+  #applyView(next: ClusterState): void {
     const diff = diffEnrollment(this.#state, next, this.#o.nodeName);
     if (next.authorizationPolicies !== this.#state.authorizationPolicies) {
       this.#policyWarnings.report(next.authorizationPolicies, this.#o.logger);
@@ -269,6 +339,10 @@ export class NodeAgent {
     this.#failed.delete(key);
     const redirected = Number(process.hrtime.bigint() - started) / 1e9;
     const acquired = this.#certified.has(key) ? Promise.resolve(true) : this.#acquire(pod);
+    this.#acquiring.set(key, acquired);
+    void acquired.finally(() => {
+      if (this.#acquiring.get(key) === acquired) this.#acquiring.delete(key);
+    });
     this.#background(
       acquired.then((identity) => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -336,7 +410,9 @@ export class NodeAgent {
   }
 
   #pathOf(pod: PodRecord): { netns?: string } {
-    return pod.netns && this.#o.netnsPaths ? { netns: pod.netns } : {};
+    // A sandbox's path comes from the container runtime through the CNI plugin, not from a pod author.
+    const trusted = this.#o.netnsPaths || this.#sandboxes.get(objectKey(pod))?.netns === pod.netns;
+    return pod.netns && trusted ? { netns: pod.netns } : {};
   }
 
   #retryFailed(): void {

@@ -3,6 +3,7 @@
 import { getrlimit, RLIMIT_NOFILE } from "../../native-bindings/io.js";
 import { ConnectionTracker } from "../admin/connection-tracker.js";
 import { type AgentServers, startAgentServers } from "../admin/servers.js";
+import { CniServer } from "../cni/server.js";
 import { agentLimitFor, DEFAULT_PER_POD_LIMIT } from "../dataplane/connection-limits.js";
 import { MeshDataplane } from "../dataplane/mesh-dataplane.js";
 import { defaultWorkerCount } from "../dataplane/worker-count.js";
@@ -105,7 +106,9 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   let sourceStarted = false;
   let servers: AgentServers | undefined;
   let cluster: ClusterSource | undefined;
+  let cni: CniServer | undefined;
   const shutdown = async () => {
+    await cni?.close();
     cluster?.close();
     await agent.stop();
     metrics.close();
@@ -147,6 +150,11 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     const endpoints = { metrics: servers.metrics, admin: servers.admin, ready: servers.ready };
     log.info(endpoints, "serving metrics, admin and readiness");
     await hooks.serving?.(endpoints);
+    // Before the cluster source starts: a sandbox's ADD that comes first waits for the pod's record (bounded).
+    if (config.cniSocket) {
+      cni = await CniServer.listen({ path: config.cniSocket, agent, logger: log.child({ component: "cni" }) });
+      log.info({ path: config.cniSocket }, "serving the CNI plugin");
+    }
     const apply = (state: ClusterState) => {
       try {
         agent.apply(state);

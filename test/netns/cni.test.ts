@@ -1,0 +1,137 @@
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import test from "ava";
+import type { RunningAgent } from "../../agent/node/run-agent.js";
+import { writeFileAtomic } from "../../agent/sim/index.js";
+import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
+import { meshFor } from "./support/agents.js";
+import { clusterFor } from "./support/cluster.js";
+import { ruleCount } from "./support/nft.js";
+import { answerIn, closeServer, request } from "./support/sockets.js";
+
+const meshed = { "ambit.dev/mesh": "enabled" };
+
+type KubeObject = Record<string, unknown> & { kind?: string; metadata?: Record<string, unknown> };
+
+/**
+ * The sim's objects with `pods` as the API has them when their sandbox is being created: placed on the node, no
+ * IPs yet, and no namespace path (only the runtime knows it, and gives it to the CNI plugin).
+ */
+function beforeSandbox(objects: KubeObject[], pods: string[]): KubeObject[] {
+  return objects.map((o) => {
+    if (o.kind !== "Pod" || !pods.includes(o.metadata?.name as string)) return o;
+    const { annotations: _, ...metadata } = o.metadata ?? {};
+    return { ...o, metadata, status: { phase: "Pending" } };
+  });
+}
+
+/** TCP ports listening in a namespace, read from the kernel. */
+function listeningPorts(netns: string): number[] {
+  const out = execFileSync("nsenter", [`--net=${netns}`, "ss", "-Hltn"], { encoding: "utf8" });
+  return [
+    ...new Set(
+      out
+        .split("\n")
+        .flatMap((l) => /:(\d+)\s/.exec(l)?.[1] ?? [])
+        .map(Number),
+    ),
+  ].sort();
+}
+
+test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, agent down and bad input", async (t) => {
+  t.timeout(60_000);
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }, { name: "c", labels: meshed }] }],
+  });
+  const [a, b, c] = ["a", "b", "c"].map((n) => cluster.pod(n));
+  if (!a || !b || !c) throw new Error("pods missing");
+  const app = answerIn(c.netnsPath, c.ipv4, 8080, (s) => `c saw ${s.remoteAddress}`);
+  t.teardown(() => closeServer(app));
+  const socket = join("/tmp", `ambit-cni-test-${process.pid}.sock`);
+  const mesh = await meshFor(t, cluster, { config: { cniSocket: socket } });
+  const agent = mesh.agents[0];
+  if (!agent) throw new Error("no agent");
+  const applied = new Promise((resolve) => agent.source.once("change", resolve));
+  await writeFileAtomic(mesh.clusterFile, {
+    apiVersion: "v1",
+    kind: "List",
+    items: beforeSandbox(cluster.objects() as KubeObject[], ["a", "b"]),
+  });
+  await applied;
+  t.is(ruleCount(a.netnsPath), 0, "a's record has no IPs: the agent cannot enroll it by itself");
+
+  const config = (ips: string[]) => chainedConfig(ips, { agentSocket: socket, timeoutMs: 10_000 });
+  const sandbox = (name: string, netns: string) => ({
+    containerId: `sandbox-${name}`,
+    netns,
+    pod: { namespace: "default", name },
+  });
+  const added = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
+  t.is(added.status, 0, added.stdout);
+  t.deepEqual(added.json, config([a.ipv4]).prevResult, "prevResult passed through unchanged");
+  // Checked right when ADD returned, before anything else could enroll the pod.
+  t.true(ruleCount(a.netnsPath) > 0, "rules in place when ADD returns");
+  const ports = listeningPorts(a.netnsPath);
+  for (const port of [15001, 15006, 15008]) t.true(ports.includes(port), `listener ${port} in place: ${ports}`);
+  t.is(await request(a.netnsPath, c.ipv4, 8080), `c saw ${a.ipv4}`, "the app's first connection gets through");
+  t.true(await outboundOverHbone(agent, "default/a"), "over HBONE, from a's own outbound listener");
+
+  const check = await runPlugin({ command: "CHECK", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
+  t.is(check.status, 0, check.stdout);
+  t.is(check.stdout, "", "CHECK succeeds silently");
+
+  const plain = await runPlugin({ command: "ADD", ...sandbox("b", b.netnsPath) }, config([b.ipv4]));
+  t.is(plain.status, 0, plain.stdout);
+  t.deepEqual(plain.json, config([b.ipv4]).prevResult);
+  t.is(ruleCount(b.netnsPath), 0, "a pod outside the mesh is left alone");
+
+  // A DEL of an older sandbox of the pod does not undo the current one.
+  const stale = await runPlugin({ command: "DEL", ...sandbox("a", a.netnsPath), containerId: "older" }, config([]));
+  t.is(stale.status, 0, stale.stdout);
+  t.true(ruleCount(a.netnsPath) > 0, "an older sandbox's DEL leaves the pod enrolled");
+  const deleted = await runPlugin({ command: "DEL", ...sandbox("a", a.netnsPath) }, config([]));
+  t.is(deleted.status, 0, deleted.stdout);
+  t.is(ruleCount(a.netnsPath), 0, "DEL unenrolls: rules gone");
+  t.false(listeningPorts(a.netnsPath).includes(15001), "and listeners");
+  t.false(
+    agent.redirector.enrolled().some((e) => e.pod.name === "a"),
+    "the agent no longer counts the pod",
+  );
+
+  const notJson = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, "{ not json");
+  t.is(notJson.status, 1);
+  t.like(notJson.json, { cniVersion: "1.0.0", code: 6 });
+  t.is(typeof notJson.json.msg, "string");
+  const noNetns = await runPlugin(
+    { command: "ADD", ...sandbox("a", a.netnsPath), env: { CNI_NETNS: undefined } },
+    config([a.ipv4]),
+  );
+  t.is(noNetns.status, 1);
+  t.like(noNetns.json, { code: 4, msg: "CNI_NETNS is required for ADD" });
+  const notChained = await runPlugin(
+    { command: "ADD", ...sandbox("a", a.netnsPath) },
+    { cniVersion: "1.0.0", name: "k" },
+  );
+  t.like(notChained.json, { code: 7 });
+
+  // Agent down: a meshed pod's ADD fails (the kubelet retries); without API access to read labels, so does b's.
+  await agent.stop();
+  const down = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
+  t.is(down.status, 1);
+  t.like(down.json, { code: 11 });
+  t.regex(down.json.msg, /did not answer/);
+  t.is(ruleCount(a.netnsPath), 0);
+  const downDel = await runPlugin({ command: "DEL", ...sandbox("a", a.netnsPath) }, config([]));
+  t.is(downDel.status, 0, "DEL never fails for want of an agent");
+});
+
+/** Whether the agent reported (within 3 s: workers report in batches) a mutual-TLS connection from `pod`. */
+async function outboundOverHbone(agent: RunningAgent, pod: string): Promise<boolean> {
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline) {
+    const { live, recent } = agent.connections.snapshot();
+    if ([...live, ...recent].some((r) => r.reporter === "source" && r.pod === pod && r.tls)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
