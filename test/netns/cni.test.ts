@@ -25,6 +25,37 @@ function beforeSandbox(objects: KubeObject[], pods: string[]): KubeObject[] {
   });
 }
 
+test("an ADD for a pod whose record has not arrived yet waits for it, then enrolls it", async (t) => {
+  t.timeout(30_000);
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const a = cluster.pod("a");
+  const socket = join("/tmp", `ambit-cni-test-wait-${process.pid}.sock`);
+  const mesh = await meshFor(t, cluster, { config: { cniSocket: socket } });
+  const agent = mesh.agents[0];
+  if (!agent) throw new Error("no agent");
+  const write = async (items: KubeObject[]) => {
+    const applied = new Promise((resolve) => agent.source.once("change", resolve));
+    await writeFileAtomic(mesh.clusterFile, { apiVersion: "v1", kind: "List", items });
+    await applied;
+  };
+  const objects = beforeSandbox(cluster.objects() as KubeObject[], ["a"]);
+  await write(objects.filter((o) => !(o.kind === "Pod" && o.metadata?.name === "a")));
+  const config = chainedConfig([a.ipv4], { agentSocket: socket });
+  const adding = runPlugin(
+    { command: "ADD", containerId: "s-a", netns: a.netnsPath, pod: { namespace: "default", name: "a" } },
+    config,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  t.is(ruleCount(a.netnsPath), 0, "not enrolled while the record is missing");
+  await write(objects);
+  const added = await adding;
+  t.is(added.status, 0, added.stdout);
+  t.true(added.ms >= 500, "ADD waited for the record");
+  t.true(ruleCount(a.netnsPath) > 0, "and enrolled the pod when it came");
+});
+
 /** TCP ports listening in a namespace, read from the kernel. */
 function listeningPorts(netns: string): number[] {
   const out = execFileSync("nsenter", [`--net=${netns}`, "ss", "-Hltn"], { encoding: "utf8" });
