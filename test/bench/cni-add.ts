@@ -2,8 +2,10 @@
  * ambit-cni's ADD as the kubelet sees it, end to end: the plugin's process start, its call to the agent, the pod's
  * enrollment (rules, listeners, certificate) and the answer. Each round ADDs a meshed pod's sandbox and DELs it,
  * and ADDs a pod outside the mesh; prints p50/p99 of each and of a bare `node -e 0` for scale. The meshed pod runs
- * twice: with another pod of its identity enrolled (its certificate is held: the usual case, a Deployment's next
- * replica), and alone (each ADD waits for a new key and its signing).
+ * three ways: with another pod of its identity enrolled (its certificate is held: a Deployment's next replica);
+ * alone, with its certificate fetched when its record arrived (the agent prefetches for this node's pods without
+ * IPs yet, and the kubelet creates the sandbox after); alone, with the ADD right as its record arrives (the ADD
+ * waits for a new key and its signing).
  * Run: node dist/test/bench/cni-add.js [runs]   (root; default 200 runs)
  */
 import { spawnSync } from "node:child_process";
@@ -61,10 +63,12 @@ try {
   );
   const [a, b] = [cluster.pod("a"), cluster.pod("b")];
   const cachedMs: number[] = [];
+  const prefetchedMs: number[] = [];
   const newKeyMs: number[] = [];
   const plainMs: number[] = [];
   const bareMs: number[] = [];
-  const addMeshed = async (i: number, into: number[]) => {
+  const addMeshed = async (i: number, into: number[], settle = false) => {
+    if (settle) await agent.agent.settled();
     const call = { containerId: `s${i}`, netns: a.netnsPath, pod: { namespace: "default", name: "a" } };
     const add = await runPlugin({ command: "ADD", ...call }, chainedConfig([a.ipv4], { agentSocket: socket }));
     if (add.status !== 0) throw new Error(`ADD failed: ${add.stdout}`);
@@ -92,12 +96,14 @@ try {
   const withoutC = items.filter((o) => (o as { metadata?: { name?: string } }).metadata?.name !== "c");
   await writeFileAtomic(manifest, { apiVersion: "v1", kind: "List", items: withoutC });
   await applied;
-  for (let i = 0; i < runs; i++) await addMeshed(runs + i, newKeyMs);
+  for (let i = 0; i < runs; i++) await addMeshed(runs + i, prefetchedMs, true);
+  for (let i = 0; i < runs; i++) await addMeshed(2 * runs + i, newKeyMs);
   const pct = (xs: number[], p: number) =>
     [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(xs.length * p))]?.toFixed(1);
   for (const [what, xs] of [
     ["ADD, meshed pod, its identity's certificate held", cachedMs],
-    ["ADD, meshed pod, first of its identity (new key)", newKeyMs],
+    ["ADD, meshed pod, first of its identity, certificate prefetched from its record", prefetchedMs],
+    ["ADD, meshed pod, first of its identity, ADD as its record arrives (new key)", newKeyMs],
     ["ADD, pod outside the mesh", plainMs],
     ["node -e 0", bareMs],
   ] as const) {

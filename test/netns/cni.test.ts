@@ -90,6 +90,13 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   });
   await applied;
   t.is(ruleCount(a.netnsPath), 0, "a's record has no IPs: the agent cannot enroll it by itself");
+  await agent.agent.settled();
+  const issued = agent.certs.snapshot().find((i) => i.pods.includes("default/a"));
+  t.is(issued?.state, "ready", "a's certificate is fetched before its sandbox exists");
+  t.falsy(
+    agent.certs.snapshot().find((i) => i.pods.includes("default/b")),
+    "none for b (not meshed)",
+  );
 
   const config = (ips: string[]) => chainedConfig(ips, { agentSocket: socket, timeoutMs: 10_000 });
   const sandbox = (name: string, netns: string) => ({
@@ -102,6 +109,10 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   t.deepEqual(added.json, config([a.ipv4]).prevResult, "prevResult passed through unchanged");
   // Checked right when ADD returned, before anything else could enroll the pod.
   t.true(ruleCount(a.netnsPath) > 0, "rules in place when ADD returns");
+  t.true(
+    agent.certs.snapshot().some((i) => i.pods.includes("default/a") && i.state === "ready"),
+    "the enrolled pod holds its certificate (the prefetched reference passed on)",
+  );
   const ports = listeningPorts(a.netnsPath);
   for (const port of [15001, 15006, 15008]) t.true(ports.includes(port), `listener ${port} in place: ${ports}`);
   t.is(await request(a.netnsPath, c.ipv4, 8080), `c saw ${a.ipv4}`, "the app's first connection gets through");
@@ -128,6 +139,9 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
     agent.redirector.enrolled().some((e) => e.pod.name === "a"),
     "the agent no longer counts the pod",
   );
+  // Its record (no IPs: a new sandbox may come) still holds the certificate for the next ADD.
+  await agent.agent.settled();
+  t.true(agent.certs.snapshot().some((i) => i.pods.includes("default/a") && i.state === "ready"));
 
   const notJson = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, "{ not json");
   t.is(notJson.status, 1);
