@@ -1,10 +1,13 @@
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import type { RunningAgent } from "../../agent/node/run-agent.js";
 import { writeFileAtomic } from "../../agent/sim/index.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
 import { meshFor } from "./support/agents.js";
+import { startCapture } from "./support/capture.js";
 import { clusterFor } from "./support/cluster.js";
 import { ruleCount } from "./support/nft.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
@@ -104,6 +107,9 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
     netns,
     pod: { namespace: "default", name },
   });
+  const dir = mkdtempSync(join(tmpdir(), "ambit-cni-cap-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const stopCapture = await startCapture(cluster.node("n1").netnsName, c.hostInterface, join(dir, "c.pcap"));
   const added = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
   t.is(added.status, 0, added.stdout);
   t.deepEqual(added.json, config([a.ipv4]).prevResult, "prevResult passed through unchanged");
@@ -115,7 +121,11 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   );
   const ports = listeningPorts(a.netnsPath);
   for (const port of [15001, 15006, 15008]) t.true(ports.includes(port), `listener ${port} in place: ${ports}`);
-  t.is(await request(a.netnsPath, c.ipv4, 8080), `c saw ${a.ipv4}`, "the app's first connection gets through");
+  t.is(
+    await request(a.netnsPath, c.ipv4, 8080, "FIRST-CONNECTION-MARKER-5e1d"),
+    `c saw ${a.ipv4}`,
+    "the app's first connection gets through",
+  );
   t.true(await outboundOverHbone(agent, "default/a"), "over HBONE, from a's own outbound listener");
 
   const check = await runPlugin({ command: "CHECK", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
@@ -126,6 +136,10 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   t.is(plain.status, 0, plain.stdout);
   t.deepEqual(plain.json, config([b.ipv4]).prevResult);
   t.is(ruleCount(b.netnsPath), 0, "a pod outside the mesh is left alone");
+  t.is(await request(b.netnsPath, c.ipv4, 8080, "CONTROL-PLAIN-MARKER-0b2a"), `c saw ${b.ipv4}`);
+  const wire = await stopCapture("CONTROL-PLAIN-MARKER-0b2a");
+  t.true(wire.includes("CONTROL-PLAIN-MARKER-0b2a"), "the capture sees plaintext payloads");
+  t.false(wire.includes("FIRST-CONNECTION-MARKER-5e1d"), "the first connection after ADD never crossed in plaintext");
 
   // A DEL of an older sandbox of the pod does not undo the current one.
   const stale = await runPlugin({ command: "DEL", ...sandbox("a", a.netnsPath), containerId: "older" }, config([]));
