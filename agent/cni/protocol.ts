@@ -1,8 +1,10 @@
 /**
  * What ambit-cni and the agent say to each other over the agent's unix socket: one JSON request, one JSON answer,
- * each a single line, then the connection closes. Pure and import-free: the plugin loads this module on every pod
- * start, so anything it imported would be paid for in every sandbox's ADD.
+ * each a single line, then the connection closes. Pure, and it imports only node:net, which the plugin loads anyway:
+ * the plugin loads this module on every pod start, so anything else would be paid for in every sandbox's ADD.
  */
+
+import { isIP } from "node:net";
 
 export type CniAgentCommand = "add" | "del" | "check";
 
@@ -48,9 +50,11 @@ export function parseAgentRequest(line: string): CniAgentRequest | { invalid: st
   }
   if (!o.namespace || !o.name || !o.containerId) return { invalid: "namespace, name and containerId are required" };
   const ips = o.ips;
-  if (!Array.isArray(ips) || ips.length > MAX_IPS || !ips.every((ip) => typeof ip === "string" && ip.length <= 64)) {
+  // The addresses go into nftables rules and routes: only addresses, never text that merely looks like one.
+  if (!Array.isArray(ips) || ips.length > MAX_IPS || !ips.every((ip) => typeof ip === "string" && isIP(ip) !== 0)) {
     return { invalid: "bad ips" };
   }
+  if (o.command !== "del" && !(o.netns as string).startsWith("/")) return { invalid: "netns must be an absolute path" };
   return {
     command: o.command,
     namespace: o.namespace as string,
