@@ -1,6 +1,7 @@
 /** A tiny GET-only HTTP server for the agent's metrics, admin and readiness ports. */
 import http from "node:http";
 import { AmbitError } from "../errors.js";
+import type { Logger } from "../log.js";
 import { parseHostPort } from "../node/config.js";
 
 export class HttpServeError extends AmbitError {
@@ -24,6 +25,11 @@ export interface ServingEndpoint {
   close(): Promise<void>;
 }
 
+export interface ServeOptions {
+  /** A port in use (EADDRINUSE) is not an error: retry in the background (see waitForPort). */
+  waitWhileBusy?: { logger: Logger; retryMs: number };
+}
+
 export const json = (status: number, value: unknown): Reply => ({
   status,
   body: `${JSON.stringify(value, null, 2)}\n`,
@@ -35,6 +41,7 @@ export async function serveRoutes(
   what: string,
   address: string,
   routes: Record<string, Route>,
+  options: ServeOptions = {},
 ): Promise<ServingEndpoint> {
   const { host, port } = parseHostPort(address, what);
   const server = http.createServer((req, res) => {
@@ -56,19 +63,67 @@ export async function serveRoutes(
   // Scrapes and probes are short; do not let a stuck client hold a socket for minutes.
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new HttpServeError(what, address, err)));
-    server.listen({ host, port }, () => resolve());
-  });
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      server.once("error", (err) => reject(new HttpServeError(what, address, err)));
+      server.listen({ host, port }, () => resolve());
+    });
+  const close = () =>
+    new Promise<void>((resolve) => {
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  try {
+    await listen();
+  } catch (err) {
+    const busy = err instanceof HttpServeError && (err.cause as NodeJS.ErrnoException).code === "EADDRINUSE";
+    if (!busy || !options.waitWhileBusy) throw err;
+    return waitForPort(what, address, listen, close, options.waitWhileBusy);
+  }
   const bound = server.address();
   const real = bound && typeof bound === "object" ? bound : { address: host, port };
   const hostText = real.address.includes(":") ? `[${real.address}]` : real.address;
+  return { address: `${hostText}:${real.port}`, close };
+}
+
+/**
+ * The port is another process's, the previous agent's during an upgrade (both are on the node's network): try again
+ * every retryMs until it is free (that agent exits at the end of its drain) or this endpoint is closed. Meanwhile
+ * the kubelet's probes do not depend on it (DaemonSet: exec probes on --probe-dir files).
+ */
+function waitForPort(
+  what: string,
+  address: string,
+  listen: () => Promise<void>,
+  close: () => Promise<void>,
+  wait: NonNullable<ServeOptions["waitWhileBusy"]>,
+): ServingEndpoint {
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  wait.logger.warn(
+    { what, address },
+    "port held by another process (the previous agent, during an upgrade); served here once it is free",
+  );
+  const attempt = () => {
+    timer = undefined;
+    listen().then(
+      () => {
+        if (closed) return void close();
+        wait.logger.info({ what, address }, "port free again; serving");
+      },
+      () => {
+        if (!closed) timer = setTimeout(attempt, wait.retryMs);
+      },
+    );
+  };
+  timer = setTimeout(attempt, wait.retryMs);
   return {
-    address: `${hostText}:${real.port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    address,
+    close: () => {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      return close();
+    },
   };
 }

@@ -10,7 +10,7 @@
  * agent does not know would let a meshed pod start unprotected.
  */
 
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, renameSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { AmbitError } from "../errors.js";
@@ -51,6 +51,9 @@ export interface CniServerOptions {
 
 export class CniServerError extends AmbitError {}
 
+/** Sockets bound by this process so far: each binds under a name of its own (see listen). */
+let bound = 0;
+
 export class CniServer {
   readonly #o: CniServerOptions;
   readonly #server: Server;
@@ -63,23 +66,34 @@ export class CniServer {
     this.#server.maxConnections = options.maxConnections ?? 64;
   }
 
-  /** Listens on `path`, replacing a socket a previous agent left (never another kind of file). */
+  /**
+   * Listens on `path`, taking it over from the agent that had it (never another kind of file). The socket is bound
+   * under a name of its own, made 0600, and then renamed onto `path`: the plugin finds a listening socket at every
+   * instant, the previous agent's until the rename and this one's after, which is what an upgrade needs (two agents
+   * on one node, the new one started first). Nothing ever unlinks `path`: Node unlinks the name a socket was bound
+   * to when it closes, here the private name that the rename took away, so an old agent that stops after the
+   * takeover cannot remove the new one's socket. A dead agent's socket stays behind and refuses connections, which
+   * the plugin reads as "agent down".
+   */
   static async listen(options: CniServerOptions): Promise<CniServer> {
     const server = new CniServer(options);
+    const own = `${options.path}.${process.pid}.${++bound}`;
     try {
       mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
-      const stale = lstatOrUndefined(options.path);
-      if (stale && !stale.isSocket()) throw new Error("a file that is not a socket is in the way");
-      if (stale) unlinkSync(options.path);
+      const there = lstatOrUndefined(options.path);
+      if (there && !there.isSocket()) throw new Error("a file that is not a socket is in the way");
+      if (lstatOrUndefined(own)?.isSocket()) unlinkSync(own);
       await new Promise<void>((resolve, reject) => {
         server.#server.once("error", reject);
-        server.#server.listen(options.path, () => {
+        server.#server.listen(own, () => {
           server.#server.off("error", reject);
           resolve();
         });
       });
-      chmodSync(options.path, 0o600);
+      chmodSync(own, 0o600);
+      renameSync(own, options.path);
     } catch (err) {
+      server.#server.close();
       throw new CniServerError("cni_socket", `cannot listen for the CNI plugin on ${options.path}`, { cause: err });
     }
     return server;

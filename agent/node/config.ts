@@ -26,6 +26,16 @@ export interface AgentConfig {
   metricsAddress: string;
   adminAddress: string;
   readyAddress: string;
+  /**
+   * Write exec-probe files here (admin/probe-files.ts): the DaemonSet's readiness and liveness, which must see this
+   * agent and not the one beside it during an upgrade.
+   */
+  probeDir?: string;
+  /**
+   * Metrics, admin and readiness ports held by another process are served once they are free instead of failing the
+   * start: during an upgrade the previous agent holds them until it exits (hostNetwork, one node, two agents).
+   */
+  waitForPorts?: boolean;
   logLevel: string;
   /** Data-plane worker threads; default: the CPUs the agent may use (cgroup quota and affinity). */
   workers?: number;
@@ -84,6 +94,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       metrics: { type: "string", default: env.AMBIT_METRICS_ADDRESS ?? "0.0.0.0:15020" },
       admin: { type: "string", default: env.AMBIT_ADMIN_ADDRESS ?? "127.0.0.1:15000" },
       ready: { type: "string", default: env.AMBIT_READY_ADDRESS ?? "0.0.0.0:15021" },
+      "probe-dir": { type: "string", default: env.AMBIT_PROBE_DIR },
+      "wait-for-ports": { type: "boolean", default: env.AMBIT_WAIT_FOR_PORTS === "1" },
       "log-level": { type: "string", default: env.AMBIT_LOG_LEVEL ?? "info" },
       workers: { type: "string", default: env.AMBIT_WORKERS },
       "max-connections-per-pod": { type: "string", default: env.AMBIT_MAX_CONNECTIONS_PER_POD },
@@ -124,6 +136,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     metricsAddress: values.metrics as string,
     adminAddress: values.admin as string,
     readyAddress: values.ready as string,
+    ...(values["probe-dir"] ? { probeDir: values["probe-dir"] } : {}),
+    waitForPorts: values["wait-for-ports"] as boolean,
     logLevel: values["log-level"] as string,
     ...(workers !== undefined ? { workers } : {}),
     ...(perPod !== undefined ? { maxConnectionsPerPod: perPod } : {}),

@@ -114,8 +114,11 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     metrics.close();
     await servers?.close();
   };
-  // Metrics and admin stay up while draining: the connections left are still seen there.
+  // Metrics and admin stay up while draining: the connections left are still seen there. The CNI socket is the new
+  // agent's already (CniServer.listen takes the path over), so closing it here only stops this agent's.
   const drain = async (ms: number) => {
+    servers?.notReady();
+    await cni?.close();
     cluster?.close();
     const drained = await agent.drain(ms);
     metrics.close();
@@ -136,6 +139,9 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
       readyAddress: config.readyAddress,
       registry: metrics.registry,
       tracker: connections,
+      ...(config.probeDir ? { probeDir: config.probeDir } : {}),
+      waitForPorts: config.waitForPorts === true,
+      logger: log.child({ component: "admin" }),
       parts: {
         nodeName: config.nodeName,
         trustDomain: config.trustDomain,

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
-import type { RunningAgent } from "../../agent/node/run-agent.js";
+import { silentLogger } from "../../agent/log.js";
+import { type RunningAgent, startAgent } from "../../agent/node/run-agent.js";
 import { writeFileAtomic } from "../../agent/sim/index.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
 import { meshFor } from "./support/agents.js";
@@ -57,6 +58,38 @@ test("an ADD for a pod whose record has not arrived yet waits for it, then enrol
   t.is(added.status, 0, added.stdout);
   t.true(added.ms >= 500, "ADD waited for the record");
   t.true(ruleCount(a.netnsPath) > 0, "and enrolled the pod when it came");
+});
+
+test("two agents on one node (an upgrade): the newer takes the CNI socket over, and the older stopping leaves it served", async (t) => {
+  t.timeout(30_000);
+  const cluster = await clusterFor(t, {
+    nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
+  });
+  const [a, b] = ["a", "b"].map((n) => cluster.pod(n));
+  if (!a || !b) throw new Error("pods missing");
+  const socket = join("/tmp", `ambit-cni-test-takeover-${process.pid}.sock`);
+  const mesh = await meshFor(t, cluster, { config: { cniSocket: socket } });
+  const old = mesh.agents[0];
+  if (!old) throw new Error("no agent");
+  const replacement = await startAgent({ ...old.config }, silentLogger);
+  t.teardown(() => replacement.stop());
+  // No API access in the config: an ADD that finds no agent fails (code 11), whatever the pod.
+  const config = (ips: string[]) => chainedConfig(ips, { agentSocket: socket, timeoutMs: 5000 });
+  const add = (name: string, netns: string, ips: string[]) =>
+    runPlugin({ command: "ADD", containerId: `s-${name}`, netns, pod: { namespace: "default", name } }, config(ips));
+
+  await old.stop();
+  const plain = await add("b", b.netnsPath, [b.ipv4]);
+  t.is(plain.status, 0, `the socket is still served after the older agent stopped: ${plain.stdout}`);
+  const enrolled = await add("a", a.netnsPath, [a.ipv4]);
+  t.is(enrolled.status, 0, enrolled.stdout);
+  t.true(
+    replacement.redirector.enrolled().some((e) => e.pod.name === "a"),
+    "the newer agent answered the meshed pod's ADD",
+  );
+  await replacement.stop();
+  const down = await add("b", b.netnsPath, [b.ipv4]);
+  t.like(down.json, { code: 11 }, "with both gone, the plugin finds no agent");
 });
 
 /** TCP ports listening in a namespace, read from the kernel. */
