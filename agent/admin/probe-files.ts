@@ -52,7 +52,10 @@ export class ProbeFiles {
       this.#failing = false;
     } catch (err) {
       if (!this.#failing) {
-        this.#log.error({ err, dir: this.#dir }, "cannot write the probe files; the kubelet will see this agent as not ready");
+        this.#log.error(
+          { err, dir: this.#dir },
+          "cannot write the probe files; the kubelet will see this agent as not ready",
+        );
       }
       this.#failing = true;
     }

@@ -63,20 +63,30 @@ export async function startAgentServers(o: AgentServersOptions): Promise<AgentSe
   const serving = o.waitForPorts ? { waitWhileBusy: { logger: o.logger, retryMs: PORT_RETRY_MS } } : {};
   let probes: ProbeFiles | undefined;
   try {
-    const metrics = await serveRoutes("metrics", o.metricsAddress, {
-      "/metrics": async () => ({
-        status: 200,
-        body: await o.registry.metrics(),
-        contentType: o.registry.contentType,
-      }),
-    }, serving);
+    const metrics = await serveRoutes(
+      "metrics",
+      o.metricsAddress,
+      {
+        "/metrics": async () => ({
+          status: 200,
+          body: await o.registry.metrics(),
+          contentType: o.registry.contentType,
+        }),
+      },
+      serving,
+    );
     started.push(metrics);
-    const admin = await serveRoutes("admin", o.adminAddress, {
-      "/config_dump": () => json(200, configDump(o.parts)),
-      "/connections": () => json(200, o.tracker.snapshot()),
-      "/authorization/check": (query) => checkRoute(o.parts, query),
-      "/healthz/ready": ready,
-    }, serving);
+    const admin = await serveRoutes(
+      "admin",
+      o.adminAddress,
+      {
+        "/config_dump": () => json(200, configDump(o.parts)),
+        "/connections": () => json(200, o.tracker.snapshot()),
+        "/authorization/check": (query) => checkRoute(o.parts, query),
+        "/healthz/ready": ready,
+      },
+      serving,
+    );
     started.push(admin);
     const readyServer = await serveRoutes("ready", o.readyAddress, { "/healthz/ready": ready }, serving);
     started.push(readyServer);
