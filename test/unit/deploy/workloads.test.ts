@@ -1,6 +1,7 @@
 // The agent and the CA learn the cluster from the API server (--kube) with their service-account tokens; nothing
 // of the JSON pod file they used before (--pod-file, the ambit-pods ConfigMap) is left, and the agent mounts no host
-// path: it finds pods' network namespaces through /proc (hostPID).
+// path but the CNI socket's directory and sandboxes' namespaces: running pods' namespaces are found through /proc
+// (hostPID).
 import { readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import test from "ava";
@@ -44,13 +45,50 @@ for (const w of WORKLOADS) {
   });
 }
 
-test("the agent mounts no host path (pods' namespaces are found through /proc, with hostPID)", (t) => {
-  const { spec } = container("DaemonSet", "ambit-agent", "agent");
+test("the agent mounts two host paths: the CNI socket's directory, and sandboxes' namespaces read-only", (t) => {
+  const { spec, container: c } = container("DaemonSet", "ambit-agent", "agent");
   t.true(spec.hostPID);
+  const hostPaths = (spec.volumes ?? []).filter((v) => v.hostPath !== undefined);
   t.deepEqual(
-    (spec.volumes ?? []).filter((v) => v.hostPath !== undefined).map((v) => v.name),
-    [],
+    hostPaths.map((v) => (v.hostPath as { path: string }).path),
+    ["/var/run/ambit", "/var/run/netns"],
   );
+  const mounts = (c.volumeMounts ?? []) as Array<{ name: string; mountPath: string; readOnly?: boolean }>;
+  const netns = mounts.find((m) => m.name === hostPaths[1]?.name);
+  t.is(netns?.readOnly, true);
+  const socketDir = mounts.find((m) => m.name === hostPaths[0]?.name)?.mountPath;
+  t.true((c.args ?? []).includes(`--cni-socket=${socketDir}/cni.sock`), "the socket is in the shared directory");
+});
+
+test("upgrades surge: the new agent starts beside the old one, so the pod declares no hostPort", (t) => {
+  const object = OBJECTS.find((o) => o.kind === "DaemonSet" && o.metadata.name === "ambit-agent");
+  const strategy = (object as unknown as { spec: { updateStrategy: unknown } }).spec.updateStrategy;
+  t.deepEqual(strategy, { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  const { spec, container: c } = container("DaemonSet", "ambit-agent", "agent");
+  t.true(spec.hostNetwork, "with hostNetwork every containerPort would be a hostPort");
+  t.is((c as unknown as Record<string, unknown>).ports, undefined);
+  t.true((c.args ?? []).includes("--wait-for-ports"), "the new agent waits for the node's ports, not fails");
+});
+
+test("the agent's drain fits its grace period: AMBIT_GRACE_SECONDS is terminationGracePeriodSeconds", (t) => {
+  const { spec, container: c } = container("DaemonSet", "ambit-agent", "agent");
+  const env = (c.env ?? []) as Array<{ name: string; value?: string }>;
+  const grace = env.find((e) => e.name === "AMBIT_GRACE_SECONDS")?.value;
+  const period = Number(spec.terminationGracePeriodSeconds);
+  t.is(Number(grace), period);
+  t.true(period > 3, "room for a drain after the 3 s margin");
+});
+
+test("the kubelet probes this agent's own files, not the node's port the old agent may hold", (t) => {
+  const { spec, container: c } = container("DaemonSet", "ambit-agent", "agent");
+  const dir = (c.args ?? []).find((a) => a.startsWith("--probe-dir="))?.slice("--probe-dir=".length);
+  t.truthy(dir);
+  const probes = c as unknown as Record<string, { exec?: { command: string[] } }>;
+  t.true(probes.readinessProbe?.exec?.command.join(" ").includes(`${dir}/ready`));
+  t.true(probes.livenessProbe?.exec?.command.join(" ").includes(`${dir}/alive`));
+  const mount = ((c.volumeMounts ?? []) as Array<{ name: string; mountPath: string }>).find((m) => m.mountPath === dir);
+  const volume = (spec.volumes ?? []).find((v) => v.name === mount?.name) as Record<string, unknown> | undefined;
+  t.truthy(volume?.emptyDir, "the pod's own volume, not a host path the old agent shares");
 });
 
 test("nothing in deploy/ mentions the pod file (--pod-file) or its ConfigMap (ambit-pods)", (t) => {
