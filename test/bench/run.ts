@@ -9,6 +9,7 @@ import { runKubeConfigBench } from "./kube-config-bench.js";
 import { runNetnsBench } from "./netns-bench.js";
 import { runPolicyBench } from "./policy-bench.js";
 import { runProxyBench } from "./proxy-bench.js";
+import { runUpgradeBench } from "./upgrade-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
   enroll: runEnrollBench,
@@ -18,6 +19,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   netns: runNetnsBench,
   policy: runPolicyBench,
   proxy: runProxyBench,
+  upgrade: runUpgradeBench,
 };
 
 const names = process.argv.slice(2).flatMap((a) => a.split(/[\s,]+/).filter(Boolean));

@@ -1,0 +1,350 @@
+/**
+ * An agent replaced by a new process on its node, as a DaemonSet with maxSurge does it: the new agent starts beside
+ * the old one, opens its listeners in the pods beside the old one's (SO_REUSEPORT), and only then does the old one
+ * get SIGTERM and drain. Steady new connections both ways and a long transfer run through the whole handover, with
+ * a capture on the wire. Then the other promise: after a crash (SIGKILL) the pods fail closed and a new agent
+ * restores them. test/netns/agent-upgrade.test.ts asserts on what runUpgrade measures; `make bench BENCH=upgrade`
+ * prints it.
+ */
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { SimCluster } from "../../../agent/sim/index.js";
+import type { SimClusterSpec } from "../../../agent/sim/topology.js";
+import { within } from "../../support/within.js";
+import { localAgentArgs } from "./agent-args.js";
+import { startCapture, type TcpSegment, tcpSegments } from "./capture.js";
+import { ruleCount } from "./nft.js";
+import { answerIn, closeServer, dialFrom, request } from "./sockets.js";
+import { transferServer } from "./transfer.js";
+
+const MESHED = { "ambit.dev/mesh": "enabled" };
+/** Sent by every steady-load connection: found in the capture only if a payload crossed in plaintext. */
+export const UPGRADE_MARKER = "UPGRADE-PLAINTEXT-MARKER-5d1e";
+const CLI = fileURLToPath(new URL("../../../agent/cli.js", import.meta.url));
+const HBONE_PORT = 15008;
+/** The old agent's drain period: longer than the long transfer, so it ends within it. */
+const DRAIN_SECONDS = 20;
+/** The long transfer: paced to last about 9 s, so it starts before the new agent and ends after the old one's SIGTERM. */
+const TRANSFER = { up: 24 * 1024 * 1024, down: 4 * 1024 * 1024, ms: 9_000 };
+
+/** Pod a on n1 and pod b on n2, both meshed: n2's agent is the one replaced. */
+export const UPGRADE_TOPOLOGY: SimClusterSpec = {
+  nodes: [
+    { name: "n1", pods: [{ name: "a", labels: MESHED }] },
+    { name: "n2", pods: [{ name: "b", labels: MESHED }] },
+  ],
+};
+
+/** Milliseconds until `check` holds, polled every 25 ms; throws naming `what` after `timeoutMs`. */
+export async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 15_000,
+): Promise<number> {
+  const started = performance.now();
+  while (performance.now() - started < timeoutMs) {
+    if (await Promise.resolve(check()).catch(() => false)) return performance.now() - started;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Listening sockets on `port` in the namespace at `netnsPath` (one per agent once both listen). */
+export function listeners(netnsPath: string, port: number): number {
+  const out = execFileSync("nsenter", [`--net=${netnsPath}`, "ss", "-Hltn", `sport = :${port}`], { encoding: "utf8" });
+  return out.split("\n").filter((l) => l.includes("0.0.0.0:")).length;
+}
+
+/** ambit's table as nft prints it, without handles: what a re-applied table must equal. */
+export function tableText(netnsPath: string): string {
+  return execFileSync("nsenter", [`--net=${netnsPath}`, "nft", "list", "table", "inet", "ambit"], { encoding: "utf8" });
+}
+
+/** Sum of a counter's series with `labels` from an agent's /metrics (run inside the node's namespace). */
+function counter(cluster: SimCluster, node: string, port: number, name: string, labels: string): number {
+  const text = execFileSync(
+    "ip",
+    ["netns", "exec", cluster.node(node).netnsName, "curl", "-s", `127.0.0.1:${port}/metrics`],
+    { encoding: "utf8" },
+  );
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+}
+
+/** Deterministic bytes, as support/transfer.ts's, so the server's digest and download can be checked. */
+function pattern(offset: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  for (let i = 0; i < length; i++) b[i] = (offset + i) % 251;
+  return b;
+}
+
+/**
+ * A transfer paced to last about `ms`: `up` bytes sent in steps, `down` asked back (transferServer's protocol).
+ * Resolves once both directions were verified against their SHA-256.
+ */
+export async function pacedTransfer(netns: string, ip: string, port: number, up: number, down: number, ms: number) {
+  const s = await dialFrom(netns, ip, port);
+  const step = 64 * 1024;
+  const pause = ms / (up / step);
+  const sent = createHash("sha256");
+  const received = createHash("sha256");
+  let digest = Buffer.alloc(0);
+  let got = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    s.on("data", (chunk: Buffer) => {
+      if (digest.length < 32) {
+        const need = 32 - digest.length;
+        digest = Buffer.concat([digest, chunk.subarray(0, need)]);
+        chunk = chunk.subarray(need);
+      }
+      got += chunk.length;
+      received.update(chunk);
+    });
+    s.on("error", reject);
+    s.on("end", () => {
+      s.end();
+      if (!digest.equals(sent.digest())) return reject(new Error("upload corrupted"));
+      if (got !== down) return reject(new Error(`download: ${got} of ${down} bytes`));
+      const want = createHash("sha256");
+      for (let o = 0; o < down; o += step) want.update(pattern(7 + o, Math.min(step, down - o)));
+      if (!received.digest().equals(want.digest())) return reject(new Error("download corrupted"));
+      resolve();
+    });
+  });
+  // Settled even if the upload below throws: the error is the caller's, not an unhandled rejection.
+  done.catch(() => {});
+  try {
+    const header = Buffer.alloc(8);
+    header.writeBigUInt64BE(BigInt(down));
+    s.write(header);
+    for (let o = 0; o < up; o += step) {
+      if (s.destroyed) break;
+      const piece = pattern(o, Math.min(step, up - o));
+      sent.update(piece);
+      if (!s.write(piece)) await new Promise((r) => s.once("drain", r).once("close", r));
+      await new Promise((r) => setTimeout(r, pause));
+    }
+    s.end();
+    await done;
+  } finally {
+    s.destroy();
+  }
+}
+
+export interface LoadResult {
+  ok: number;
+  failed: number;
+  /** Failures by error code (ECONNRESET, ETIMEDOUT, bad_answer...). */
+  errors: Map<string, number>;
+}
+
+/** New connections one after another from `from` to `to`, `parallel` at a time, until stop(); counts outcomes. */
+export function steadyLoad(from: string, to: string, port: number, parallel: number) {
+  const result: LoadResult = { ok: 0, failed: 0, errors: new Map() };
+  let running = true;
+  const loops = Array.from({ length: parallel }, async () => {
+    while (running) {
+      try {
+        const answer = await request(from, to, port, UPGRADE_MARKER);
+        if (answer.startsWith("hi")) result.ok++;
+        else throw Object.assign(new Error(`answer ${JSON.stringify(answer)}`), { code: "bad_answer" });
+      } catch (err) {
+        result.failed++;
+        const code = (err as { code?: string }).code ?? String(err);
+        result.errors.set(code, (result.errors.get(code) ?? 0) + 1);
+      }
+    }
+  });
+  return {
+    result,
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+      return result;
+    },
+  };
+}
+
+export interface UpgradeRun {
+  /** ambit's table in b's namespace: under the old agent, once the new one enrolled, once the old one exited. */
+  tables: { before: string; afterJoin: string; afterExit: string };
+  /** ms from the new agent's spawn until both agents listen on 15008 and 15001 in b. */
+  readyMs: number;
+  /** b's outbound connections each agent opened during 2 s with both listening (the kernel's hash spreads them). */
+  spread: { old: number; new: number };
+  /** ms from the old agent's SIGTERM until its listeners in b were gone, and until it exited (with `exitCode`). */
+  closedMs: number;
+  exitedMs: number;
+  exitCode: number | null;
+  /** New connections a -> b (inbound HBONE at n2) and b -> a (outbound at n2) through the whole handover. */
+  inbound: LoadResult;
+  outbound: LoadResult;
+  /** The long a -> b transfer, started before the new agent and running past the old one's SIGTERM. */
+  transfer: { up: number; down: number; ms: number; error?: string };
+  /** What the capture on b's interface saw: every TCP segment between b and the other node. */
+  wire: { bytes: Buffer; segments: TcpSegment[] };
+  /** The crash: the new agent SIGKILLed, then a third agent started. */
+  crash: {
+    /** How a -> b failed while no agent ran ("answered" if it did not: a pod that fails open). */
+    whileDown: string;
+    rulesWhileDown: number;
+    /** ms until a -> b answered again: from the third agent's spawn, and from the SIGKILL. */
+    restoredFromStartMs: number;
+    restoredFromKillMs: number;
+  };
+}
+
+/**
+ * The whole scenario on a cluster made from UPGRADE_TOPOLOGY. Everything it starts (agents, servers, tcpdump, a
+ * temp dir) is stopped or removed before it returns or throws; the cluster is the caller's to destroy.
+ */
+export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
+  const [a, b] = [cluster.pod("a"), cluster.pod("b")];
+  const servers = [
+    answerIn(b.netnsPath, b.ipv4, 8080, () => "hi from b"),
+    answerIn(a.netnsPath, a.ipv4, 8080, () => "hi from a"),
+    transferServer(b.netnsPath, b.ipv4, 9000),
+  ];
+  const dir = mkdtempSync(join(tmpdir(), "ambit-upgrade-"));
+  const children = new Set<ChildProcess>();
+  let stopCapture: ((lastMarker?: string) => Promise<Buffer>) | undefined;
+  const loads: Array<ReturnType<typeof steadyLoad>> = [];
+  try {
+    const manifests = join(dir, "cluster.json");
+    await cluster.writeManifests(manifests);
+    const start = (node: string, metricsPort: number) => {
+      const args = localAgentArgs(node, manifests, join(dir, "ca"));
+      args[args.indexOf("--metrics") + 1] = `127.0.0.1:${metricsPort}`;
+      const child = cluster.spawnIn(
+        cluster.node(node).netnsName,
+        process.execPath,
+        [CLI, ...args, "--drain-seconds", String(DRAIN_SECONDS)],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      children.add(child);
+      child.once("exit", () => children.delete(child));
+      return child;
+    };
+    const opened = (port: number) =>
+      counter(cluster, "n2", port, "istio_tcp_connections_opened_total", `reporter="source"`);
+    const exited = (child: ChildProcess, what: string, ms: number) =>
+      within(
+        child.exitCode !== null || child.signalCode !== null
+          ? Promise.resolve([child.exitCode] as [number | null])
+          : (once(child, "exit") as Promise<[number | null]>),
+        ms,
+        what,
+      );
+
+    // n2 first: it creates the shared local CA.
+    const old = start("n2", 15990);
+    await eventually("b enrolled", () => listeners(b.netnsPath, HBONE_PORT) === 1);
+    start("n1", 15990);
+    await eventually("a enrolled", () => listeners(a.netnsPath, HBONE_PORT) === 1);
+    await eventually("a -> b through the mesh", async () => (await request(a.netnsPath, b.ipv4, 8080)) === "hi from b");
+    await eventually("b -> a through the mesh", async () => (await request(b.netnsPath, a.ipv4, 8080)) === "hi from a");
+    const before = tableText(b.netnsPath);
+
+    stopCapture = await startCapture(cluster.node("n2").netnsName, b.hostInterface, join(dir, "wire.pcap"));
+    const inbound = steadyLoad(a.netnsPath, b.ipv4, 8080, 3);
+    const outbound = steadyLoad(b.netnsPath, a.ipv4, 8080, 3);
+    loads.push(inbound, outbound);
+    const transferStarted = performance.now();
+    const long = pacedTransfer(a.netnsPath, b.ipv4, 9000, TRANSFER.up, TRANSFER.down, TRANSFER.ms).then(
+      () => performance.now() - transferStarted,
+    );
+    long.catch(() => {});
+    await new Promise((r) => setTimeout(r, 1000));
+
+    // The new agent: its listeners open beside the old ones once it has the pod's certificate.
+    const oldBefore = opened(15990);
+    const successor = start("n2", 15991);
+    const readyMs = await eventually("the new agent's listeners beside the old ones", () => {
+      return listeners(b.netnsPath, HBONE_PORT) === 2 && listeners(b.netnsPath, 15001) === 2;
+    });
+    const afterJoin = tableText(b.netnsPath);
+    // Both agents listen: the kernel hashes b's new outbound connections between them.
+    const newBefore = opened(15991);
+    await new Promise((r) => setTimeout(r, 2000));
+    const spread = { old: opened(15990) - oldBefore, new: opened(15991) - newBefore };
+
+    const signalled = performance.now();
+    old.kill("SIGTERM");
+    await eventually("the old agent's listeners closed", () => listeners(b.netnsPath, HBONE_PORT) === 1, 5_000);
+    const closedMs = performance.now() - signalled;
+    const [exitCode] = await exited(old, "the old agent's exit after SIGTERM", (DRAIN_SECONDS + 5) * 1000);
+    const exitedMs = performance.now() - signalled;
+    await new Promise((r) => setTimeout(r, 1000));
+    const [inResult, outResult] = await Promise.all([inbound.stop(), outbound.stop()]);
+    // Bounded: a transfer cut by the old agent may stall rather than fail.
+    const transfer: UpgradeRun["transfer"] = { up: TRANSFER.up, down: TRANSFER.down, ms: Number.NaN };
+    try {
+      transfer.ms = await within(long, 15_000, "the long transfer");
+    } catch (err) {
+      transfer.error = err instanceof Error ? err.message : String(err);
+    }
+    // The last steady-load connection sent the marker too: a plaintext one would be in the file by now.
+    const bytes = await stopCapture();
+    stopCapture = undefined;
+    const afterExit = tableText(b.netnsPath);
+
+    // A crash: the new agent is killed; the pod fails closed; a fresh agent restores service.
+    const killed = performance.now();
+    successor.kill("SIGKILL");
+    await exited(successor, "the new agent's exit after SIGKILL", 5_000);
+    const whileDown = await request(a.netnsPath, b.ipv4, 8080).then(
+      () => "answered",
+      (err: { code?: string }) => err.code ?? String(err),
+    );
+    const rulesWhileDown = ruleCount(b.netnsPath);
+    const restarted = performance.now();
+    start("n2", 15992);
+    const restoredFromStartMs = await eventually(
+      "service restored after the crash",
+      async () => (await request(a.netnsPath, b.ipv4, 8080)) === "hi from b",
+      20_000,
+    );
+    return {
+      tables: { before, afterJoin, afterExit },
+      readyMs,
+      spread,
+      closedMs,
+      exitedMs,
+      exitCode,
+      inbound: inResult,
+      outbound: outResult,
+      transfer,
+      wire: { bytes, segments: tcpSegments(bytes) },
+      crash: {
+        whileDown,
+        rulesWhileDown,
+        restoredFromStartMs,
+        restoredFromKillMs: restarted - killed + restoredFromStartMs,
+      },
+    };
+  } finally {
+    await Promise.all(loads.map((l) => l.stop()));
+    await stopCapture?.().catch(() => {});
+    for (const c of children) c.kill("SIGKILL");
+    await Promise.all([...children].map((c) => once(c, "exit")));
+    await Promise.all(servers.map(closeServer));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Segments between the nodes that are not HBONE (port 15008 at either end): traffic that left the mesh. */
+export function plaintextSegments(segments: readonly TcpSegment[]): TcpSegment[] {
+  return segments.filter((s) => s.srcPort !== HBONE_PORT && s.dstPort !== HBONE_PORT);
+}
+
+/** Segments whose payload carries the steady load's marker. */
+export function markerSegments(segments: readonly TcpSegment[]): TcpSegment[] {
+  return segments.filter((s) => s.payload.includes(UPGRADE_MARKER));
+}
