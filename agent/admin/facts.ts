@@ -10,7 +10,7 @@ import { isMeshEnrolled } from "../kube/mesh-selection.js";
 import { type MtlsDecision, peerAuthenticationResolver } from "../kube/peer-authentication.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { SourceHealth } from "../kube/source.js";
-import type { NodeAgent } from "../node/node-agent.js";
+import type { EnrollmentSource, NodeAgent } from "../node/node-agent.js";
 import { type AppliedPolicies, authorizationResolver, type CompiledPolicy, weighed } from "../policy/authorization.js";
 import { policyWarnings } from "../policy/warnings.js";
 import type { Redirector } from "../redirect/enroller.js";
@@ -78,6 +78,13 @@ export interface ConfigDump {
   enrolled: Array<{
     pod: string;
     identity: string;
+    /**
+     * Where the namespace came from (`cni`: the plugin's ADD; `api`: the pod's record, namespace found in /proc or
+     * at its path) and when the rules and listeners went in (ISO 8601). Absent only for a pod the redirector holds
+     * that the node agent did not enroll (none in a running agent).
+     */
+    source?: EnrollmentSource;
+    enrolledAt?: string;
     netns: string;
     listeners: Array<{ kind: string; family: number; address: string }>;
   }>;
@@ -126,6 +133,7 @@ export function configDump(parts: AgentParts): ConfigDump {
     enrolled: parts.redirector.enrolled().map((e) => ({
       pod: objectKey(e.pod),
       identity: formatIdentity(e.pod, parts.trustDomain),
+      ...enrollmentFields(parts.agent, objectKey(e.pod)),
       netns: e.netns.description,
       listeners: e.listeners.map((l) => ({
         kind: l.kind,
@@ -136,6 +144,11 @@ export function configDump(parts: AgentParts): ConfigDump {
     identities: parts.certs.snapshot(),
     notEnrolled: parts.agent.failedPods(),
   };
+}
+
+function enrollmentFields(agent: NodeAgent, key: string): { source?: EnrollmentSource; enrolledAt?: string } {
+  const how = agent.enrollmentOf(key);
+  return how ? { source: how.source, enrolledAt: how.at.toISOString() } : {};
 }
 
 const INVALID = "(invalid)";

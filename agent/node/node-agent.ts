@@ -86,6 +86,19 @@ export interface NodeAgentOptions {
   verifyMs?: number;
 }
 
+/**
+ * Where the namespace a pod was enrolled in came from (a closed set, shown in /config_dump): `cni`, the sandbox the
+ * CNI plugin reported at ADD; `api`, the pod's record from the cluster source (API server or manifests), its
+ * namespace found in /proc or at the record's path, as for pods already running when the agent starts.
+ */
+export type EnrollmentSource = "cni" | "api";
+
+/** How and when a pod's rules and listeners went in. */
+export interface PodEnrollment {
+  source: EnrollmentSource;
+  at: Date;
+}
+
 /** How a sandbox's enrollment went, for the CNI plugin's answer. */
 export type SandboxEnrollment = { ok: true; certified: boolean } | { ok: false; reason: string };
 
@@ -104,6 +117,8 @@ export class NodeAgent {
   readonly #prefetched = new Map<string, PodRecord>();
   /** Pods that should be enrolled but are not, by key, with the reason (a closed set, see failedPods). */
   readonly #failed = new Map<string, { pod: PodRecord; reason: string }>();
+  /** Enrolled pods (those the redirector holds), by key: where their namespace came from and when. */
+  readonly #enrollments = new Map<string, PodEnrollment>();
   /** Pods holding a reference on their identity's certificate (released exactly once when they leave). */
   readonly #certified = new Set<string>();
   /** Certificate acquisitions under way (see apply). */
@@ -130,6 +145,11 @@ export class NodeAgent {
   /** Pods whose enrollment failed and is being retried, by key, with why. */
   failedPods(): Array<{ pod: string; reason: string }> {
     return [...this.#failed].map(([pod, { reason }]) => ({ pod, reason }));
+  }
+
+  /** How and when the pod was enrolled; undefined when it is not. */
+  enrollmentOf(key: string): PodEnrollment | undefined {
+    return this.#enrollments.get(key);
   }
 
   /**
@@ -372,6 +392,9 @@ export class NodeAgent {
       return;
     }
     this.#failed.delete(key);
+    const sandbox = this.#sandboxes.get(key);
+    const source = sandbox !== undefined && sandbox.netns === pod.netns ? "cni" : "api";
+    this.#enrollments.set(key, { source, at: new Date() });
     const redirected = Number(process.hrtime.bigint() - started) / 1e9;
     const acquired = this.#certified.has(key)
       ? (this.#acquiring.get(key) ?? Promise.resolve(true))
@@ -380,7 +403,10 @@ export class NodeAgent {
       acquired.then((identity) => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         this.#o.enrollment?.enrolled(pod, seconds);
-        log.info({ ips: pod.ips, netns: found.netns.description, identity, redirected, seconds }, "pod enrolled");
+        log.info(
+          { ips: pod.ips, netns: found.netns.description, source, identity, redirected, seconds },
+          "pod enrolled",
+        );
       }),
     );
   }
@@ -414,6 +440,7 @@ export class NodeAgent {
     const key = objectKey(pod);
     this.#awaitingCertificate.delete(key);
     const wasFailing = this.#failed.delete(key);
+    this.#enrollments.delete(key);
     try {
       this.#o.redirector.unenroll(key);
       if (!wasFailing) this.#o.enrollment?.unenrolled(pod);
@@ -440,6 +467,7 @@ export class NodeAgent {
       if (found.ok && !found.replaced) continue;
       // The namespace it was enrolled in is gone, and its rules with it: its listeners go too.
       this.#o.redirector.abandon(key);
+      this.#enrollments.delete(key);
       const log = this.#o.logger.child({ pod: key });
       if (!found.ok) {
         this.#failed.set(key, { pod, reason: found.reason });
