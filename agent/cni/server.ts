@@ -18,6 +18,7 @@ import type { ClusterState } from "../kube/cluster-state.js";
 import type { Logger } from "../log.js";
 import { type CniSandbox, decideSandbox } from "./decide.js";
 import { type CniAgentAnswer, type CniAgentRequest, MAX_LINE_BYTES, parseAgentRequest } from "./protocol.js";
+import { type CniCommandLabel, type CniResultLabel, cniRequestLabels } from "./request-labels.js";
 
 /** What the server needs of the node agent (agent/node/node-agent.ts). */
 export interface CniAgent {
@@ -32,10 +33,16 @@ export interface CniAgent {
   removeSandbox(key: string, containerId: string): void;
 }
 
+/** Counts each answered request (AgentMetrics: ambit_cni_requests_total, ambit_cni_request_duration_seconds). */
+export interface CniMetrics {
+  cniRequest(command: CniCommandLabel, result: CniResultLabel, seconds: number): void;
+}
+
 export interface CniServerOptions {
   path: string;
   agent: CniAgent;
   logger: Logger;
+  metrics?: CniMetrics;
   /** Longest an ADD waits for its pod's record; default 5000 ms. */
   waitMs?: number;
   /**
@@ -119,7 +126,10 @@ export class CniServer {
       socket.off("data", onData);
       socket.setTimeout(0);
       const request = nl < 0 ? { invalid: "request line too long" } : parseAgentRequest(text.slice(0, nl));
+      const started = process.hrtime.bigint();
       void this.#answer(request).then((answer) => {
+        const { command, result } = cniRequestLabels(request, answer);
+        this.#o.metrics?.cniRequest(command, result, Number(process.hrtime.bigint() - started) / 1e9);
         if (!socket.destroyed) socket.end(`${JSON.stringify(answer)}\n`);
       });
     };

@@ -158,7 +158,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     await hooks.serving?.(endpoints);
     // Before the cluster source starts: a sandbox's ADD that comes first waits for the pod's record (bounded).
     if (config.cniSocket) {
-      cni = await CniServer.listen({ path: config.cniSocket, agent, logger: log.child({ component: "cni" }) });
+      cni = await CniServer.listen({ path: config.cniSocket, agent, metrics, logger: log.child({ component: "cni" }) });
       log.info({ path: config.cniSocket }, "serving the CNI plugin");
     }
     const apply = (state: ClusterState) => {
