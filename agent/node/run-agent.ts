@@ -16,7 +16,7 @@ import { openClusterSource } from "../kube/open-source.js";
 import type { ClusterSource } from "../kube/source.js";
 import type { Logger } from "../log.js";
 import { accessLog } from "../metrics/access-log.js";
-import { AgentMetrics, type AgentMetricsOptions } from "../metrics/agent-metrics.js";
+import { AgentMetrics, type AgentMetricsOptions, type DrainOutcome } from "../metrics/agent-metrics.js";
 import { NetnsRegistry } from "../netns/netns-registry.js";
 import { observers, type ProxyObserver } from "../proxy/observer.js";
 import { Redirector } from "../redirect/enroller.js";
@@ -38,9 +38,11 @@ export interface RunningAgent {
   stop(): Promise<void>;
   /**
    * Stop accepting, serve open connections for at most `ms` (GOAWAY on every HBONE session), then stop (NodeAgent
-   * drain). Resolves with the connections that were left and the seconds it took.
+   * drain). Metrics, admin and readiness stay up throughout and for `reportMs` more once the outcome is counted
+   * (ambit_drains_total), so that a scrape can read it. Resolves with the outcome, the connections that were left
+   * and the seconds the drain took. stop() during a drain counts it `interrupted`.
    */
-  drain(ms: number): Promise<{ left: number; seconds: number }>;
+  drain(ms: number, reportMs?: number): Promise<{ outcome: DrainOutcome; left: number; seconds: number }>;
 }
 
 export interface AgentHooks {
@@ -107,23 +109,36 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
   let servers: AgentServers | undefined;
   let cluster: ClusterSource | undefined;
   let cni: CniServer | undefined;
+  let draining = false;
+  let drainOutcome: DrainOutcome | undefined;
+  const drainEnded = (outcome: DrainOutcome) => {
+    if (drainOutcome) return;
+    drainOutcome = outcome;
+    metrics.drainEnded(outcome);
+  };
+  // The servers close before the registry is cleared: a scrape while stopping reads the last values, not nothing.
   const shutdown = async () => {
+    if (draining) drainEnded("interrupted");
     await cni?.close();
     cluster?.close();
     await agent.stop();
-    metrics.close();
     await servers?.close();
+    metrics.close();
   };
   // Metrics and admin stay up while draining: the connections left are still seen there. The CNI socket is the new
   // agent's already (CniServer.listen takes the path over), so closing it here only stops this agent's.
-  const drain = async (ms: number) => {
+  const drain = async (ms: number, reportMs = 0) => {
+    draining = true;
+    metrics.drainStarted();
     servers?.notReady();
     await cni?.close();
     cluster?.close();
     const drained = await agent.drain(ms);
-    metrics.close();
+    drainEnded(drained.left === 0 ? "drained" : "period_over");
+    await new Promise((resolve) => setTimeout(resolve, reportMs));
     await servers?.close();
-    return drained;
+    metrics.close();
+    return { outcome: drainOutcome ?? "interrupted", ...drained };
   };
   try {
     const clusterSource = await openClusterSource(config.source, {
