@@ -1,12 +1,15 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
+import type { ConfigDump } from "../../agent/admin/facts.js";
 import { silentLogger } from "../../agent/log.js";
 import { type RunningAgent, startAgent } from "../../agent/node/run-agent.js";
 import { writeFileAtomic } from "../../agent/sim/index.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
+import { capturingLogger } from "../support/log-lines.js";
 import { meshFor } from "./support/agents.js";
 import { startCapture } from "./support/capture.js";
 import { clusterFor } from "./support/cluster.js";
@@ -92,6 +95,71 @@ test("two agents on one node (an upgrade): the newer takes the CNI socket over, 
   t.like(down.json, { code: 11 }, "with both gone, the plugin finds no agent");
 });
 
+test("a meshed pod whose ADD cannot be enrolled keeps the agent unready, logged and counted; an ADD in its real sandbox makes it ready", async (t) => {
+  t.timeout(30_000);
+  const cluster = await clusterFor(t, { nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }] }] });
+  const a = cluster.pod("a");
+  const socket = join("/tmp", `ambit-cni-test-ready-${process.pid}.sock`);
+  const { logger, lines } = capturingLogger("info");
+  const mesh = await meshFor(t, cluster, { config: { cniSocket: socket }, logger });
+  const agent = mesh.agents[0];
+  if (!agent) throw new Error("no agent");
+  const applied = new Promise((resolve) => agent.source.once("change", resolve));
+  await writeFileAtomic(mesh.clusterFile, {
+    apiVersion: "v1",
+    kind: "List",
+    items: beforeSandbox(cluster.objects() as KubeObject[], ["a"]),
+  });
+  await applied;
+  await agent.agent.settled();
+  t.is((await ready(agent)).status, 200, "a pod without a sandbox yet has nothing to enroll");
+
+  const config = chainedConfig([a.ipv4], { agentSocket: socket });
+  const pod = { namespace: "default", name: "a" };
+  const missing = `/var/run/netns/ambit-missing-${process.pid}`;
+  const failed = await runPlugin({ command: "ADD", containerId: "s1", netns: missing, pod }, config);
+  t.is(failed.status, 1, failed.stdout);
+  const notReady = await ready(agent);
+  t.is(notReady.status, 503);
+  t.deepEqual(notReady.body.reasons, ["pod default/a: not enrolled: netns_not_found (retrying)"]);
+  const metrics = await scrape(agent);
+  t.regex(metrics, /^ambit_cni_requests_total\{command="add",result="failed"\} 1$/m);
+  t.regex(metrics, /^ambit_pods_not_enrolled\{reason="netns_not_found"\} 1$/m);
+  t.regex(metrics, /^ambit_enrollment_failures_total\{reason="netns_not_found"\} [1-9]/m);
+  t.deepEqual((await configDump(agent)).notEnrolled, [{ pod: "default/a", reason: "netns_not_found" }]);
+  // Which pod, why, and what happens next: the namespace registry's line, and the CNI server's.
+  t.true(
+    lines.some(
+      (l) =>
+        l.pod === "default/a" &&
+        l.reason === "netns_not_found" &&
+        /cannot open .*ambit-missing.*not enrolled, retried/.test(String(l.msg)),
+    ),
+    "the namespace's failure is logged",
+  );
+  t.true(
+    lines.some(
+      (l) =>
+        l.pod === "default/a" &&
+        l.container === "s1" &&
+        l.reason === "netns_not_found" &&
+        /enrollment failed; the plugin fails the call and the kubelet retries/.test(String(l.msg)),
+    ),
+    "the ADD's failure is logged",
+  );
+
+  const added = await runPlugin({ command: "ADD", containerId: "s2", netns: a.netnsPath, pod }, config);
+  t.is(added.status, 0, added.stdout);
+  t.deepEqual(await ready(agent), { status: 200, body: { ready: true, reasons: [] } });
+  const after = await scrape(agent);
+  t.notRegex(after, /^ambit_pods_not_enrolled\{/m, "no pod left unenrolled");
+  t.regex(after, /^ambit_cni_requests_total\{command="add",result="enrolled"\} 1$/m);
+  t.like(
+    (await configDump(agent)).enrolled.find((e) => e.pod === "default/a"),
+    { source: "cni" },
+  );
+});
+
 /** TCP ports listening in a namespace, read from the kernel. */
 function listeningPorts(netns: string): number[] {
   const out = execFileSync("nsenter", [`--net=${netns}`, "ss", "-Hltn"], { encoding: "utf8" });
@@ -143,8 +211,20 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   const dir = mkdtempSync(join(tmpdir(), "ambit-cni-cap-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const stopCapture = await startCapture(cluster.node("n1").netnsName, c.hostInterface, join(dir, "c.pcap"));
+  const beforeAdd = Date.now();
   const added = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, config([a.ipv4]));
   t.is(added.status, 0, added.stdout);
+  const dump = await configDump(agent);
+  const enrolledA = dump.enrolled.find((e) => e.pod === "default/a");
+  t.is(enrolledA?.source, "cni", "a's namespace came from the plugin's ADD");
+  const at = Date.parse(enrolledA?.enrolledAt ?? "");
+  t.true(at >= beforeAdd && at <= Date.now(), `enrolled during the ADD: ${enrolledA?.enrolledAt}`);
+  t.regex(enrolledA?.enrolledAt ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, "ISO 8601");
+  t.like(
+    dump.enrolled.find((e) => e.pod === "default/c"),
+    { source: "api" },
+    "c, enrolled from its record at the agent's start",
+  );
   t.deepEqual(added.json, config([a.ipv4]).prevResult, "prevResult passed through unchanged");
   // Checked right when ADD returned, before anything else could enroll the pod.
   t.true(ruleCount(a.netnsPath) > 0, "rules in place when ADD returns");
@@ -186,9 +266,31 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
     agent.redirector.enrolled().some((e) => e.pod.name === "a"),
     "the agent no longer counts the pod",
   );
+  t.false(
+    (await configDump(agent)).enrolled.some((e) => e.pod === "default/a"),
+    "nor lists it in /config_dump",
+  );
   // Its record (no IPs: a new sandbox may come) still holds the certificate for the next ADD.
   await agent.agent.settled();
   t.true(agent.certs.snapshot().some((i) => i.pods.includes("default/a") && i.state === "ready"));
+
+  t.is(await rawRequest(socket, "not a request\n"), '{"error":{"code":"bad_request","message":"not JSON"}}\n');
+  const metrics = await scrape(agent);
+  for (const [command, result, n] of [
+    ["add", "enrolled", 1],
+    ["add", "not_meshed", 1],
+    ["check", "enrolled", 1],
+    ["del", "removed", 2],
+    ["invalid", "bad_request", 1],
+  ] as const) {
+    t.true(
+      metrics.includes(`ambit_cni_requests_total{command="${command}",result="${result}"} ${n}\n`),
+      `${command} ${result} ${n}: ${metrics.split("\n").filter((l) => l.startsWith("ambit_cni_requests_total"))}`,
+    );
+  }
+  t.regex(metrics, /^ambit_cni_request_duration_seconds_count\{command="add"\} 2$/m);
+  t.regex(metrics, /^ambit_cni_request_duration_seconds_count\{command="del"\} 2$/m);
+  t.regex(metrics, /^ambit_cni_request_duration_seconds_bucket\{le="10",command="add"\} 2$/m);
 
   const notJson = await runPlugin({ command: "ADD", ...sandbox("a", a.netnsPath) }, "{ not json");
   t.is(notJson.status, 1);
@@ -216,6 +318,35 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   const downDel = await runPlugin({ command: "DEL", ...sandbox("a", a.netnsPath) }, config([]));
   t.is(downDel.status, 0, "DEL never fails for want of an agent");
 });
+
+async function ready(agent: RunningAgent): Promise<{ status: number; body: { ready: boolean; reasons: string[] } }> {
+  const res = await fetch(`http://${agent.endpoints.ready}/healthz/ready`);
+  return { status: res.status, body: (await res.json()) as { ready: boolean; reasons: string[] } };
+}
+
+async function configDump(agent: RunningAgent): Promise<ConfigDump> {
+  return (await (await fetch(`http://${agent.endpoints.admin}/config_dump`)).json()) as ConfigDump;
+}
+
+async function scrape(agent: RunningAgent): Promise<string> {
+  return (await fetch(`http://${agent.endpoints.metrics}/metrics`)).text();
+}
+
+/** One line to the agent's CNI socket, as a client that is not the plugin would send it; the answer line. */
+function rawRequest(path: string, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let answer = "";
+    s.setEncoding("utf8");
+    s.setTimeout(5000, () => s.destroy(new Error("no answer within 5 s")));
+    s.on("data", (d: string) => {
+      answer += d;
+    });
+    s.on("end", () => resolve(answer));
+    s.on("error", reject);
+    s.end(line);
+  });
+}
 
 /** Whether the agent reported (within 3 s: workers report in batches) a mutual-TLS connection from `pod`. */
 async function outboundOverHbone(agent: RunningAgent, pod: string): Promise<boolean> {

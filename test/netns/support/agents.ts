@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExecutionContext } from "ava";
-import { silentLogger } from "../../../agent/log.js";
+import { type Logger, silentLogger } from "../../../agent/log.js";
 import type { AgentConfig } from "../../../agent/node/config.js";
 import { type AgentHooks, type RunningAgent, startAgent } from "../../../agent/node/run-agent.js";
 import type { NamespaceSpec, SimCluster } from "../../../agent/sim/index.js";
@@ -33,6 +33,8 @@ export async function meshFor(
     workers?: number;
     /** Settings over the test's defaults, for every agent (e.g. from parseAgentConfig, to check a flag). */
     config?: Partial<AgentConfig>;
+    /** Where the agents log; default nowhere. */
+    logger?: Logger;
   } = {},
 ): Promise<TestMesh> {
   const dir = mkdtempSync(join(tmpdir(), "ambit-test-"));
@@ -64,7 +66,7 @@ export async function meshFor(
       workers: options.workers ?? TEST_WORKERS,
       ...options.config,
     };
-    agents.push(await startAgent(config, silentLogger, options.hooks?.(node.name) ?? {}));
+    agents.push(await startAgent(config, options.logger ?? silentLogger, options.hooks?.(node.name) ?? {}));
   }
   return {
     dir,
