@@ -63,6 +63,11 @@ export class MeshWorker {
   readonly #pool: HbonePool;
   readonly #relay: TcpRelay;
   readonly #pods = new Map<string, ServedPod>();
+  /**
+   * HBONE servers of pods removed while they still served streams (a drain, a pod leaving): close() destroys them
+   * too. Without this a stopping worker left their sessions to the TLS close timeout, 10 s past the drain period.
+   */
+  readonly #closing = new Set<HboneServer>();
   readonly #identities = new Map<string, Identity>();
   /** Passthrough connects not decided yet (pass-through.ts): aborted when the worker stops. */
   readonly #connecting = new Set<() => void>();
@@ -191,6 +196,8 @@ export class MeshWorker {
     if (!served) return Promise.resolve();
     for (const listener of served.listeners.values()) listener.close();
     const closed = served.hbone.close();
+    for (const server of this.#closing) if (server.live === 0) this.#closing.delete(server);
+    this.#closing.add(served.hbone);
     this.#pool.closeSource(key);
     this.#pods.delete(key);
     this.#ctx.limits.forgetPod(key);
@@ -204,6 +211,8 @@ export class MeshWorker {
       served.hbone.destroy();
     }
     this.#pods.clear();
+    for (const server of this.#closing) server.destroy();
+    this.#closing.clear();
     this.#pool.closeAll();
     this.#relay.closeAll();
     for (const abort of this.#connecting) abort();

@@ -180,13 +180,43 @@ test("a drain shows on /metrics while it runs, and its outcome once the last con
 test("a drain whose period ends with a connection open counts period_over (scraped)", async (t) => {
   t.timeout(30_000);
   const { agent } = await heldConnection(t);
+  const started = performance.now();
   const draining = agent.drain(300, 2000);
   await until("the outcome on /metrics", 5000, async () =>
     /^ambit_drains_total\{outcome="period_over"\} 1$/m.test(await scrape(agent)),
   );
-  const drained = await within(draining, 5000, "the drain");
+  const drained = await within(draining, 15_000, "the drain");
   t.is(drained.outcome, "period_over");
   t.true(drained.left > 0, `connections left: ${drained.left}`);
+  // What is left is reset when the period ends: the workers stop at once, the sessions of the pods they had
+  // already let go of included (those once waited out the TLS close timeout, 10 s, and so did the agent's exit).
+  const seconds = (performance.now() - started) / 1000;
+  t.true(seconds < 0.3 + 2 + 3, `drain, report window and stop took ${seconds.toFixed(2)} s`);
+});
+
+test("a drain cut short resets what is left at once, also streams whose session a live peer agent keeps open", async (t) => {
+  t.timeout(40_000);
+  const cluster = await clusterFor(t, {
+    nodes: [
+      { name: "n1", pods: [{ name: "a", labels: meshed }] },
+      { name: "n2", pods: [{ name: "c", labels: meshed }] },
+    ],
+  });
+  echoIn(t, cluster);
+  const mesh = await meshFor(t, cluster);
+  const n2 = mesh.agents[1];
+  if (!n2) throw new Error("no agent on n2");
+  const client = await connectThrough(t, cluster);
+  const reset = new Promise((resolve) => client.once("close", resolve));
+  const started = performance.now();
+  const drained = await within(n2.drain(300, 0), 15_000, "the drain");
+  const seconds = (performance.now() - started) / 1000;
+  t.is(drained.outcome, "period_over");
+  // n1's agent keeps its session to n2 open: only n2 destroying the inbound session it had stopped serving ends the
+  // stream. Before, a stopping worker forgot the HBONE servers of pods it had removed, and their sessions held the
+  // worker (and the agent's exit) until the TLS close timeout, 10 s later.
+  t.true(seconds < 3, `drain and stop took ${seconds.toFixed(2)} s`);
+  await within(reset, 3000, "the held connection's reset");
 });
 
 test("stopping during a drain counts it interrupted (read from the registry), once", async (t) => {
