@@ -63,10 +63,20 @@ export async function serveRoutes(
   // Scrapes and probes are short; do not let a stuck client hold a socket for minutes.
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
+  // Each attempt takes its listeners back: waitForPort may try many times.
   const listen = () =>
     new Promise<void>((resolve, reject) => {
-      server.once("error", (err) => reject(new HttpServeError(what, address, err)));
-      server.listen({ host, port }, () => resolve());
+      const failed = (err: Error) => {
+        server.off("listening", listening);
+        reject(new HttpServeError(what, address, err));
+      };
+      const listening = () => {
+        server.off("error", failed);
+        resolve();
+      };
+      server.once("error", failed);
+      server.once("listening", listening);
+      server.listen({ host, port });
     });
   const close = () =>
     new Promise<void>((resolve) => {

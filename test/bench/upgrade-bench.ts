@@ -66,6 +66,11 @@ export async function runUpgradeBench(): Promise<string> {
         "  SIGTERM -> old agent exited",
         `${seconds(run.exitedMs)} (code ${run.exitCode}; the drain ends with the last connection)`,
       ),
+      row(
+        "  new agent's probe file while the old held the node's ports",
+        `${run.probes.successorReadyBeforeTerm ? "ready" : "NOT ready"} (the port answered ${run.probes.readyStatusBeforeTerm}, from the old agent)`,
+      ),
+      row("  old agent exit -> new agent serving the readiness port", `${fixed(run.probes.portTakenMs, 0)} ms`),
       "  crash (SIGKILL of the new agent)",
       row("  a -> b while no agent runs on n2", `${run.crash.whileDown} (${run.crash.rulesWhileDown} rules in force)`),
       row("  restored, from the next agent's start", seconds(run.crash.restoredFromStartMs)),

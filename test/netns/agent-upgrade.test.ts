@@ -27,6 +27,10 @@ test("an agent replaced by a new process: no failed connect either way, a long t
   );
   t.is(run.tables.afterJoin, run.tables.before, "the new agent re-applied the same table");
   t.is(run.exitCode, 0);
+  t.true(run.probes.successorReadyBeforeTerm, "the new agent's probe file said ready while the old one held the port");
+  t.is(run.probes.readyStatusBeforeTerm, 200, "the old agent answered on the node's readiness port meanwhile");
+  t.false(run.probes.oldReadyAfterTerm, "the draining agent's probe file said not ready");
+  t.true(run.probes.portTakenMs < 5000, "the new agent took the port once the old one exited");
   t.true(inbound.ok > 50 && outbound.ok > 50, "traffic ran through the handover");
   t.is(inbound.failed + outbound.failed, 0, "no connection failed");
   t.is(run.transfer.error, undefined, "the long transfer completed intact through the handover");

@@ -6,13 +6,14 @@
  * restores them. test/netns/agent-upgrade.test.ts asserts on what runUpgrade measures; `make bench BENCH=upgrade`
  * prints it.
  */
-import { type ChildProcess, execFileSync } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { SimCluster } from "../../../agent/sim/index.js";
 import type { SimClusterSpec } from "../../../agent/sim/topology.js";
 import { within } from "../../support/within.js";
@@ -22,6 +23,7 @@ import { ruleCount } from "./nft.js";
 import { answerIn, closeServer, dialFrom, request } from "./sockets.js";
 import { transferServer } from "./transfer.js";
 
+const run = promisify(execFile);
 const MESHED = { "ambit.dev/mesh": "enabled" };
 /** Sent by every steady-load connection: found in the capture only if a payload crossed in plaintext. */
 export const UPGRADE_MARKER = "UPGRADE-PLAINTEXT-MARKER-5d1e";
@@ -29,6 +31,8 @@ const CLI = fileURLToPath(new URL("../../../agent/cli.js", import.meta.url));
 const HBONE_PORT = 15008;
 /** The old agent's drain period: longer than the long transfer, so it ends within it. */
 const DRAIN_SECONDS = 20;
+/** n2's agents' readiness port, the same for both as on a node. */
+const SHARED_READY_PORT = 15993;
 /** The long transfer: paced to last about 9 s, so it starts before the new agent and ends after the old one's SIGTERM. */
 const TRANSFER = { up: 24 * 1024 * 1024, down: 4 * 1024 * 1024, ms: 9_000 };
 
@@ -76,6 +80,29 @@ function counter(cluster: SimCluster, node: string, port: number, name: string, 
     .split("\n")
     .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
     .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+}
+
+/** The HTTP status of GET /healthz/ready on the node's shared readiness port, 0 when nothing answers. */
+async function readyStatus(cluster: SimCluster, node: string): Promise<number> {
+  const { stdout } = await run(
+    "ip",
+    [
+      "netns",
+      "exec",
+      cluster.node(node).netnsName,
+      "curl",
+      "-s",
+      "-o",
+      "/dev/null",
+      "-m",
+      "2",
+      "-w",
+      "%{http_code}",
+      `127.0.0.1:${SHARED_READY_PORT}/healthz/ready`,
+    ],
+    { encoding: "utf8" },
+  ).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? "" }));
+  return Number(stdout.trim()) || 0;
 }
 
 /** Deterministic bytes, as support/transfer.ts's, so the server's digest and download can be checked. */
@@ -183,6 +210,17 @@ export interface UpgradeRun {
   closedMs: number;
   exitedMs: number;
   exitCode: number | null;
+  /**
+   * The node's readiness port and the probe files: the new agent's file said ready while the old agent still held
+   * the port (and answered on it: `readyStatusBeforeTerm`); the old one's file was gone after SIGTERM; ms from its
+   * exit until the new agent served the port.
+   */
+  probes: {
+    successorReadyBeforeTerm: boolean;
+    readyStatusBeforeTerm: number;
+    oldReadyAfterTerm: boolean;
+    portTakenMs: number;
+  };
   /** New connections a -> b (inbound HBONE at n2) and b -> a (outbound at n2) through the whole handover. */
   inbound: LoadResult;
   outbound: LoadResult;
@@ -219,13 +257,22 @@ export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
   try {
     const manifests = join(dir, "cluster.json");
     await cluster.writeManifests(manifests);
+    // n2's agents share the readiness port, as on a node (hostNetwork), and wait for it; each has its own probe files.
+    // Metrics stay apart: the scenario reads each agent's counters.
     const start = (node: string, metricsPort: number) => {
       const args = localAgentArgs(node, manifests, join(dir, "ca"));
       args[args.indexOf("--metrics") + 1] = `127.0.0.1:${metricsPort}`;
+      if (node === "n2") args[args.indexOf("--ready") + 1] = `127.0.0.1:${SHARED_READY_PORT}`;
       const child = cluster.spawnIn(
         cluster.node(node).netnsName,
         process.execPath,
-        [CLI, ...args, "--drain-seconds", String(DRAIN_SECONDS)],
+        [
+          CLI,
+          ...args,
+          "--drain-seconds",
+          String(DRAIN_SECONDS),
+          ...(node === "n2" ? ["--wait-for-ports", "--probe-dir", join(dir, `probes-${metricsPort}`)] : []),
+        ],
         { stdio: ["ignore", "ignore", "inherit"] },
       );
       children.add(child);
@@ -270,6 +317,9 @@ export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
       return listeners(b.netnsPath, HBONE_PORT) === 2 && listeners(b.netnsPath, 15001) === 2;
     });
     const afterJoin = tableText(b.netnsPath);
+    const successorReady = join(dir, "probes-15991", "ready");
+    await eventually("the new agent's probe file says ready", () => existsSync(successorReady), 10_000);
+    const readyBeforeTerm = await readyStatus(cluster, "n2");
     // Both agents listen: the kernel hashes b's new outbound connections between them.
     const newBefore = opened(15991);
     await new Promise((r) => setTimeout(r, 2000));
@@ -279,8 +329,15 @@ export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
     old.kill("SIGTERM");
     await eventually("the old agent's listeners closed", () => listeners(b.netnsPath, HBONE_PORT) === 1, 5_000);
     const closedMs = performance.now() - signalled;
+    const oldReadyAfterTerm = existsSync(join(dir, "probes-15990", "ready"));
     const [exitCode] = await exited(old, "the old agent's exit after SIGTERM", (DRAIN_SECONDS + 5) * 1000);
     const exitedMs = performance.now() - signalled;
+    // The old agent is gone: whoever answers on the port now is the new one.
+    const portTakenMs = await eventually(
+      "the new agent serving the shared readiness port",
+      async () => (await readyStatus(cluster, "n2")) === 200,
+      5_000,
+    );
     await new Promise((r) => setTimeout(r, 1000));
     const [inResult, outResult] = await Promise.all([inbound.stop(), outbound.stop()]);
     // Bounded: a transfer cut by the old agent may stall rather than fail.
@@ -318,6 +375,12 @@ export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
       closedMs,
       exitedMs,
       exitCode,
+      probes: {
+        successorReadyBeforeTerm: existsSync(successorReady),
+        readyStatusBeforeTerm: readyBeforeTerm,
+        oldReadyAfterTerm,
+        portTakenMs,
+      },
       inbound: inResult,
       outbound: outResult,
       transfer,
