@@ -3,6 +3,7 @@ import { caCommand } from "./ca/ca-command.js";
 import { agentCommand } from "./cli/agent-command.js";
 import { certsCommand } from "./cli/certs-command.js";
 import { checkCommand } from "./cli/check-command.js";
+import { cniInstallCommand, cniUninstallCommand } from "./cli/cni-command.js";
 import { tapCommand } from "./cli/tap-command.js";
 /**
  * ambit's command line: `ambit agent` (the node agent), `ambit ca` (the mesh CA server), and the operator
@@ -20,13 +21,21 @@ const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: s
     run: checkCommand,
     help: "what AuthorizationPolicy decides for a connection to a pod (--from, --port, --admin)",
   },
+  "cni-install": {
+    run: cniInstallCommand,
+    help: "put ambit-cni on this node: plugin binary, CNI config entry, fallback credentials (--watch keeps them)",
+  },
+  "cni-uninstall": {
+    run: cniUninstallCommand,
+    help: "take ambit-cni off this node (config entry, binary, credentials)",
+  },
 };
 
 function usage(): string {
   return [
     "usage: ambit <command> [flags]",
     "",
-    ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(12)}${c.help}`),
+    ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(15)}${c.help}`),
   ].join("\n");
 }
 

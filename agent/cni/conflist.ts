@@ -33,6 +33,12 @@ export function removePlugin(text: string): string {
   return `${JSON.stringify({ ...config, plugins }, null, 2)}\n`;
 }
 
+/** Whether `text` has an ambit-cni entry in its plugin list. */
+export function hasPlugin(text: string): boolean {
+  const config = parse(text);
+  return Array.isArray(config.plugins) && config.plugins.some((p) => (p as Json | null)?.type === PLUGIN_TYPE);
+}
+
 function parse(text: string): Json {
   let v: unknown;
   try {

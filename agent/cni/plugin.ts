@@ -222,4 +222,8 @@ function labelsOf(o: Record<string, unknown>): Record<string, string> {
   return out;
 }
 
-process.exitCode = await main();
+// No top-level await: the plugin ships as one CommonJS script (agent/cni/bundle.ts), which has none. main() never
+// rejects.
+void main().then((code) => {
+  process.exitCode = code;
+});
