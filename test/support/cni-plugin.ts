@@ -23,8 +23,11 @@ export interface SandboxCall {
   env?: Record<string, string | undefined>;
 }
 
-/** Killed after 20 s, so a hung plugin fails the test where it hangs. */
-export function runPlugin(call: SandboxCall, stdin: string | object): Promise<PluginRun> {
+/**
+ * Killed after 20 s, so a hung plugin fails the test where it hangs. `executable`: an installed plugin (the single
+ * executable), exec'd as the runtime does; by default the compiled module under node.
+ */
+export function runPlugin(call: SandboxCall, stdin: string | object, executable?: string): Promise<PluginRun> {
   const env: Record<string, string | undefined> = {
     PATH: process.env.PATH,
     CNI_COMMAND: call.command,
@@ -40,7 +43,8 @@ export function runPlugin(call: SandboxCall, stdin: string | object): Promise<Pl
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [PLUGIN], { env, stdio: ["pipe", "pipe", "inherit"] });
+    const [file, args] = executable ? [executable, []] : [process.execPath, [PLUGIN]];
+    const child = spawn(file, args, { env, stdio: ["pipe", "pipe", "inherit"] });
     const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
     let stdout = "";
     child.stdout.setEncoding("utf8");
