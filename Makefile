@@ -6,7 +6,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nftables libnftables1 iproute2 procps openssl tcpdump prometheus iperf3 wrk nginx-light libnginx-mod-stream
 NODE_BIN := node_modules/.bin
 
-.PHONY: setup build lint fmt test test-unit demo bench fuzz clean
+.PHONY: setup build cni-plugin lint fmt test test-unit demo bench fuzz clean
 
 setup: node_modules/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -24,6 +24,12 @@ node_modules/.installed: package.json package-lock.json
 
 build: node_modules/.installed
 	@$(NODE_BIN)/tsc -p .
+
+# ambit-cni as a single executable, dist/cni/ambit-cni: runs on a node without Node.js; the image ships it and
+# `ambit cni-install` copies it to the node (agent/cni/build-plugin.ts). postject's ELF writer warns about note
+# sections it leaves as they are; those lines are dropped.
+cni-plugin: build
+	@node dist/agent/cni/build-plugin.js dist/cni 2> >(grep -v "Can't find string offset for section name" >&2)
 
 lint: node_modules/.installed
 	@$(NODE_BIN)/biome check .

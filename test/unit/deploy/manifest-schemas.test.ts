@@ -12,7 +12,7 @@ const KUBERNETES = join(ROOT, "deploy", "kubernetes");
 
 // Keyed by where each object comes from: a file listed by both kustomizations is checked once.
 const OBJECTS = new Map(
-  [KUBERNETES, join(KUBERNETES, "crds")]
+  [KUBERNETES, join(KUBERNETES, "crds"), join(KUBERNETES, "cni-uninstall")]
     .flatMap((dir) => loadKustomization(ROOT, dir))
     .map((loaded) => [`${loaded.file} #${loaded.document}`, loaded.object]),
 );

@@ -79,9 +79,9 @@ const defined = (kind: string, name: string, namespace: string) =>
   );
 
 test("every manifest in deploy/kubernetes is listed in a kustomization, so the checks below see all objects", (t) => {
-  // The CRDs have their own kustomization (crds/), which the main one leaves out; the tests load both.
-  const crds = loadKustomization(ROOT, join(KUBERNETES, "crds"));
-  const listed = new Set([...LOADED, ...crds].map(({ file }) => file));
+  // The CRDs and the CNI uninstall have their own kustomizations, which the main one leaves out; the tests load all.
+  const others = ["crds", "cni-uninstall"].flatMap((dir) => loadKustomization(ROOT, join(KUBERNETES, dir)));
+  const listed = new Set([...LOADED, ...others].map(({ file }) => file));
   const files = readdirSync(KUBERNETES, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile() && /\.ya?ml$/.test(e.name) && e.name !== "kustomization.yaml")
     .map((e) => relative(ROOT, join(e.parentPath ?? e.path, e.name)));

@@ -12,7 +12,9 @@ import type { PodSpec } from "./pod-references.js";
 const ROOT = repositoryRoot(import.meta.url);
 const DEPLOY = join(ROOT, "deploy");
 const KUBERNETES = join(DEPLOY, "kubernetes");
-const OBJECTS = loadKustomization(ROOT, KUBERNETES).map(({ object }) => object);
+const OBJECTS = [KUBERNETES, join(KUBERNETES, "cni-uninstall")].flatMap((dir) =>
+  loadKustomization(ROOT, dir).map(({ object }) => object),
+);
 
 /** Pod-source flags other than --kube: a kubeconfig or local manifests (not for clusters), or the old pod file. */
 const OTHER_SOURCES = ["--kubeconfig", "--manifests", "--pod-file"];
@@ -48,7 +50,9 @@ for (const w of WORKLOADS) {
 test("the agent mounts two host paths: the CNI socket's directory, and sandboxes' namespaces read-only", (t) => {
   const { spec, container: c } = container("DaemonSet", "ambit-agent", "agent");
   t.true(spec.hostPID);
-  const hostPaths = (spec.volumes ?? []).filter((v) => v.hostPath !== undefined);
+  // The pod's other host paths (the CNI dirs) are the install-cni container's, below.
+  const mounted = new Set((c.volumeMounts ?? []).map((m) => m.name));
+  const hostPaths = (spec.volumes ?? []).filter((v) => v.hostPath !== undefined && mounted.has(v.name));
   t.deepEqual(
     hostPaths.map((v) => (v.hostPath as { path: string }).path),
     ["/var/run/ambit", "/var/run/netns"],
@@ -90,6 +94,49 @@ test("the kubelet probes this agent's own files, not the node's port the old age
   const volume = (spec.volumes ?? []).find((v) => v.name === mount?.name) as Record<string, unknown> | undefined;
   t.truthy(volume?.emptyDir, "the pod's own volume, not a host path the old agent shares");
 });
+
+/** hostPath volumes `c` mounts, as [mountPath, host path]. */
+function hostMounts(spec: PodSpec, c: { volumeMounts?: { name: string; mountPath: string }[] }): string[][] {
+  const hostPath = new Map(
+    (spec.volumes ?? []).flatMap((v) => {
+      const path = (v.hostPath as { path?: string } | undefined)?.path;
+      return path ? [[v.name, path] as const] : [];
+    }),
+  );
+  return (c.volumeMounts ?? []).flatMap((m) => {
+    const path = hostPath.get(m.name);
+    return path ? [[m.mountPath, path]] : [];
+  });
+}
+
+const CNI_DIRS = [
+  ["/opt/cni/bin", "--cni-bin-dir"],
+  ["/etc/cni/net.d", "--cni-conf-dir"],
+] as const;
+
+for (const w of [
+  { kind: "DaemonSet", name: "ambit-agent", container: "install-cni", command: "cni-install" },
+  { kind: "DaemonSet", name: "ambit-cni-uninstall", container: "uninstall-cni", command: "cni-uninstall" },
+]) {
+  test(`${w.kind}/${w.name} runs \`ambit ${w.command}\` in an init container, the host's CNI dirs at their own paths`, (t) => {
+    const object = OBJECTS.find(
+      (o) => o.kind === w.kind && o.metadata.name === w.name && o.metadata.namespace === "ambit-system",
+    );
+    const spec = object && (podSpecOf(object) as PodSpec | undefined);
+    const init = spec?.initContainers?.find((c) => c.name === w.container);
+    if (!spec || !init) throw new Error(`no init container ${w.container} in ${w.kind}/${w.name}`);
+    const args = init.args ?? [];
+    t.is(args[0], w.command);
+    // The paths written into the CNI configuration are the ones the plugin reads on the host: the same on both.
+    t.deepEqual(hostMounts(spec, init).sort(), CNI_DIRS.map(([path]) => [path, path]).sort());
+    for (const [path, flag] of CNI_DIRS) t.true(args.includes(`${flag}=${path}`), `${flag}=${path}`);
+    if (w.command === "cni-install") {
+      // A sidecar: keeps the entry and the token current for the pod's life (agent/cni/install.ts, watch()).
+      t.true(args.includes("--watch"));
+      t.is((init as { restartPolicy?: string }).restartPolicy, "Always");
+    }
+  });
+}
 
 test("nothing in deploy/ mentions the pod file (--pod-file) or its ConfigMap (ambit-pods)", (t) => {
   const files = readdirSync(DEPLOY, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
