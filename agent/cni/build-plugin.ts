@@ -4,12 +4,14 @@
  * this Node binary (process.execPath) with the plugin's one-file CommonJS bundle (agent/cni/bundle.ts) injected by
  * postject; the binary needs the host's glibc (2.28 or newer) and libstdc++, like the node binary it is.
  *
- * Why a single executable rather than a shell launcher running a copied node binary on the bundle: one file to
- * install and remove, no host directory of our own, and the fastest start measured (VERSION/pass-through ADD, 200
- * runs interleaved, 2 loaded cores: `node -e 0` p50 29.5 ms; this executable p50 32.9; node on the bundle p50 37.9,
- * through a /bin/sh launcher p50 38.6; node on the six ES modules p50 44.7; p99 of all of them follows the machine's
- * load, 86-207 ms then; rerun: node dist/test/bench/cni-start.js). V8's code cache in the blob (useCodeCache)
- * changed nothing measurable for a 22 KB script, so it is left out.
+ * Why a single executable rather than a /bin/sh launcher running a copied node binary on the bundle: one file to
+ * install and remove, no host directory of our own, no shell needed on the host, and the fastest start measured
+ * (node dist/test/bench/cni-start.js 200, pass-through ADD, interleaved, 2 shared cores at load 4-5): `node -e 0`
+ * p50 40.7 ms; this executable p50 42.3, p99 76.8; node on the bundle p50 46.7; the launcher p50 47.7; node on the
+ * six ES modules p50 52.5 (p99 of all 77-88, load-bound). ADD of a meshed pod against a running agent (node
+ * dist/test/bench/cni-add.js 100 dist/cni/ambit-cni): p50 49.7, p99 84.8 ms (the ES modules: 59.7 / 87.8); a pod
+ * outside the mesh p50 33.5, p99 56.5. V8's code cache in the blob (useCodeCache) changed nothing measurable for a
+ * 22 KB script, so it is left out. The cost: the image carries a second node binary (+99 MB).
  *
  * Run: node dist/agent/cni/build-plugin.js OUT_DIR   (writes OUT_DIR/ambit-cni and OUT_DIR/ambit-cni.js)
  */

@@ -6,7 +6,8 @@
  * alone, with its certificate fetched when its record arrived (the agent prefetches for this node's pods without
  * IPs yet, and the kubelet creates the sandbox after); alone, with the ADD right as its record arrives (the ADD
  * waits for a new key and its signing).
- * Run: node dist/test/bench/cni-add.js [runs]   (root; default 200 runs)
+ * Run: node dist/test/bench/cni-add.js [runs] [plugin]   (root; default 200 runs; plugin: an installed executable such
+ *   as dist/cni/ambit-cni from `make cni-plugin`, else node runs the compiled module)
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -18,6 +19,7 @@ import { createSimCluster, writeFileAtomic } from "../../agent/sim/index.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
 
 const runs = Number(process.argv[2] ?? 200);
+const executable = process.argv[3];
 const cluster = await createSimCluster({
   nodes: [
     {
@@ -70,10 +72,14 @@ try {
   const addMeshed = async (i: number, into: number[], settle = false) => {
     if (settle) await agent.agent.settled();
     const call = { containerId: `s${i}`, netns: a.netnsPath, pod: { namespace: "default", name: "a" } };
-    const add = await runPlugin({ command: "ADD", ...call }, chainedConfig([a.ipv4], { agentSocket: socket }));
+    const add = await runPlugin(
+      { command: "ADD", ...call },
+      chainedConfig([a.ipv4], { agentSocket: socket }),
+      executable,
+    );
     if (add.status !== 0) throw new Error(`ADD failed: ${add.stdout}`);
     into.push(add.ms);
-    await runPlugin({ command: "DEL", ...call }, chainedConfig([], { agentSocket: socket }));
+    await runPlugin({ command: "DEL", ...call }, chainedConfig([], { agentSocket: socket }), executable);
   };
   for (let i = 0; i < runs; i++) {
     const call = (name: string, netns: string) => ({
@@ -85,6 +91,7 @@ try {
     const plain = await runPlugin(
       { command: "ADD", ...call("b", b.netnsPath) },
       chainedConfig([b.ipv4], { agentSocket: socket }),
+      executable,
     );
     if (plain.status !== 0) throw new Error(`ADD failed: ${plain.stdout}`);
     plainMs.push(plain.ms);
