@@ -2,6 +2,7 @@
  * `make bench [BENCH="enroll proxy"]`: runs the named benches (all by default) one after another and prints each
  * report. Exits nonzero only when a bench could not run (a harness error), never because a target was missed.
  */
+import { runCniBench } from "./cni-bench.js";
 import { runEnrollBench } from "./enroll-bench.js";
 import { runIdentityBench } from "./identity-bench.js";
 import { runKubeBench } from "./kube-bench.js";
@@ -12,6 +13,7 @@ import { runProxyBench } from "./proxy-bench.js";
 import { runUpgradeBench } from "./upgrade-bench.js";
 
 const BENCHES: Record<string, () => Promise<string>> = {
+  cni: runCniBench,
   enroll: runEnrollBench,
   identity: runIdentityBench,
   kube: runKubeBench,
