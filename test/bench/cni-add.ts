@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { createLogger } from "../../agent/log.js";
 import { startAgent } from "../../agent/node/run-agent.js";
 import { createSimCluster, writeFileAtomic } from "../../agent/sim/index.js";
+import { localAgentConfig } from "../netns/support/agents.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
 
 const runs = Number(process.argv[2] ?? 200);
@@ -46,21 +47,7 @@ try {
   await writeFileAtomic(manifest, { apiVersion: "v1", kind: "List", items });
   const socket = join(dir, "cni.sock");
   const agent = await startAgent(
-    {
-      nodeName: "n1",
-      source: { kind: "manifests", path: join(dir, "m") },
-      rootNamespace: "istio-system",
-      trustDomain: "cluster.local",
-      caDir: join(dir, "ca"),
-      certLifetimeSec: 3600,
-      hostRules: false,
-      metricsAddress: "127.0.0.1:0",
-      adminAddress: "127.0.0.1:0",
-      readyAddress: "127.0.0.1:0",
-      logLevel: "silent",
-      workers: 1,
-      cniSocket: socket,
-    },
+    { ...localAgentConfig("n1", join(dir, "m"), join(dir, "ca")), workers: 1, cniSocket: socket },
     createLogger({ level: process.env.BENCH_LOG ?? "silent" }),
   );
   const [a, b] = [cluster.pod("a"), cluster.pod("b")];

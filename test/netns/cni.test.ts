@@ -7,7 +7,7 @@ import test from "ava";
 import type { ConfigDump } from "../../agent/admin/facts.js";
 import { silentLogger } from "../../agent/log.js";
 import { type RunningAgent, startAgent } from "../../agent/node/run-agent.js";
-import { writeFileAtomic } from "../../agent/sim/index.js";
+import { type SimCluster, writeFileAtomic } from "../../agent/sim/index.js";
 import { chainedConfig, runPlugin } from "../support/cni-plugin.js";
 import { capturingLogger } from "../support/log-lines.js";
 import { meshFor } from "./support/agents.js";
@@ -30,6 +30,17 @@ function beforeSandbox(objects: KubeObject[], pods: string[]): KubeObject[] {
     const { annotations: _, ...metadata } = o.metadata ?? {};
     return { ...o, metadata, status: { phase: "Pending" } };
   });
+}
+
+/** Rewrites the cluster's file with `pods` as beforeSandbox has them, and waits until `agent` applied it. */
+async function placeBeforeSandbox(agent: RunningAgent, clusterFile: string, cluster: SimCluster, pods: string[]) {
+  const applied = new Promise((resolve) => agent.source.once("change", resolve));
+  await writeFileAtomic(clusterFile, {
+    apiVersion: "v1",
+    kind: "List",
+    items: beforeSandbox(cluster.objects() as KubeObject[], pods),
+  });
+  await applied;
 }
 
 test("an ADD for a pod whose record has not arrived yet waits for it, then enrolls it", async (t) => {
@@ -104,13 +115,7 @@ test("a meshed pod whose ADD cannot be enrolled keeps the agent unready, logged 
   const mesh = await meshFor(t, cluster, { config: { cniSocket: socket }, logger });
   const agent = mesh.agents[0];
   if (!agent) throw new Error("no agent");
-  const applied = new Promise((resolve) => agent.source.once("change", resolve));
-  await writeFileAtomic(mesh.clusterFile, {
-    apiVersion: "v1",
-    kind: "List",
-    items: beforeSandbox(cluster.objects() as KubeObject[], ["a"]),
-  });
-  await applied;
+  await placeBeforeSandbox(agent, mesh.clusterFile, cluster, ["a"]);
   await agent.agent.settled();
   t.is((await ready(agent)).status, 200, "a pod without a sandbox yet has nothing to enroll");
 
@@ -186,13 +191,7 @@ test("ambit-cni ADD returns once rules and listeners are in place; CHECK, DEL, a
   const mesh = await meshFor(t, cluster, { config: { cniSocket: socket } });
   const agent = mesh.agents[0];
   if (!agent) throw new Error("no agent");
-  const applied = new Promise((resolve) => agent.source.once("change", resolve));
-  await writeFileAtomic(mesh.clusterFile, {
-    apiVersion: "v1",
-    kind: "List",
-    items: beforeSandbox(cluster.objects() as KubeObject[], ["a", "b"]),
-  });
-  await applied;
+  await placeBeforeSandbox(agent, mesh.clusterFile, cluster, ["a", "b"]);
   t.is(ruleCount(a.netnsPath), 0, "a's record has no IPs: the agent cannot enroll it by itself");
   await agent.agent.settled();
   const issued = agent.certs.snapshot().find((i) => i.pods.includes("default/a"));

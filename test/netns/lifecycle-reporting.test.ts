@@ -23,6 +23,18 @@ import { sleeperIn, stop } from "./support/netns-procs.js";
 import { closeServer, dialFrom, serveIn } from "./support/sockets.js";
 
 const meshed = { "ambit.dev/mesh": "enabled" };
+/** One node with two meshed pods: a calls c through the mesh (same node: both ends are this agent's). */
+const A_AND_C = {
+  nodes: [
+    {
+      name: "n1",
+      pods: [
+        { name: "a", labels: meshed },
+        { name: "c", labels: meshed },
+      ],
+    },
+  ],
+};
 
 async function ready(agent: RunningAgent): Promise<{ status: number; reasons: string[] }> {
   const res = await fetch(`http://${agent.endpoints.ready}/healthz/ready`);
@@ -134,17 +146,7 @@ async function connectThrough(t: ExecutionContext, cluster: SimCluster): Promise
  * waits for it.
  */
 async function heldConnection(t: ExecutionContext) {
-  const cluster = await clusterFor(t, {
-    nodes: [
-      {
-        name: "n1",
-        pods: [
-          { name: "a", labels: meshed },
-          { name: "c", labels: meshed },
-        ],
-      },
-    ],
-  });
+  const cluster = await clusterFor(t, A_AND_C);
   echoIn(t, cluster);
   const mesh = await meshFor(t, cluster);
   const agent = mesh.agents[0];
@@ -235,17 +237,7 @@ test("stopping during a drain counts it interrupted (read from the registry), on
 
 test("`ambit agent` on SIGTERM: ambit_draining while it drains, the outcome on /metrics for a while after, then exit 0", async (t) => {
   t.timeout(40_000);
-  const cluster = await clusterFor(t, {
-    nodes: [
-      {
-        name: "n1",
-        pods: [
-          { name: "a", labels: meshed },
-          { name: "c", labels: meshed },
-        ],
-      },
-    ],
-  });
+  const cluster = await clusterFor(t, A_AND_C);
   echoIn(t, cluster);
   const dir = mkdtempSync(join(tmpdir(), "ambit-drain-"));
   const manifests = join(dir, "cluster.json");

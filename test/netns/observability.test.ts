@@ -8,9 +8,8 @@ import { loadOrCreateCa } from "../../agent/identity/ca-files.js";
 import { silentLogger } from "../../agent/log.js";
 import type { AgentConfig } from "../../agent/node/config.js";
 import { type RunningAgent, startAgent } from "../../agent/node/run-agent.js";
-import { meshFor } from "./support/agents.js";
+import { localAgentConfig, meshFor } from "./support/agents.js";
 import { clusterFor } from "./support/cluster.js";
-import { TEST_WORKERS } from "./support/data-path.js";
 import { freePort, prometheusFor } from "./support/prometheus.js";
 import { answerIn, closeServer, request } from "./support/sockets.js";
 
@@ -133,21 +132,13 @@ test("readiness is 503 with reasons while the CA is unreachable at first start",
   writeFileSync(join(dir, "token"), "not-checked\n");
   const manifests = join(dir, "cluster.json");
   await cluster.writeManifests(manifests);
+  // A remote CA instead of the embedded one.
+  const { caDir: _, ...local } = localAgentConfig("n1", manifests, "");
   const config: AgentConfig = {
-    nodeName: "n1",
-    source: { kind: "manifests", path: manifests },
-    rootNamespace: "istio-system",
-    trustDomain: "cluster.local",
+    ...local,
     caUrl: `https://127.0.0.1:${await freePort()}`,
     caBundleFile: join(dir, "ca", "ca.crt"),
     caTokenFile: join(dir, "token"),
-    certLifetimeSec: 3600,
-    hostRules: false,
-    metricsAddress: "127.0.0.1:0",
-    adminAddress: "127.0.0.1:0",
-    readyAddress: "127.0.0.1:0",
-    logLevel: "silent",
-    workers: TEST_WORKERS,
   };
   running = await startAgent(config, silentLogger);
   t.is(running.redirector.enrolled().length, 1, "redirection is installed; traffic is refused until a certificate");

@@ -19,6 +19,27 @@ export interface TestMesh {
 }
 
 /**
+ * An in-process agent's configuration for a simulated node: the cluster from a manifests directory, an embedded CA in
+ * `caDir` (shared by a test's agents: one root), servers on free loopback ports, no logs, TEST_WORKERS.
+ */
+export function localAgentConfig(node: string, manifests: string, caDir: string): AgentConfig {
+  return {
+    nodeName: node,
+    source: { kind: "manifests", path: manifests },
+    rootNamespace: "istio-system",
+    trustDomain: "cluster.local",
+    caDir,
+    certLifetimeSec: 3600,
+    hostRules: false,
+    metricsAddress: "127.0.0.1:0",
+    adminAddress: "127.0.0.1:0",
+    readyAddress: "127.0.0.1:0",
+    logLevel: "silent",
+    workers: TEST_WORKERS,
+  };
+}
+
+/**
  * One in-process agent per simulated node, sharing an embedded CA directory (as one cluster CA), all stopped and
  * their pods unenrolled when the test ends.
  */
@@ -52,17 +73,8 @@ export async function meshFor(
   });
   for (const node of cluster.nodes) {
     const config: AgentConfig = {
-      nodeName: node.name,
-      source: { kind: "manifests", path: manifests },
-      rootNamespace: "istio-system",
-      trustDomain: "cluster.local",
-      caDir: join(dir, "ca"),
+      ...localAgentConfig(node.name, manifests, join(dir, "ca")),
       certLifetimeSec: options.certLifetimeSec ?? 3600,
-      hostRules: false,
-      metricsAddress: "127.0.0.1:0",
-      adminAddress: "127.0.0.1:0",
-      readyAddress: "127.0.0.1:0",
-      logLevel: "silent",
       workers: options.workers ?? TEST_WORKERS,
       ...options.config,
     };

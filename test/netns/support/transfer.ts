@@ -43,8 +43,29 @@ export function transferServer(netns: string, ip: string, port: number): net.Ser
   });
 }
 
-/** Send `up` bytes, ask for `down` bytes back; resolves when both directions verified. */
-export async function transfer(netns: string, ip: string, port: number, up: number, down: number): Promise<void> {
+/** Uploads `total` bytes in 64 KiB steps spread over about `ms`; stops early if the connection is gone. */
+async function writePaced(s: net.Socket, total: number, ms: number): Promise<void> {
+  const step = 64 * 1024;
+  const pause = ms / (total / step);
+  for (let o = 0; o < total; o += step) {
+    if (s.destroyed) return;
+    if (!s.write(pattern(o, Math.min(step, total - o)))) await new Promise((r) => s.once("drain", r).once("close", r));
+    await new Promise((r) => setTimeout(r, pause));
+  }
+}
+
+/**
+ * Send `up` bytes, ask for `down` bytes back; resolves when both directions verified. With `paceMs`, the upload is
+ * spread over about that long: a transfer that outlives something happening meanwhile (an agent's handover).
+ */
+export async function transfer(
+  netns: string,
+  ip: string,
+  port: number,
+  up: number,
+  down: number,
+  paceMs?: number,
+): Promise<void> {
   const s = await dialFrom(netns, ip, port);
   const expectedUp = createHash("sha256");
   for (let o = 0; o < up; o += CHUNK) expectedUp.update(pattern(o, Math.min(CHUNK, up - o)));
@@ -72,10 +93,17 @@ export async function transfer(netns: string, ip: string, port: number, up: numb
       resolve();
     });
   });
-  const header = Buffer.alloc(8);
-  header.writeBigUInt64BE(BigInt(down));
-  s.write(header);
-  await writeAll(s, up);
-  s.end();
-  await done;
+  // Settled even if the upload below throws: the error is the caller's, not an unhandled rejection.
+  done.catch(() => {});
+  try {
+    const header = Buffer.alloc(8);
+    header.writeBigUInt64BE(BigInt(down));
+    s.write(header);
+    if (paceMs === undefined) await writeAll(s, up);
+    else await writePaced(s, up, paceMs);
+    s.end();
+    await done;
+  } finally {
+    s.destroy();
+  }
 }

@@ -7,7 +7,6 @@
  * prints it.
  */
 import { type ChildProcess, execFile, execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,8 +19,8 @@ import { within } from "../../support/within.js";
 import { localAgentArgs } from "./agent-args.js";
 import { startCapture, type TcpSegment, tcpSegments } from "./capture.js";
 import { ruleCount } from "./nft.js";
-import { answerIn, closeServer, dialFrom, request } from "./sockets.js";
-import { transferServer } from "./transfer.js";
+import { answerIn, closeServer, request } from "./sockets.js";
+import { transfer as longTransfer, transferServer } from "./transfer.js";
 
 const run = promisify(execFile);
 const MESHED = { "ambit.dev/mesh": "enabled" };
@@ -103,66 +102,6 @@ async function readyStatus(cluster: SimCluster, node: string): Promise<number> {
     { encoding: "utf8" },
   ).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? "" }));
   return Number(stdout.trim()) || 0;
-}
-
-/** Deterministic bytes, as support/transfer.ts's, so the server's digest and download can be checked. */
-function pattern(offset: number, length: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  for (let i = 0; i < length; i++) b[i] = (offset + i) % 251;
-  return b;
-}
-
-/**
- * A transfer paced to last about `ms`: `up` bytes sent in steps, `down` asked back (transferServer's protocol).
- * Resolves once both directions were verified against their SHA-256.
- */
-export async function pacedTransfer(netns: string, ip: string, port: number, up: number, down: number, ms: number) {
-  const s = await dialFrom(netns, ip, port);
-  const step = 64 * 1024;
-  const pause = ms / (up / step);
-  const sent = createHash("sha256");
-  const received = createHash("sha256");
-  let digest = Buffer.alloc(0);
-  let got = 0;
-  const done = new Promise<void>((resolve, reject) => {
-    s.on("data", (chunk: Buffer) => {
-      if (digest.length < 32) {
-        const need = 32 - digest.length;
-        digest = Buffer.concat([digest, chunk.subarray(0, need)]);
-        chunk = chunk.subarray(need);
-      }
-      got += chunk.length;
-      received.update(chunk);
-    });
-    s.on("error", reject);
-    s.on("end", () => {
-      s.end();
-      if (!digest.equals(sent.digest())) return reject(new Error("upload corrupted"));
-      if (got !== down) return reject(new Error(`download: ${got} of ${down} bytes`));
-      const want = createHash("sha256");
-      for (let o = 0; o < down; o += step) want.update(pattern(7 + o, Math.min(step, down - o)));
-      if (!received.digest().equals(want.digest())) return reject(new Error("download corrupted"));
-      resolve();
-    });
-  });
-  // Settled even if the upload below throws: the error is the caller's, not an unhandled rejection.
-  done.catch(() => {});
-  try {
-    const header = Buffer.alloc(8);
-    header.writeBigUInt64BE(BigInt(down));
-    s.write(header);
-    for (let o = 0; o < up; o += step) {
-      if (s.destroyed) break;
-      const piece = pattern(o, Math.min(step, up - o));
-      sent.update(piece);
-      if (!s.write(piece)) await new Promise((r) => s.once("drain", r).once("close", r));
-      await new Promise((r) => setTimeout(r, pause));
-    }
-    s.end();
-    await done;
-  } finally {
-    s.destroy();
-  }
 }
 
 export interface LoadResult {
@@ -304,7 +243,7 @@ export async function runUpgrade(cluster: SimCluster): Promise<UpgradeRun> {
     const outbound = steadyLoad(b.netnsPath, a.ipv4, 8080, 3);
     loads.push(inbound, outbound);
     const transferStarted = performance.now();
-    const long = pacedTransfer(a.netnsPath, b.ipv4, 9000, TRANSFER.up, TRANSFER.down, TRANSFER.ms).then(
+    const long = longTransfer(a.netnsPath, b.ipv4, 9000, TRANSFER.up, TRANSFER.down, TRANSFER.ms).then(
       () => performance.now() - transferStarted,
     );
     long.catch(() => {});
