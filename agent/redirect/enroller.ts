@@ -106,6 +106,12 @@ export interface RedirectorOptions {
 export class Redirector {
   readonly #log: Logger;
   readonly #pods = new Map<string, EnrolledPod>();
+  /**
+   * IPs of pods whose table another agent put in force and this one has not enrolled yet (enrolledByAnother): the
+   * node's probe SNAT table keeps them. Without this, the new agent of an upgrade rewrote that table with only the
+   * pods it had enrolled so far, and a kubelet probe of any other meshed pod was captured, refused under STRICT.
+   */
+  readonly #inherited = new Map<string, readonly string[]>();
   readonly #options: RedirectorOptions;
 
   constructor(options: RedirectorOptions = {}) {
@@ -165,14 +171,17 @@ export class Redirector {
    * this agent replaces, or one that crashed), and its rules are in force. Read in one nftables list.
    */
   enrolledByAnother(target: EnrollTarget): boolean {
-    if (this.#pods.has(objectKey(target.pod))) return false;
+    const key = objectKey(target.pod);
+    if (this.#pods.has(key)) return false;
     try {
       const listed = inPodNetnsFd(
         target.netns,
         () => runNftJson({ nftables: [{ list: { tables: {} } }] }),
         this.#log,
       ) as { nftables?: Array<{ table?: { name?: string; family?: string } }> };
-      return (listed.nftables ?? []).some((o) => o.table?.name === TABLE && o.table.family === "inet");
+      const found = (listed.nftables ?? []).some((o) => o.table?.name === TABLE && o.table.family === "inet");
+      if (found) this.#inherited.set(key, target.pod.ips);
+      return found;
     } catch (err) {
       this.#log.debug(
         { err, pod: objectKey(target.pod) },
@@ -188,6 +197,7 @@ export class Redirector {
    */
   unenroll(key: string): void {
     const enrolled = this.#pods.get(key);
+    if (this.#inherited.delete(key) && !enrolled) this.#syncHostRules();
     if (!enrolled) return;
     this.#pods.delete(key);
     try {
@@ -232,7 +242,11 @@ export class Redirector {
   #syncHostRules(): void {
     const where = this.#options.hostRules;
     if (!where) return;
-    const rules = buildHostRules(this.enrolled().flatMap((e) => e.pod.ips));
+    for (const key of this.#pods.keys()) this.#inherited.delete(key);
+    const rules = buildHostRules([
+      ...this.enrolled().flatMap((e) => e.pod.ips),
+      ...[...this.#inherited.values()].flat(),
+    ]);
     try {
       if (where === true) runNftJson(rules);
       else inPodNetns(where, () => runNftJson(rules), this.#log);

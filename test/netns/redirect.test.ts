@@ -124,6 +124,46 @@ test("kubelet probes from the node reach an enrolled pod's app directly, not its
   t.like(JSON.parse(await request(cluster.pod("b").netnsPath, a.ipv4, 8080)), { kind: "inbound" });
 });
 
+test("an upgrade's new agent keeps the probe SNAT of pods the old agent enrolled and it has not reached yet", async (t) => {
+  const cluster = await clusterFor(t, {
+    nodes: [
+      {
+        name: "n1",
+        pods: [
+          { name: "a", labels: meshed },
+          { name: "b", labels: meshed },
+        ],
+      },
+    ],
+  });
+  const [a, b] = [cluster.pod("a"), cluster.pod("b")];
+  const node = cluster.node("n1");
+  const apps = [a, b].map((p) => answerIn(p.netnsPath, p.ipv4, 8080, (s) => `app saw ${s.remoteAddress}`));
+  t.teardown(() => Promise.all(apps.map(closeServer)));
+  // Targets first: each holds a namespace descriptor that its own teardown closes, after the redirectors' below.
+  const [targetA, targetB] = [enrollTarget(t, cluster, "a"), enrollTarget(t, cluster, "b")];
+  const old = new Redirector({ hostRules: node.netnsPath });
+  old.enroll(targetA, reportingFactory);
+  old.enroll(targetB, reportingFactory);
+  t.teardown(() => old.closeListenersOnly());
+  const successor = new Redirector({ hostRules: node.netnsPath });
+  t.teardown(() => {
+    successor.unenroll("default/a");
+    successor.unenroll("default/b");
+  });
+  t.true(successor.enrolledByAnother(targetB), "b's table is the old agent's");
+  t.true(successor.enrolledByAnother(targetA));
+  successor.enroll(targetA, reportingFactory);
+  t.is(await request(node.netnsPath, a.ipv4, 8080), "app saw 169.254.7.127");
+  t.is(await request(node.netnsPath, b.ipv4, 8080), "app saw 169.254.7.127", "b's probes still skip the mesh");
+  successor.unenroll("default/b");
+  t.like(
+    JSON.parse(await request(node.netnsPath, b.ipv4, 8080)),
+    { kind: "inbound" },
+    "a pod this agent lets go of leaves the table",
+  );
+});
+
 test("enrollment works while the agent holds more than 1024 descriptors (libnftables uses select())", async (t) => {
   const cluster = await clusterFor(t, {
     nodes: [{ name: "n1", pods: [{ name: "a", labels: meshed }, { name: "b" }] }],
