@@ -17,18 +17,16 @@ import { TcpRelay } from "../../../agent/dataplane/tcp-relay.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
-import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
 import type { LocalWorkload } from "../../../agent/proxy/workload-index.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
-import { handlers } from "../../support/h2-handlers.js";
 import { capturingLogger } from "../../support/log-lines.js";
 import { within } from "../../support/within.js";
 import { localWorkload, loopbackSockets, RecordingObserver, testContext } from "./support/dataplane-context.js";
 import { runLeakChecked } from "./support/leak-checked.js";
 import type { RacerData, RacerTally } from "./support/limit-racer.js";
 import { backend } from "./support/relay.js";
-import { closeOf, dial, SETTINGS } from "./support/tls-sessions.js";
+import { closeOf, connectTo, dial, SETTINGS } from "./support/tls-sessions.js";
 import { localPort } from "./tls-support.js";
 
 /** Resolves once `check` holds (polled every 10 ms); rejects after `ms`, naming `what`. */
@@ -312,36 +310,6 @@ test.serial(
       await until(() => rig.table.live === 0, "every count back");
     }),
 );
-
-interface Exchange {
-  stream: H2Stream;
-  status: Promise<string>;
-  closed: Promise<void>;
-}
-
-function connectTo(session: H2Session, authority: string): Exchange {
-  const stream = session.request([
-    [":method", "CONNECT"],
-    [":authority", authority],
-  ]);
-  let setStatus: (s: string) => void = () => {};
-  let setClosed: () => void = () => {};
-  const status = new Promise<string>((resolve) => {
-    setStatus = resolve;
-  });
-  const closed = new Promise<void>((resolve) => {
-    setClosed = resolve;
-  });
-  stream.attach(
-    handlers(stream, {
-      headers: (h) => setStatus(h.find(([n]) => n === ":status")?.[1] ?? ""),
-      data: (c) => stream.consumed(c.length),
-      reset: () => setStatus("reset"),
-      close: () => setClosed(),
-    }),
-  );
-  return { stream, status, closed };
-}
 
 test.serial(
   "HBONE streams count against the pod as its session does: past the limit a CONNECT gets 503, and ending streams frees room",

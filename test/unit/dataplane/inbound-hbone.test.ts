@@ -12,7 +12,6 @@ import { WorkerCounters } from "../../../agent/dataplane/shared-counters.js";
 import type { TlsContext } from "../../../agent/dataplane/tls/context.js";
 import { TlsTransport } from "../../../agent/dataplane/tls-transport.js";
 import { H2Session } from "../../../agent/h2/session.js";
-import type { H2Stream } from "../../../agent/h2/stream.js";
 import { formatSpiffeId } from "../../../agent/identity/spiffe.js";
 import type { AuthorizationPolicyRecord } from "../../../agent/kube/records.js";
 import { AgentMetrics } from "../../../agent/metrics/agent-metrics.js";
@@ -22,7 +21,6 @@ import type { LocalWorkload, WorkloadIndex } from "../../../agent/proxy/workload
 import { AF_INET, accept, closeFd, connect, EINPROGRESS, read, tcpSocket } from "../../../native-bindings/io.js";
 import { encodeSockaddr } from "../../../native-bindings/sockaddr.js";
 import { openListenerFd } from "../../../native-bindings/sockets.js";
-import { handlers } from "../../support/h2-handlers.js";
 import { capturingLogger } from "../../support/log-lines.js";
 import { within } from "../../support/within.js";
 import { sid } from "../identity/helpers.js";
@@ -35,7 +33,7 @@ import {
   testContext,
 } from "./support/dataplane-context.js";
 import { type LeakChecked, runLeakChecked } from "./support/leak-checked.js";
-import { closeOf, dial, SETTINGS } from "./support/tls-sessions.js";
+import { closeOf, connectTo, dial, type Exchange, exchange, SETTINGS } from "./support/tls-sessions.js";
 import { localPort } from "./tls-support.js";
 
 /**
@@ -214,58 +212,6 @@ async function hboneClient(rig: Rig, tls = rig.cartTls): Promise<Client> {
   });
   const session = new H2Session(transport, { role: "client", settings: SETTINGS });
   return { session, closed: closeOf(session) };
-}
-
-interface Exchange {
-  stream: H2Stream;
-  status: Promise<string>;
-  /** Everything received, once the peer ended its side. */
-  body: Promise<Buffer>;
-  /** How the stream ended: the reset code, or undefined when both sides ended. */
-  closed: Promise<number | undefined>;
-  received(): number;
-}
-
-/** Opens a stream with `headers` and records what comes back. */
-function exchange(session: H2Session, headers: [string, string][]): Exchange {
-  const stream = session.request(headers);
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  let resetCode: number | undefined;
-  let setStatus: (s: string) => void = () => {};
-  let setBody: (b: Buffer) => void = () => {};
-  let setClosed: (c: number | undefined) => void = () => {};
-  const status = new Promise<string>((resolve) => {
-    setStatus = resolve;
-  });
-  const body = new Promise<Buffer>((resolve) => {
-    setBody = resolve;
-  });
-  const closed = new Promise<number | undefined>((resolve) => {
-    setClosed = resolve;
-  });
-  stream.attach(
-    handlers(stream, {
-      headers: (h) => setStatus(h.find(([n]) => n === ":status")?.[1] ?? ""),
-      data: (c) => {
-        // A view of the transport's shared read buffer: copied to be kept.
-        chunks.push(Buffer.from(c));
-        bytes += c.length;
-        stream.consumed(c.length);
-      },
-      end: () => setBody(Buffer.concat(chunks)),
-      reset: (code) => {
-        resetCode = code;
-        setStatus("reset");
-      },
-      close: () => setClosed(resetCode),
-    }),
-  );
-  return { stream, status, body, closed, received: () => bytes };
-}
-
-function connectTo(session: H2Session, authority: string, extra: [string, string][] = []): Exchange {
-  return exchange(session, [[":method", "CONNECT"], [":authority", authority], ...extra]);
 }
 
 /** A Node socket's close, bounded (its errors are expected: the server refuses it). */

@@ -190,3 +190,56 @@ export function hashReceived(stream: H2Stream): {
     result,
   };
 }
+
+/** A client stream: its status, what it received, how it ended. */
+export interface Exchange {
+  stream: H2Stream;
+  status: Promise<string>;
+  /** Everything received, once the peer ended its side. */
+  body: Promise<Buffer>;
+  /** How the stream ended: the reset code, or undefined when both sides ended. */
+  closed: Promise<number | undefined>;
+  received(): number;
+}
+
+/** Opens a stream with `headers` and records what comes back. */
+export function exchange(session: H2Session, headers: [string, string][]): Exchange {
+  const stream = session.request(headers);
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let resetCode: number | undefined;
+  let setStatus: (s: string) => void = () => {};
+  let setBody: (b: Buffer) => void = () => {};
+  let setClosed: (c: number | undefined) => void = () => {};
+  const status = new Promise<string>((resolve) => {
+    setStatus = resolve;
+  });
+  const body = new Promise<Buffer>((resolve) => {
+    setBody = resolve;
+  });
+  const closed = new Promise<number | undefined>((resolve) => {
+    setClosed = resolve;
+  });
+  stream.attach(
+    handlers(stream, {
+      headers: (h) => setStatus(h.find(([n]) => n === ":status")?.[1] ?? ""),
+      data: (c) => {
+        // A view of the transport's shared read buffer: copied to be kept.
+        chunks.push(Buffer.from(c));
+        bytes += c.length;
+        stream.consumed(c.length);
+      },
+      end: () => setBody(Buffer.concat(chunks)),
+      reset: (code) => {
+        resetCode = code;
+        setStatus("reset");
+      },
+      close: () => setClosed(resetCode),
+    }),
+  );
+  return { stream, status, body, closed, received: () => bytes };
+}
+
+export function connectTo(session: H2Session, authority: string, extra: [string, string][] = []): Exchange {
+  return exchange(session, [[":method", "CONNECT"], [":authority", authority], ...extra]);
+}
