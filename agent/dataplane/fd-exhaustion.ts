@@ -11,7 +11,7 @@ import type { LogThrottle } from "../log-throttle.js";
 
 const EXHAUSTED = new Set([EMFILE, ENFILE, ENOBUFS, ENOMEM]);
 
-function isExhaustion(errno: number): boolean {
+export function isExhaustion(errno: number): boolean {
   return EXHAUSTED.has(errno);
 }
 

@@ -1,18 +1,7 @@
 import { errnoName } from "../../native-bindings/errors.js";
-import {
-  accept,
-  closeFd,
-  EAGAIN,
-  ECONNABORTED,
-  EINTR,
-  EMFILE,
-  ENFILE,
-  ENOBUFS,
-  ENOMEM,
-  EPOLLEXCLUSIVE,
-  EPOLLIN,
-} from "../../native-bindings/io.js";
+import { accept, closeFd, EAGAIN, ECONNABORTED, EINTR, EPOLLEXCLUSIVE, EPOLLIN } from "../../native-bindings/io.js";
 import { AmbitError } from "../errors.js";
+import { isExhaustion } from "./fd-exhaustion.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
@@ -144,7 +133,7 @@ export class Listener implements EventHandler {
         return;
       }
       if (errno === EINTR || errno === ECONNABORTED) continue;
-      if (errno === EMFILE || errno === ENFILE || errno === ENOBUFS || errno === ENOMEM) {
+      if (isExhaustion(errno)) {
         this.#counters.inc(COUNTER.accepts_paused);
         this.#pauseAccepting();
         this.#onExhausted?.(errno);

@@ -23,7 +23,7 @@ import {
 } from "../../native-bindings/io.js";
 import { encodeSockaddr, familyOf } from "../../native-bindings/sockaddr.js";
 import { AmbitError } from "../errors.js";
-import { closeSocket } from "./fd.js";
+import { closeSocket, resetFd } from "./fd.js";
 import type { EventHandler, Reactor } from "./reactor.js";
 import { COUNTER, type WorkerCounters } from "./shared-counters.js";
 
@@ -507,10 +507,4 @@ class Connection implements RelayedConnection {
 
 function connectTimedOut(conn: Connection): void {
   conn.timedOut();
-}
-
-/** Closes an fd we own with a RST (SO_LINGER 0), so its peer sees the refusal at once. */
-function resetFd(fd: number): void {
-  setLingerZero(fd);
-  closeSocket(fd);
 }
