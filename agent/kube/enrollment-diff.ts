@@ -24,7 +24,12 @@ export interface EnrollmentDiff {
  * already meshed, rather than waiting for Running. Pods without IPs yet wait; finished pods leave.
  */
 export function shouldEnroll(pod: PodRecord, state: ClusterState): boolean {
-  if (pod.hostNetwork || pod.ips.length === 0) return false;
+  return pod.ips.length > 0 && isMeshedPod(pod, state);
+}
+
+/** Whether a pod is in the mesh, its sandbox's addresses aside: not hostNetwork, not finished, opted in. */
+export function isMeshedPod(pod: PodRecord, state: ClusterState): boolean {
+  if (pod.hostNetwork) return false;
   if (pod.phase === "Succeeded" || pod.phase === "Failed") return false;
   return isMeshEnrolled(pod, state.namespaces.get(pod.namespace));
 }

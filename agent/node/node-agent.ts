@@ -9,10 +9,9 @@
 
 import { type CniSandbox, staleSandboxes, withSandboxes } from "../cni/decide.js";
 import type { CertManager } from "../identity/cert-manager.js";
-import { identityOfPod } from "../identity/spiffe.js";
+import { identityOfPod, type SpiffeId } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState, podsOfNode } from "../kube/cluster-state.js";
-import { diffEnrollment, enrolledPods } from "../kube/enrollment-diff.js";
-import { isMeshEnrolled } from "../kube/mesh-selection.js";
+import { diffEnrollment, isMeshedPod } from "../kube/enrollment-diff.js";
 import { objectKey, type PodRecord } from "../kube/records.js";
 import type { Logger } from "../log.js";
 import type { NetnsResolution, PodNetnsRequest } from "../netns/netns-registry.js";
@@ -110,6 +109,14 @@ export class NodeAgent {
   #state: ClusterState = emptyClusterState();
   /** Sandboxes the CNI plugin reported (ADD) and not yet deleted, by pod key. */
   readonly #sandboxes = new Map<string, CniSandbox>();
+  /** Counts changes to #sandboxes, so #view knows when its patched maps are stale. */
+  #sandboxChanges = 0;
+  #patched?: {
+    pods: ClusterState["pods"];
+    nodePods: ClusterState["nodePods"];
+    changes: number;
+    view: ClusterState;
+  };
   readonly #stateListeners = new Set<() => void>();
   /** Certificate acquisitions of pods being enrolled, by pod key: true once issued, false if the CA failed. */
   readonly #acquiring = new Map<string, Promise<boolean>>();
@@ -161,8 +168,8 @@ export class NodeAgent {
    */
   apply(source: ClusterState): void {
     this.#source = source;
-    for (const key of staleSandboxes(source, this.#sandboxes)) this.#sandboxes.delete(key);
-    this.#applyView(withSandboxes(source, this.#sandboxes));
+    for (const key of staleSandboxes(source, this.#sandboxes)) this.#dropSandbox(key);
+    this.#applyView(this.#view());
     for (const listener of this.#stateListeners) listener();
   }
 
@@ -185,7 +192,8 @@ export class NodeAgent {
    */
   async enrollSandbox(key: string, sandbox: CniSandbox, certificateWaitMs: number): Promise<SandboxEnrollment> {
     this.#sandboxes.set(key, sandbox);
-    this.#applyView(withSandboxes(this.#source, this.#sandboxes));
+    this.#sandboxChanges++;
+    this.#applyView(this.#view());
     const failed = this.#failed.get(key);
     if (failed) return { ok: false, reason: failed.reason };
     if (!this.sandboxEnrolled(key, sandbox.netns)) return { ok: false, reason: "not_enrolled" };
@@ -213,8 +221,28 @@ export class NodeAgent {
    */
   removeSandbox(key: string, containerId: string): void {
     if (this.#sandboxes.get(key)?.containerId !== containerId) return;
-    this.#sandboxes.delete(key);
-    this.#applyView(withSandboxes(this.#source, this.#sandboxes));
+    this.#dropSandbox(key);
+    this.#applyView(this.#view());
+  }
+
+  #dropSandbox(key: string): void {
+    if (this.#sandboxes.delete(key)) this.#sandboxChanges++;
+  }
+
+  /**
+   * The source's view with the sandboxes standing in for their pods' records (withSandboxes), its pod maps reused
+   * while neither the source's nor the sandboxes changed: the data plane sends a pod map to its workers, which
+   * rebuild their workload index and re-check open connections, only when the map is a new one (mesh-dataplane.ts).
+   */
+  #view(): ClusterState {
+    const source = this.#source;
+    const last = this.#patched;
+    if (last?.pods === source.pods && last.nodePods === source.nodePods && last.changes === this.#sandboxChanges) {
+      return { ...source, pods: last.view.pods, ...(source.nodePods ? { nodePods: last.view.nodePods } : {}) };
+    }
+    const view = withSandboxes(source, this.#sandboxes);
+    this.#patched = { pods: source.pods, nodePods: source.nodePods, changes: this.#sandboxChanges, view };
+    return view;
   }
 
   #applyView(next: ClusterState): void {
@@ -243,11 +271,12 @@ export class NodeAgent {
    * enrollment, or is released when the pod leaves without one.
    */
   #prefetch(next: ClusterState): void {
-    const enrolled = new Set(enrolledPods(next, this.#o.nodeName).map(objectKey));
+    const enrolled = new Set<string>();
     const pending = new Map<string, PodRecord>();
     for (const pod of podsOfNode(next, this.#o.nodeName)) {
-      if (pod.hostNetwork || pod.ips.length > 0 || pod.phase === "Succeeded" || pod.phase === "Failed") continue;
-      if (isMeshEnrolled(pod, next.namespaces.get(pod.namespace))) pending.set(objectKey(pod), pod);
+      if (!isMeshedPod(pod, next)) continue;
+      if (pod.ips.length > 0) enrolled.add(objectKey(pod));
+      else pending.set(objectKey(pod), pod);
     }
     for (const [key, pod] of this.#prefetched) {
       // A pending pod whose service account changed holds the old identity's certificate: take the new one.
@@ -309,30 +338,28 @@ export class NodeAgent {
   /** Rules and listeners now; the certificate in the background. */
   #enroll(pod: PodRecord): void {
     const key = objectKey(pod);
-    const log = this.#o.logger.child({ pod: key });
     const started = process.hrtime.bigint();
-    const fail = (reason: string, err: unknown, what: string) => {
-      const before = this.#failed.get(key)?.reason;
-      this.#failed.set(key, { pod, reason });
-      this.#o.enrollment?.failed(pod, reason);
-      // The registry logs its own failures (throttled); enrollment failures are logged once per reason.
-      if (err !== undefined && before !== reason) log.error({ err, reason }, what);
-    };
+    let identity: SpiffeId;
     try {
-      identityOfPod(pod, this.#o.trustDomain);
+      identity = identityOfPod(pod, this.#o.trustDomain);
     } catch (err) {
-      fail("invalid_identity", err, "pod's identity cannot be formed; not enrolled until its record changes");
+      this.#fail(
+        pod,
+        "invalid_identity",
+        err,
+        "pod's identity cannot be formed; not enrolled until its record changes",
+      );
       return;
     }
     const found = this.#o.namespaces.resolve({ key, uid: pod.uid, ips: pod.ips, ...this.#pathOf(pod) });
     if (!found.ok) {
-      fail(found.reason, undefined, "");
+      this.#fail(pod, found.reason);
       return;
     }
     // Rules in force from another agent (being replaced, or crashed): its listeners, or none, serve the pod until
     // this one has the pod's certificate. Joining their SO_REUSEPORT groups before would have the kernel hand this
     // agent connections it can only refuse.
-    const certified = this.#o.certs.material(identityOfPod(pod, this.#o.trustDomain)) !== undefined;
+    const certified = this.#o.certs.material(identity) !== undefined;
     if (!certified && this.#o.redirector.enrolledByAnother({ pod, netns: found.netns })) {
       this.#certificateFirst(pod, started);
       return;
@@ -354,8 +381,7 @@ export class NodeAgent {
         this.#awaitingCertificate.delete(key);
         if (!current || this.#stopped) return;
         if (!issued) {
-          this.#failed.set(key, { pod: current, reason: "no_certificate" });
-          this.#o.enrollment?.failed(current, "no_certificate");
+          this.#fail(current, "no_certificate");
           return;
         }
         const found = this.#o.namespaces.resolve({
@@ -365,8 +391,7 @@ export class NodeAgent {
           ...this.#pathOf(current),
         });
         if (!found.ok) {
-          this.#failed.set(key, { pod: current, reason: found.reason });
-          this.#o.enrollment?.failed(current, found.reason);
+          this.#fail(current, found.reason);
           return;
         }
         this.#redirect(current, found.netns, started);
@@ -374,21 +399,31 @@ export class NodeAgent {
     );
   }
 
+  /**
+   * The pod is not enrolled, for `reason` (readiness, metrics and /config_dump say so). With `err`, `what` is logged,
+   * once per reason; without, the caller logs, or the namespace registry already did (throttled).
+   */
+  #fail(pod: PodRecord, reason: string, err?: unknown, what = ""): void {
+    const key = objectKey(pod);
+    const before = this.#failed.get(key)?.reason;
+    this.#failed.set(key, { pod, reason });
+    this.#o.enrollment?.failed(pod, reason);
+    if (err !== undefined && before !== reason) this.#o.logger.error({ pod: key, err, reason }, what);
+  }
+
   #redirect(pod: PodRecord, netns: HeldNetnsRef, started: bigint): void {
     const key = objectKey(pod);
     const log = this.#o.logger.child({ pod: key });
-    const fail = (reason: string, err: unknown, what: string) => {
-      const before = this.#failed.get(key)?.reason;
-      this.#failed.set(key, { pod, reason });
-      this.#o.enrollment?.failed(pod, reason);
-      if (before !== reason) log.error({ err, reason }, what);
-    };
-    const found = { netns };
     try {
       this.#o.redirector.enroll({ pod, netns }, this.#o.proxy.listenerFactory);
     } catch (err) {
       const reason = err instanceof EnrollmentError ? err.code : "unexpected";
-      fail(reason, err, "enrollment failed; the pod's traffic is not redirected, retrying in the background");
+      this.#fail(
+        pod,
+        reason,
+        err,
+        "enrollment failed; the pod's traffic is not redirected, retrying in the background",
+      );
       return;
     }
     this.#failed.delete(key);
@@ -403,10 +438,7 @@ export class NodeAgent {
       acquired.then((identity) => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         this.#o.enrollment?.enrolled(pod, seconds);
-        log.info(
-          { ips: pod.ips, netns: found.netns.description, source, identity, redirected, seconds },
-          "pod enrolled",
-        );
+        log.info({ ips: pod.ips, netns: netns.description, source, identity, redirected, seconds }, "pod enrolled");
       }),
     );
   }
@@ -470,8 +502,7 @@ export class NodeAgent {
       this.#enrollments.delete(key);
       const log = this.#o.logger.child({ pod: key });
       if (!found.ok) {
-        this.#failed.set(key, { pod, reason: found.reason });
-        this.#o.enrollment?.failed(pod, found.reason);
+        this.#fail(pod, found.reason);
         log.warn({ reason: found.reason }, "the pod's network namespace is gone; enrolling it again once it is found");
         continue;
       }
