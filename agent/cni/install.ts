@@ -1,6 +1,7 @@
 /**
  * Installing ambit-cni on a node and taking it off again: `ambit cni-install` (the DaemonSet's init container) and
- * `ambit cni-uninstall`. It imports only node:* and the pure conflist edit: no native library, no Kubernetes client.
+ * `ambit cni-uninstall`. It imports only node:*, the pure conflist edit and a name comparator: no native library,
+ * no Kubernetes client.
  *
  * The paths given are the host's paths as the container sees them: the manifest mounts /opt/cni/bin and
  * /etc/cni/net.d at the same paths, so what is written into the configuration (the credentials' paths) is right for
@@ -26,18 +27,19 @@ import {
   rmSync,
   statSync,
   unlinkSync,
+  watch as watchDir,
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, extname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDeepStrictEqual } from "node:util";
 import { AmbitError } from "../errors.js";
+import { compareNames } from "../kube/records.js";
 import { hasPlugin, installPlugin, PLUGIN_TYPE, removePlugin } from "./conflist.js";
 
 /** What the runtime reads from a CNI configuration directory (libcni, as containerd and CRI-O use it). */
 const CONFIG_EXTENSIONS = new Set([".conflist", ".conf", ".json"]);
-export const PLUGIN_FILE = PLUGIN_TYPE;
-export const STATE_DIR = "ambit-cni.d";
+const STATE_DIR = "ambit-cni.d";
 /** A configuration or a token is small; a bigger file is not one. */
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
@@ -78,40 +80,37 @@ export interface InstallResult {
   changed: string[];
 }
 
-export function stateDirOf(o: { confDir: string; stateDir?: string }): string {
+function stateDirOf(o: { confDir: string; stateDir?: string }): string {
   return o.stateDir ?? join(o.confDir, STATE_DIR);
 }
 
-/** The configuration file the runtime uses: the first *.conflist, *.conf or *.json by name (libcni's order). */
-export function primaryConfig(confDir: string): string | undefined {
+/** The CNI configuration files in confDir (*.conflist, *.conf, *.json), in the order libcni reads them. */
+function configNames(confDir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(confDir, { withFileTypes: true })
       .filter((e) => (e.isFile() || e.isSymbolicLink()) && CONFIG_EXTENSIONS.has(extname(e.name)))
       .map((e) => e.name);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw err;
   }
   // libcni sorts by byte order; so does this for the ASCII names configurations have.
-  names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  return names[0] === undefined ? undefined : join(confDir, names[0]);
+  return names.sort(compareNames);
+}
+
+/** The configuration file the runtime uses: the first of configNames. */
+export function primaryConfig(confDir: string): string | undefined {
+  const [first] = configNames(confDir);
+  return first === undefined ? undefined : join(confDir, first);
 }
 
 export async function install(o: InstallOptions): Promise<InstallResult> {
   const changed: string[] = [];
-  const binary = join(o.binDir, PLUGIN_FILE);
+  const binary = join(o.binDir, PLUGIN_TYPE);
   if (installBinary(o.plugin, binary)) changed.push(binary);
 
-  const entry: Record<string, unknown> = { type: PLUGIN_TYPE, agentSocket: o.agentSocket };
-  if (o.kubernetes) {
-    const dir = stateDirOf(o);
-    const tokenFile = join(dir, "token");
-    const caFile = join(dir, "ca.crt");
-    changed.push(...refreshCredentials(o.kubernetes, dir));
-    entry.kubernetes = { server: o.kubernetes.server, tokenFile, caFile };
-  }
-
+  const entry = entryWithCredentials(o, changed);
   const primary = await waitForPrimary(o.confDir, o.waitMs, o.say);
   const config = insertInto(primary, entry, stateDirOf(o));
   if (config.changed) changed.push(config.file);
@@ -119,10 +118,24 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
 }
 
 /**
+ * ambit-cni's entry in the configuration (installPlugin sets its type); with kubernetes, the token and CA are
+ * brought up to date first (refreshCredentials) and the files written are added to `changed`.
+ */
+function entryWithCredentials(o: InstallOptions, changed: string[]): Record<string, unknown> {
+  const entry: Record<string, unknown> = { agentSocket: o.agentSocket };
+  if (o.kubernetes) {
+    const dir = stateDirOf(o);
+    changed.push(...refreshCredentials(o.kubernetes, dir));
+    entry.kubernetes = { server: o.kubernetes.server, tokenFile: join(dir, "token"), caFile: join(dir, "ca.crt") };
+  }
+  return entry;
+}
+
+/**
  * The token and CA copied where the plugin reads them, when they differ from what is there (a rotated token).
  * Returns the files written.
  */
-export function refreshCredentials(source: { tokenFile: string; caFile: string }, dir: string): string[] {
+function refreshCredentials(source: { tokenFile: string; caFile: string }, dir: string): string[] {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const written: string[] = [];
   for (const [from, name] of [
@@ -143,7 +156,7 @@ export function refreshCredentials(source: { tokenFile: string; caFile: string }
  * list is written as a .conflist of the same name and the single-plugin file removed (istio-cni does the same).
  * The file as it was before is kept in `stateDir`, so that uninstall can put it back byte for byte.
  */
-export function insertInto(
+function insertInto(
   file: string,
   entry: Record<string, unknown>,
   stateDir: string,
@@ -215,13 +228,7 @@ export interface UninstallResult {
 /** Takes ambit-cni out of every configuration in confDir, then removes its binary and credentials. Idempotent. */
 export function uninstall(o: { binDir: string; confDir: string; stateDir?: string; say: Say }): UninstallResult {
   const configs: string[] = [];
-  let names: string[] = [];
-  try {
-    names = readdirSync(o.confDir).filter((n) => CONFIG_EXTENSIONS.has(extname(n)));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
-  for (const name of names) {
+  for (const name of configNames(o.confDir)) {
     const file = join(o.confDir, name);
     const text = readSmall(file).toString("utf8");
     let next: { name: string; text: string };
@@ -239,7 +246,7 @@ export function uninstall(o: { binDir: string; confDir: string; stateDir?: strin
     configs.push(target);
   }
   const removed: string[] = [];
-  for (const path of [join(o.binDir, PLUGIN_FILE), stateDirOf(o)]) {
+  for (const path of [join(o.binDir, PLUGIN_TYPE), stateDirOf(o)]) {
     if (readIfExistsStat(path)) {
       rmSync(path, { recursive: true, force: true });
       removed.push(path);
@@ -267,7 +274,6 @@ export interface WatchOptions extends InstallOptions {
  * leaves everything installed: a pod's deletion is not an uninstall (that is `ambit cni-uninstall`).
  */
 export async function watch(o: WatchOptions): Promise<void> {
-  const { watch: watchDir } = await import("node:fs");
   let wake: (() => void) | undefined;
   let watcher: ReturnType<typeof watchDir> | undefined;
   const arm = () => {
@@ -314,14 +320,9 @@ export async function watch(o: WatchOptions): Promise<void> {
 
 function check(o: InstallOptions): string[] {
   const fixed: string[] = [];
-  const binary = join(o.binDir, PLUGIN_FILE);
+  const binary = join(o.binDir, PLUGIN_TYPE);
   if (!readIfExistsStat(binary) && installBinary(o.plugin, binary)) fixed.push(binary);
-  const entry: Record<string, unknown> = { type: PLUGIN_TYPE, agentSocket: o.agentSocket };
-  if (o.kubernetes) {
-    const dir = stateDirOf(o);
-    fixed.push(...refreshCredentials(o.kubernetes, dir));
-    entry.kubernetes = { server: o.kubernetes.server, tokenFile: join(dir, "token"), caFile: join(dir, "ca.crt") };
-  }
+  const entry = entryWithCredentials(o, fixed);
   const primary = primaryConfig(o.confDir);
   if (primary && !wrapConflistError(primary, () => hasPlugin(readSmall(primary).toString("utf8")))) {
     fixed.push(insertInto(primary, entry, stateDirOf(o)).file);
