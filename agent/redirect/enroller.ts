@@ -162,6 +162,7 @@ export class Redirector {
     }));
     const enrolled = { pod, netns, listeners };
     this.#pods.set(key, enrolled);
+    this.#inherited.delete(key);
     this.#syncHostRules();
     return enrolled;
   }
@@ -183,10 +184,7 @@ export class Redirector {
       if (found) this.#inherited.set(key, target.pod.ips);
       return found;
     } catch (err) {
-      this.#log.debug(
-        { err, pod: objectKey(target.pod) },
-        "cannot list the pod's nftables tables; enrolling it at once",
-      );
+      this.#log.debug({ err, pod: key }, "cannot list the pod's nftables tables; enrolling it at once");
       return false;
     }
   }
@@ -197,8 +195,10 @@ export class Redirector {
    */
   unenroll(key: string): void {
     const enrolled = this.#pods.get(key);
-    if (this.#inherited.delete(key) && !enrolled) this.#syncHostRules();
-    if (!enrolled) return;
+    if (!enrolled) {
+      if (this.#inherited.delete(key)) this.#syncHostRules();
+      return;
+    }
     this.#pods.delete(key);
     try {
       inPodNetnsFd(
@@ -242,7 +242,6 @@ export class Redirector {
   #syncHostRules(): void {
     const where = this.#options.hostRules;
     if (!where) return;
-    for (const key of this.#pods.keys()) this.#inherited.delete(key);
     const rules = buildHostRules([
       ...this.enrolled().flatMap((e) => e.pod.ips),
       ...[...this.#inherited.values()].flat(),

@@ -46,11 +46,10 @@ export function installReturnRouting(families: readonly ReturnRoutingFamily[]): 
         }
       } catch (err) {
         if (!(err instanceof ReturnRoutingError)) throw err;
-        const familyAdded = added.splice(ours);
         const unavailable = err.refusedWith !== undefined && FAMILY_UNAVAILABLE_ERRNOS.includes(err.refusedWith);
-        if (required || !unavailable) throw err.leaving(link.takeBack([...added, ...familyAdded]));
-        const stuck = link.takeBack(familyAdded);
-        if (stuck.length > 0) throw err.leaving([...stuck, ...link.takeBack(added)]);
+        // This family's additions first, then the earlier families' (all of them unless the family is skipped).
+        const stuck = link.takeBack(added.splice(ours));
+        if (required || !unavailable || stuck.length > 0) throw err.leaving([...stuck, ...link.takeBack(added)]);
         result.skipped.push({ family, reason: err.message });
         continue;
       }

@@ -89,17 +89,16 @@ function rule(chain: string, ...expr: Expr[]): Command {
   return { add: { rule: { family: FAMILY, table: TABLE, chain, expr } } };
 }
 
-function natChain(name: string, hook: "output" | "prerouting"): Command {
-  return { add: { chain: { family: FAMILY, table: TABLE, name, type: "nat", hook, prio: -100, policy: "accept" } } };
-}
-
-/** prio -150 (mangle): before the nat chains; 0 (filter) for the guard, after routing decided the interface. */
+/**
+ * prio -100 (dstnat) for the nat chains; -150 (mangle): before them; 0 (filter) for the guard, after routing decided
+ * the interface.
+ */
 function baseChain(
   name: string,
-  type: "filter" | "route",
+  type: "nat" | "filter" | "route",
   hook: "output" | "prerouting" | "postrouting",
   prio: number,
-) {
+): Command {
   return { add: { chain: { family: FAMILY, table: TABLE, name, type, hook, prio, policy: "accept" } } };
 }
 
@@ -182,8 +181,8 @@ export function buildRedirectRules(plan: RedirectPlan = {}): NftDocument {
       { add: { table: { family: FAMILY, name: TABLE } } },
       { delete: { table: { family: FAMILY, name: TABLE } } },
       { add: { table: { family: FAMILY, name: TABLE } } },
-      natChain("output", "output"),
-      natChain("prerouting", "prerouting"),
+      baseChain("output", "nat", "output", -100),
+      baseChain("prerouting", "nat", "prerouting", -100),
       baseChain("mark", "filter", "prerouting", -150),
       baseChain("return", "route", "output", -150),
       baseChain("guard", "filter", "postrouting", 0),
