@@ -66,7 +66,8 @@ const ENDPOINTS = new Set(["/v1/sign", "/v1/bundle"]);
 /** Refusals anyone can cause without a token (no such endpoint, wrong method, no or a bad token). */
 const ANYONE = new Set([401, 404, 405]);
 
-const CSR_CODES = new Set(["bad_csr", "csr_signature", "csr_mismatch", "bad_san"]);
+/** Other identity errors of a CSR the CA refuses with 400; a CSR that cannot be read is a CsrError (with a reason). */
+const CSR_CODES = new Set(["csr_signature", "csr_mismatch", "bad_san"]);
 
 interface SignBody {
   csr: string;
@@ -214,7 +215,7 @@ export async function startCaServer(options: CaServerOptions): Promise<CaServer>
       if (path === "/v1/bundle" && req.method === "GET") {
         return sendJson(res, 200, { trustBundle: ca.trustBundlePem() });
       }
-      throw new Refusal(path === "/v1/sign" || path === "/v1/bundle" ? 405 : 404, "not_found", "no such endpoint");
+      throw new Refusal(ENDPOINTS.has(path) ? 405 : 404, "not_found", "no such endpoint");
     } catch (err) {
       if (err instanceof Refusal) {
         const { reason, detail } = err.details;
