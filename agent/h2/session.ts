@@ -53,6 +53,27 @@ export interface RateLimit {
   perSecond: number;
 }
 
+/** A session's bucket for one RateLimit; it keeps counting below zero, so a flood stays over its limit. */
+class TokenBucket {
+  readonly limit: RateLimit;
+  #tokens: number;
+  #refilledAt = performance.now();
+
+  constructor(limit: RateLimit) {
+    this.limit = limit;
+    this.#tokens = limit.burst;
+  }
+
+  /** Spends a token; false once the bucket is below empty. */
+  take(): boolean {
+    const now = performance.now();
+    const { burst, perSecond } = this.limit;
+    this.#tokens = Math.min(burst, this.#tokens + ((now - this.#refilledAt) / 1000) * perSecond);
+    this.#refilledAt = now;
+    return --this.#tokens >= 0;
+  }
+}
+
 /**
  * Rapid reset (CVE-2023-44487): a peer that opens streams and resets them at once never has more than a few open,
  * so the concurrency limit does not stop it, while each such stream costs us a connection to the app. A reset before
@@ -171,12 +192,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #goawayReceived = false;
   #destroyed = false;
   #error: Error | undefined;
-  readonly #resetLimit: RateLimit;
-  #resetTokens: number;
-  #resetRefilledAt = performance.now();
-  readonly #frameBudget: RateLimit;
-  #frameTokens: number;
-  #frameRefilledAt = performance.now();
+  readonly #earlyResets: TokenBucket;
+  readonly #frameBudget: TokenBucket;
   readonly #stallTimeoutMs: number;
   #stallTimer: NodeJS.Timeout | undefined;
   /** When data began waiting on a closed connection window (performance.now()), or -1. */
@@ -196,10 +213,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
     this.#reader = new FrameReader(this, this.settings.maxFrameSize);
     this.#hpack = new HpackDecoder();
     this.#connRecvWindow = DEFAULT_WINDOW;
-    this.#resetLimit = opts.earlyResets ?? EARLY_RESETS;
-    this.#resetTokens = this.#resetLimit.burst;
-    this.#frameBudget = opts.frameBudget ?? FRAME_BUDGET;
-    this.#frameTokens = this.#frameBudget.burst;
+    this.#earlyResets = new TokenBucket(opts.earlyResets ?? EARLY_RESETS);
+    this.#frameBudget = new TokenBucket(opts.frameBudget ?? FRAME_BUDGET);
     this.#blockTimeoutMs = opts.headerBlockTimeoutMs ?? HEADER_BLOCK_TIMEOUT_MS;
     this.#stallTimeoutMs = opts.stallTimeoutMs ?? STALL_TIMEOUT_MS;
     this.#headerLimits = { maxListSize: this.settings.maxHeaderListSize, maxFields: MAX_HEADER_FIELDS };
@@ -694,12 +709,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   }
 
   #chargeEarlyReset(): void {
-    const now = performance.now();
-    const { burst, perSecond } = this.#resetLimit;
-    this.#resetTokens = Math.min(burst, this.#resetTokens + ((now - this.#resetRefilledAt) / 1000) * perSecond);
-    this.#resetRefilledAt = now;
-    this.#resetTokens -= 1;
-    if (this.#resetTokens < 0 && !this.#goawaySent) {
+    if (!this.#earlyResets.take() && !this.#goawaySent) {
       this.#error = new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset before they were answered");
       this.#goaway(ErrorCode.ENHANCE_YOUR_CALM, this.#error.message);
     }
@@ -707,11 +717,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
 
   /** One frame of FRAME_BUDGET's kinds: past the budget, a connection error (ENHANCE_YOUR_CALM). */
   #charge(what: string): void {
-    const now = performance.now();
-    const { burst, perSecond } = this.#frameBudget;
-    this.#frameTokens = Math.min(burst, this.#frameTokens + ((now - this.#frameRefilledAt) / 1000) * perSecond);
-    this.#frameRefilledAt = now;
-    if (--this.#frameTokens < 0) {
+    if (!this.#frameBudget.take()) {
+      const { burst, perSecond } = this.#frameBudget.limit;
       throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, `flood of ${what} (over ${burst} at once, ${perSecond}/s)`);
     }
   }
