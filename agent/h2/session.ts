@@ -290,10 +290,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   closeSoon(): void {
     if (this.#destroyed || this.#goawaySent || this.#goawayNoticeSent || this.role !== "server") return;
     this.#goawayNoticeSent = true;
-    const payload = Buffer.alloc(8);
-    payload.writeUInt32BE(MAX_WINDOW, 0);
-    payload.writeUInt32BE(ErrorCode.NO_ERROR, 4);
-    this.#frame(FrameType.GOAWAY, 0, 0, payload);
+    this.#goawayFrame(MAX_WINDOW, ErrorCode.NO_ERROR);
   }
 
   /** Abrupt close: every stream is reset and the transport destroyed. */
@@ -806,8 +803,12 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink, T
   #goaway(code: number, debug = ""): void {
     if (this.#goawaySent) return;
     this.#goawaySent = true;
+    this.#goawayFrame(this.role === "server" ? this.#lastStreamId : 0, code, debug);
+  }
+
+  #goawayFrame(lastStreamId: number, code: number, debug = ""): void {
     const payload = Buffer.alloc(8 + Buffer.byteLength(debug));
-    payload.writeUInt32BE(this.role === "server" ? this.#lastStreamId : 0, 0);
+    payload.writeUInt32BE(lastStreamId, 0);
     payload.writeUInt32BE(code, 4);
     payload.write(debug, 8);
     this.#frame(FrameType.GOAWAY, 0, 0, payload);
