@@ -21,6 +21,9 @@ export interface CniSandbox {
   ips: readonly string[];
 }
 
+/** How a sandbox's enrollment went, for the CNI plugin's answer. */
+export type SandboxEnrollment = { ok: true; certified: boolean } | { ok: false; reason: string };
+
 export type CniDecision =
   /** The pod's record, or its namespace's, is not known yet: wait for the cluster source, then decide again. */
   | { kind: "wait"; missing: "pod" | "namespace" }

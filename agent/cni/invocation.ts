@@ -4,6 +4,7 @@
  */
 
 import { AmbitError } from "../errors.js";
+import { MAX_IPS } from "./protocol.js";
 
 /** What the plugin accepts in a configuration; CHECK exists since 0.4.0, and chaining needs prevResult. */
 export const SUPPORTED_VERSIONS = ["0.4.0", "1.0.0"] as const;
@@ -161,7 +162,7 @@ export function prevResultIps(prevResult: Record<string, unknown> | undefined): 
     const address = isObject(entry) ? entry.address : undefined;
     if (typeof address === "string") out.push(address.split("/")[0] as string);
   }
-  return out.slice(0, 8);
+  return out.slice(0, MAX_IPS);
 }
 
 /** A CNI error result, as the runtime reads it from stdout. */

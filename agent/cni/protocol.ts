@@ -31,7 +31,7 @@ export type CniAgentAnswer =
 /** A request or answer line longer than this is refused: both ends read hostile-length input otherwise. */
 export const MAX_LINE_BYTES = 16 * 1024;
 const MAX_FIELD = 253;
-const MAX_IPS = 8;
+export const MAX_IPS = 8;
 
 /** The request, or a reason it is not one. */
 export function parseAgentRequest(line: string): CniAgentRequest | { invalid: string } {

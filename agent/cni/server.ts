@@ -15,8 +15,9 @@ import { createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { AmbitError } from "../errors.js";
 import type { ClusterState } from "../kube/cluster-state.js";
+import { objectKey } from "../kube/records.js";
 import type { Logger } from "../log.js";
-import { type CniSandbox, decideSandbox } from "./decide.js";
+import { type CniSandbox, decideSandbox, type SandboxEnrollment } from "./decide.js";
 import { type CniAgentAnswer, type CniAgentRequest, MAX_LINE_BYTES, parseAgentRequest } from "./protocol.js";
 import { type CniCommandLabel, type CniResultLabel, cniRequestLabels } from "./request-labels.js";
 
@@ -24,11 +25,7 @@ import { type CniCommandLabel, type CniResultLabel, cniRequestLabels } from "./r
 export interface CniAgent {
   readonly sourceState: ClusterState;
   onApply(listener: () => void): () => void;
-  enrollSandbox(
-    key: string,
-    sandbox: CniSandbox,
-    certificateWaitMs: number,
-  ): Promise<{ ok: true; certified: boolean } | { ok: false; reason: string }>;
+  enrollSandbox(key: string, sandbox: CniSandbox, certificateWaitMs: number): Promise<SandboxEnrollment>;
   sandboxEnrolled(key: string, netns: string): boolean;
   removeSandbox(key: string, containerId: string): void;
 }
@@ -141,7 +138,7 @@ export class CniServer {
       this.#o.logger.warn({ reason: request.invalid }, "CNI request refused: malformed; the plugin fails the call");
       return { error: { code: "bad_request", message: request.invalid } };
     }
-    const key = `${request.namespace}/${request.name}`;
+    const key = objectKey(request);
     const log = this.#o.logger.child({ pod: key, container: request.containerId });
     const sandbox: CniSandbox = { containerId: request.containerId, netns: request.netns, ips: request.ips };
     if (request.command === "del") {

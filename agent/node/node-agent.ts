@@ -7,7 +7,7 @@
  * The decisions those handlers share are plain functions in proxy/ (outbound-route.ts, own-destination.ts, ...).
  */
 
-import { type CniSandbox, staleSandboxes, withSandboxes } from "../cni/decide.js";
+import { type CniSandbox, type SandboxEnrollment, staleSandboxes, withSandboxes } from "../cni/decide.js";
 import type { CertManager } from "../identity/cert-manager.js";
 import { identityOfPod, type SpiffeId } from "../identity/spiffe.js";
 import { type ClusterState, emptyClusterState, podsOfNode } from "../kube/cluster-state.js";
@@ -97,9 +97,6 @@ export interface PodEnrollment {
   source: EnrollmentSource;
   at: Date;
 }
-
-/** How a sandbox's enrollment went, for the CNI plugin's answer. */
-export type SandboxEnrollment = { ok: true; certified: boolean } | { ok: false; reason: string };
 
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
