@@ -303,9 +303,7 @@ export class NodeAgent {
    * once the data plane stopped (its worker threads exited).
    */
   stop(): Promise<void> {
-    this.#stopped = true;
-    for (const t of this.#timers) clearInterval(t);
-    this.#o.redirector.closeListenersOnly();
+    this.#stopAccepting();
     const stopped = this.#o.proxy.close();
     this.#o.certs.close();
     this.#o.namespaces.releaseAll();
@@ -319,12 +317,17 @@ export class NodeAgent {
    * down what is left. Rules stay, as in stop(). Resolves with how many connections were left and how long it took.
    */
   async drain(ms: number): Promise<{ left: number; seconds: number }> {
-    this.#stopped = true;
-    for (const t of this.#timers) clearInterval(t);
-    this.#o.redirector.closeListenersOnly();
+    this.#stopAccepting();
     const drained = await this.#o.proxy.drain(ms);
     await this.stop();
     return drained;
+  }
+
+  /** No enrollment work from now on, and no new connection: the in-pod listeners close; the rules stay. */
+  #stopAccepting(): void {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#o.redirector.closeListenersOnly();
   }
 
   #background(work: Promise<unknown>): void {

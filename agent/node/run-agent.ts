@@ -4,7 +4,7 @@ import { getrlimit, RLIMIT_NOFILE } from "../../native-bindings/io.js";
 import { ConnectionTracker } from "../admin/connection-tracker.js";
 import { type AgentServers, startAgentServers } from "../admin/servers.js";
 import { CniServer } from "../cni/server.js";
-import { agentLimitFor, DEFAULT_PER_POD_LIMIT } from "../dataplane/connection-limits.js";
+import { agentLimitFor } from "../dataplane/connection-limits.js";
 import { MeshDataplane } from "../dataplane/mesh-dataplane.js";
 import { defaultWorkerCount } from "../dataplane/worker-count.js";
 import { RemoteCertificateSource } from "../identity/ca-client.js";
@@ -85,7 +85,7 @@ export async function startAgent(config: AgentConfig, log: Logger, hooks: AgentH
     rootNamespace: config.rootNamespace,
     workers: config.workers ?? defaultWorkerCount(),
     connectionLimits: {
-      perPod: config.maxConnectionsPerPod ?? DEFAULT_PER_POD_LIMIT,
+      perPod: config.maxConnectionsPerPod,
       perAgent: config.maxConnections ?? agentLimitFor(getrlimit(RLIMIT_NOFILE).soft),
     },
   });
