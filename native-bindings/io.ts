@@ -62,6 +62,8 @@ export const ENFILE = 23;
 export const ENOBUFS = 105;
 export const ENOMEM = 12;
 export const ECONNABORTED = 103;
+export const EADDRINUSE = 98;
+export const EADDRNOTAVAIL = 99;
 
 /**
  * `struct epoll_event` is `{ uint32_t events; uint64_t data; }`, packed on x86-64 (12 bytes) and naturally aligned

@@ -8,6 +8,8 @@ import {
   bindTo,
   closeFd,
   connect,
+  EADDRINUSE,
+  EADDRNOTAVAIL,
   EINPROGRESS,
   EPOLLOUT,
   getpeername,
@@ -85,8 +87,6 @@ function isLinkLocal(ip: string): boolean {
   return /^fe[89ab]/i.test(ip);
 }
 
-const EADDRINUSE = 98;
-const EADDRNOTAVAIL = 99;
 const SOURCE_PORT_ATTEMPTS = 4;
 
 /**
