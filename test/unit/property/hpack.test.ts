@@ -35,6 +35,7 @@ const HUFFMAN: [string, string][] = [
 const octets = (maxLength: number) =>
   fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength });
 
+/** RFC 7541 5.1 integers for the model's own blocks: written apart from hpack.ts, so it checks the decoder. */
 function pushInteger(out: number[], value: number, prefixBits: number, flags: number): void {
   const max = (1 << prefixBits) - 1;
   if (value < max) {
